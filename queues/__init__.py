@@ -1,0 +1,1 @@
+"""The contract between `web` and `workers`: Celery app, queue and task names, architectures, messages."""

@@ -1,0 +1,77 @@
+"""Every setting of archq, read once from environment variables. Defaults are documented in README.md."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    # Claims, dispatch tokens and leases live in Redis even when the broker is RabbitMQ.
+    redis_url: str = ""
+    data_dir: Path = Path("/var/lib/archq")
+    database_url: str = ""
+    libvirt_uri: str = "qemu:///system"
+    hostname: str = field(default_factory=socket.gethostname)
+    capabilities_file: str = ""
+    # "auto" probes KVM by booting the tiny guest; "kvm" or "tcg" force the answer.
+    accel: str = "auto"
+    kvm_probe_timeout_s: float = 20.0
+    max_vcpus: int = 64
+    max_memory_mib: int = 262144
+    heartbeat_interval_s: float = 5.0
+    heartbeat_misses: int = 3
+    lease_s: float = 60.0
+    dispatch_retry_s: float = 2.0
+    visibility_timeout_s: int = 7200
+    native_wait_s: float = 60.0
+    refuse_when_no_worker: bool = False
+    worker_concurrency: int = 4
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_basic_auth: str = ""
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        data_dir = Path(os.environ.get("ARCHQ_DATA_DIR", str(cls.data_dir)))
+        broker = os.environ.get("ARCHQ_BROKER_URL", cls.broker_url)
+        return cls(
+            broker_url=broker,
+            redis_url=os.environ.get("ARCHQ_REDIS_URL") or (broker if broker.startswith("redis") else ""),
+            data_dir=data_dir,
+            database_url=os.environ.get("ARCHQ_DATABASE_URL") or f"sqlite:///{data_dir / 'archq.db'}",
+            libvirt_uri=os.environ.get("ARCHQ_LIBVIRT_URI", cls.libvirt_uri),
+            hostname=os.environ.get("ARCHQ_HOSTNAME") or socket.gethostname(),
+            capabilities_file=os.environ.get("ARCHQ_CAPABILITIES_FILE", ""),
+            accel=os.environ.get("ARCHQ_ACCEL", cls.accel),
+            kvm_probe_timeout_s=_float("ARCHQ_KVM_PROBE_TIMEOUT_S", cls.kvm_probe_timeout_s),
+            max_vcpus=_int("ARCHQ_MAX_VCPUS", cls.max_vcpus),
+            max_memory_mib=_int("ARCHQ_MAX_MEMORY_MIB", cls.max_memory_mib),
+            heartbeat_interval_s=_float("ARCHQ_HEARTBEAT_INTERVAL_S", cls.heartbeat_interval_s),
+            heartbeat_misses=_int("ARCHQ_HEARTBEAT_MISSES", cls.heartbeat_misses),
+            lease_s=_float("ARCHQ_LEASE_S", cls.lease_s),
+            dispatch_retry_s=_float("ARCHQ_DISPATCH_RETRY_S", cls.dispatch_retry_s),
+            visibility_timeout_s=_int("ARCHQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
+            native_wait_s=_float("ARCHQ_NATIVE_WAIT_S", cls.native_wait_s),
+            refuse_when_no_worker=os.environ.get("ARCHQ_REFUSE_WHEN_NO_WORKER", "") in ("1", "true", "yes"),
+            worker_concurrency=_int("ARCHQ_WORKER_CONCURRENCY", cls.worker_concurrency),
+            flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),
+            flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
+            flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
+        )
+
+    @property
+    def host_down_after_s(self) -> float:
+        return self.heartbeat_interval_s * self.heartbeat_misses

@@ -1,0 +1,3 @@
+"""Images every host can provide without a catalog entry."""
+
+BUILTIN_IMAGES: tuple[str, ...] = ("tiny",)

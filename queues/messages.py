@@ -1,0 +1,75 @@
+"""Schemas of the messages that cross the broker (JSON only). `web` builds and reads them, `workers` reads
+and builds them; neither trusts the other's dicts without loading them through these schemas."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from queues.arch import ALL
+
+MESSAGE_VERSION = 1
+
+ARCH_NAMES = [a.value for a in ALL]
+JOB_STATES_FROM_WORKERS = ["running", "succeeded", "failed"]
+
+
+class _Message(Schema):
+    class Meta:
+        # A newer sender may add fields; an older reader ignores them rather than failing the job.
+        unknown = EXCLUDE
+
+    version = fields.Integer(load_default=MESSAGE_VERSION)
+
+
+class VmSpec(_Message):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    arch = fields.String(required=True, validate=validate.OneOf(ARCH_NAMES))
+    vcpus = fields.Integer(required=True, validate=validate.Range(min=1))
+    memory_mib = fields.Integer(required=True, validate=validate.Range(min=1))
+    image = fields.String(required=True)
+    emulated = fields.Boolean(load_default=False)
+
+
+class JobMessage(_Message):
+    """What a VM task receives: which job, the dispatch token that proves the message is current."""
+
+    job_id = fields.UUID(required=True)
+    token = fields.String(required=True)
+    kind = fields.String(required=True)
+    vm = fields.Nested(VmSpec, required=True)
+
+
+class JobError(_Message):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+class JobUpdate(_Message):
+    """A worker's report on a job, sent to `control`."""
+
+    job_id = fields.UUID(required=True)
+    state = fields.String(required=True, validate=validate.OneOf(JOB_STATES_FROM_WORKERS))
+    host = fields.String(required=True)
+    at = fields.Float(required=True)
+    result = fields.Dict(load_default=dict)
+    error = fields.Nested(JobError, allow_none=True, load_default=None)
+
+
+class Heartbeat(_Message):
+    """A worker's periodic report of what its host is and can do."""
+
+    host = fields.String(required=True)
+    arch = fields.String(required=True, validate=validate.OneOf(ARCH_NAMES))
+    accel = fields.String(required=True, validate=validate.OneOf(["kvm", "hvf", "tcg"]))
+    emulators = fields.List(fields.String(validate=validate.OneOf(ARCH_NAMES)), load_default=list)
+    queues = fields.List(fields.String(), required=True)
+    capacity = fields.Dict(load_default=dict)
+    allocated = fields.Dict(load_default=dict)
+    domains = fields.List(fields.Dict(), load_default=list)
+    at = fields.Float(required=True)
+
+
+job_message = JobMessage()
+job_update = JobUpdate()
+heartbeat = Heartbeat()

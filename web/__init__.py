@@ -1,0 +1,59 @@
+"""The archq control plane: the Flask API and the conductor, both owning the database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import Flask
+
+from queues.celery_app import make_celery
+from queues.claims import ClaimStore
+from queues.config import Settings
+from web.errors import register_error_handlers
+from web.extensions import db
+from web.publisher import Publisher
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass
+class Archq:
+    """What views and conductor tasks need besides the database, at `app.extensions["archq"]`."""
+
+    settings: Settings
+    celery: Celery
+    claims: ClaimStore
+    publisher: Publisher
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    if settings.database_url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    app.extensions["archq"] = Archq(
+        settings=settings,
+        celery=make_celery(settings, main="archq-web"),
+        claims=ClaimStore.from_url(settings.redis_url),
+        publisher=Publisher(app),
+    )
+    register_error_handlers(app)
+
+    from web.api import register_blueprints
+
+    register_blueprints(app)
+    return app
+
+
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Several processes (API workers, conductor) share the file: wait for locks instead of failing.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}

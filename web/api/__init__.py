@@ -1,0 +1,27 @@
+"""HTTP API blueprints under /api/v1: each view loads its input, calls a service, dumps the result."""
+
+from __future__ import annotations
+
+from flask import Flask, current_app, request
+
+from web.errors import BadRequest
+
+
+def archq():
+    return current_app.extensions["archq"]
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("the body must be valid JSON with Content-Type: application/json", code="malformed_json")
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="malformed_json")
+    return body
+
+
+def register_blueprints(app: Flask) -> None:
+    from web.api import hosts, jobs, system, vms
+
+    for module in (system, hosts, vms, jobs):
+        app.register_blueprint(module.bp, url_prefix="/api/v1")

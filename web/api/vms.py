@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from sqlalchemy import select
+
+from web.api import archq, json_body
+from web.extensions import db
+from web.models import Vm
+from web.schemas import VmCreateRequest, job_out, vm_out
+from web.services import vms
+
+bp = Blueprint("vms", __name__)
+
+
+def accepted(vm: Vm, job) -> tuple:
+    if job.state == "pending":
+        archq().publisher.notify(job.id)
+    body = {"vm": vm_out.dump(vm), "job": job_out.dump(job)}
+    return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
+
+
+@bp.post("/vms")
+def create_vm():
+    settings = archq().settings
+    schema = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib)
+    vm, job = vms.submit_create(schema.load(json_body()), settings)
+    return accepted(vm, job)
+
+
+@bp.get("/vms")
+def list_vms():
+    rows = db.session.scalars(select(Vm).where(Vm.state != "deleted").order_by(Vm.created_at)).all()
+    return jsonify({"vms": vm_out.dump(rows, many=True)})
+
+
+@bp.get("/vms/<vm_id>")
+def get_vm(vm_id: str):
+    return jsonify({"vm": vm_out.dump(vms.get_vm(vm_id))})
+
+
+@bp.delete("/vms/<vm_id>")
+def delete_vm(vm_id: str):
+    vm, job = vms.submit_delete(vm_id, archq().settings)
+    return accepted(vm, job)

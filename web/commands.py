@@ -1,0 +1,110 @@
+"""The control-plane subcommands of `archq`: api, conductor, migrate, up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import click
+
+from queues.config import Settings
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.command()
+def migrate() -> None:
+    """Apply the database migrations (alembic upgrade head)."""
+    from migrations import upgrade
+
+    settings = Settings.from_env()
+    if settings.database_url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    click.echo("database is at the latest revision")
+
+
+@click.command()
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
+@click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
+@click.option("--threads", default=8, show_default=True, help="threads per gunicorn worker")
+def api(bind: str, workers: int, threads: int) -> None:
+    """Serve the HTTP API under gunicorn."""
+    os.execv(
+        sys.executable,
+        [
+            sys.executable, "-m", "gunicorn",
+            "--bind", bind,
+            "--workers", str(workers),
+            "--threads", str(threads),
+            "--access-logfile", "-",
+            "web:create_app()",
+        ],
+    )  # fmt: skip
+
+
+@click.command()
+def conductor() -> None:
+    """Run the conductor: records job reports and heartbeats, re-publishes pending jobs."""
+    _logging()
+    from web import create_app
+    from web.conductor.service import run_conductor
+
+    run_conductor(create_app())
+
+
+@click.command()
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="where the API listens")
+@click.option("--no-worker", is_flag=True, help="do not run a hypervisor worker on this machine")
+def up(bind: str, no_worker: bool) -> None:
+    """Run the whole stack in the foreground: API, conductor, a worker and Flower. Ctrl-C stops it."""
+    _logging()
+    log = logging.getLogger("archq.up")
+    settings = Settings.from_env()
+    subprocess.run([sys.executable, "-m", "queues.cli", "migrate"], check=True)
+    archq = [sys.executable, "-m", "queues.cli"]
+    flower = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower",
+              f"--address={settings.flower_address}", f"--port={settings.flower_port}"]  # fmt: skip
+    if settings.flower_basic_auth:
+        flower.append(f"--basic-auth={settings.flower_basic_auth}")
+    commands = {"api": [*archq, "api", "--bind", bind], "conductor": [*archq, "conductor"], "flower": flower}
+    if not no_worker:
+        commands["worker"] = [*archq, "worker"]
+    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    log.info(
+        "archq is up: API http://%s/api/v1, Flower http://%s:%s",
+        bind,
+        settings.flower_address,
+        settings.flower_port,
+    )
+    stopping = False
+
+    def stop(*_args: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    exit_code = 0
+    while not stopping:
+        for name, child in children.items():
+            if child.poll() is not None:
+                log.error("%s exited with %s; stopping everything", name, child.returncode)
+                stopping, exit_code = True, 1
+        time.sleep(0.5)
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    sys.exit(exit_code)

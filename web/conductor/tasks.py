@@ -1,0 +1,40 @@
+"""Conductor tasks: thin glue from `control` messages to the services."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from flask import Flask
+from marshmallow import ValidationError
+
+from queues import messages
+from queues.names import Task
+from web.extensions import db
+from web.services.hosts import record_heartbeat
+from web.services.jobs import record_job_update
+
+log = logging.getLogger(__name__)
+
+
+def register_tasks(celery: Celery, app: Flask) -> None:
+    @celery.task(name=Task.JOB_UPDATE, acks_late=True, ignore_result=True)
+    def job_update(update: dict) -> None:
+        try:
+            data = messages.job_update.load(update)
+        except ValidationError as exc:
+            log.error("dropping a malformed job update: %s", exc.messages)
+            return
+        with app.app_context():
+            record_job_update(data)
+
+    @celery.task(name=Task.HEARTBEAT, acks_late=True, ignore_result=True)
+    def heartbeat(beat: dict) -> None:
+        try:
+            data = messages.heartbeat.load(beat)
+        except ValidationError as exc:
+            log.error("dropping a malformed heartbeat: %s", exc.messages)
+            return
+        with app.app_context():
+            record_heartbeat(data)
+            db.session.commit()

@@ -1,0 +1,133 @@
+"""Request (load) and response (dump) schemas of the HTTP API."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from queues.arch import UnknownArch, parse_arch
+from queues.images import BUILTIN_IMAGES
+from queues.routing import Emulation
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class ArchField(fields.String):
+    """Accepts every alias (x86_64, aarch64, ...) in any case; loads the canonical name."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_arch(text).value
+        except UnknownArch as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class VmCreateRequest(Schema):
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            NAME_PATTERN, error="must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        ),
+    )
+    arch = ArchField(required=True)
+    vcpus = fields.Integer(required=True, strict=True)
+    memory_mib = fields.Integer(required=True, strict=True)
+    image = fields.String(
+        required=True, validate=validate.OneOf(BUILTIN_IMAGES, error="unknown image; known: {choices}")
+    )
+    emulation = fields.String(
+        load_default=Emulation.PREFER_NATIVE.value, validate=validate.OneOf([e.value for e in Emulation])
+    )
+
+    def __init__(self, *, max_vcpus: int, max_memory_mib: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.max_vcpus = max_vcpus
+        self.max_memory_mib = max_memory_mib
+
+    @validates_schema
+    def within_limits(self, data: dict, **_kwargs) -> None:
+        errors: dict[str, list[str]] = {}
+        vcpus = data.get("vcpus")
+        if vcpus is not None and not 1 <= vcpus <= self.max_vcpus:
+            errors["vcpus"] = [f"must be between 1 and {self.max_vcpus}"]
+        memory = data.get("memory_mib")
+        if memory is not None and not 64 <= memory <= self.max_memory_mib:
+            errors["memory_mib"] = [f"must be between 64 and {self.max_memory_mib} MiB"]
+        if errors:
+            raise ValidationError(errors)
+
+
+class JobQuery(Schema):
+    state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
+    kind = fields.String(validate=validate.OneOf(["create", "delete"]))
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class ErrorDetail(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class JobEventOut(Schema):
+    at = fields.DateTime()
+    state = fields.String()
+    actor = fields.String()
+    message = fields.String()
+
+
+class JobOut(Schema):
+    id = fields.String()
+    kind = fields.String()
+    state = fields.String()
+    queue = fields.String()
+    host = fields.String(allow_none=True)
+    vm_id = fields.String(allow_none=True)
+    emulated = fields.Boolean()
+    waiting_for = fields.String()
+    error = fields.Method("_error", allow_none=True)
+    result = fields.Dict()
+    attempts = fields.Integer()
+    created_at = fields.DateTime()
+    queued_at = fields.DateTime(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    events = fields.List(fields.Nested(JobEventOut))
+
+    def _error(self, job) -> dict | None:
+        if job.error_code is None:
+            return None
+        return {"code": job.error_code, "message": job.error_message}
+
+
+class VmOut(Schema):
+    id = fields.String()
+    name = fields.String()
+    arch = fields.String()
+    vcpus = fields.Integer()
+    memory_mib = fields.Integer()
+    image = fields.String()
+    state = fields.String()
+    host = fields.String(allow_none=True)
+    accel = fields.String(allow_none=True)
+    emulated = fields.Boolean()
+    emulation_warning = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class HostOut(Schema):
+    name = fields.String()
+    arch = fields.String()
+    accel = fields.String()
+    emulators = fields.List(fields.String())
+    queues = fields.List(fields.String())
+    capacity = fields.Dict()
+    allocated = fields.Dict()
+    state = fields.String()
+    last_seen = fields.DateTime()
+
+
+job_out = JobOut()
+vm_out = VmOut()
+host_out = HostOut()

@@ -1,0 +1,77 @@
+"""The outbox: jobs are committed as `pending` with their message, then published in batches.
+
+A job reaches the broker only after its row is committed, so a crash or a broker outage can delay it but
+never lose it: whatever is still `pending` is published again by the conductor's sweep. Publishing twice
+is harmless because the worker's claim checks the dispatch token.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+
+import redis
+from celery import Celery
+from kombu.exceptions import KombuError, OperationalError
+from sqlalchemy import select
+
+from queues.celery_app import declare_queue
+from queues.claims import ClaimStore
+from web.extensions import db
+from web.models import Job, utcnow
+from web.services.job_states import PENDING, QUEUED, advance
+
+log = logging.getLogger(__name__)
+
+BROKER_ERRORS = (OperationalError, KombuError, redis.RedisError, ConnectionError, OSError)
+
+
+def publish(celery: Celery, claims: ClaimStore, jobs: Sequence[Job]) -> None:
+    """Send the jobs' messages; raises one of BROKER_ERRORS if the broker cannot take them."""
+    if not jobs:
+        return
+    # The token goes first: a worker that receives the message must find it current.
+    claims.set_tokens((job.id, job.token) for job in jobs)
+    with celery.producer_or_acquire() as producer:
+        for job in jobs:
+            declare_queue(celery, job.queue)
+            celery.send_task(
+                job.task,
+                kwargs={"job": job.payload},
+                task_id=job.id,
+                queue=job.queue,
+                producer=producer,
+                retry=False,
+            )
+
+
+def dispatch(celery: Celery, claims: ClaimStore, jobs: Sequence[Job], actor: str) -> int:
+    """Publish pending jobs and record them as queued; returns how many went out."""
+    jobs = [job for job in jobs if job.state == PENDING]
+    try:
+        publish(celery, claims, jobs)
+    except BROKER_ERRORS as exc:
+        log.warning("broker unavailable, %d job(s) stay pending: %s", len(jobs), exc)
+        db.session.rollback()
+        return 0
+    now = utcnow()
+    for job in jobs:
+        job.attempts += 1
+        advance(job, QUEUED, actor, f"published to {job.queue}", at=now)
+    db.session.commit()
+    return len(jobs)
+
+
+def dispatch_ids(celery: Celery, claims: ClaimStore, job_ids: Sequence[str], actor: str) -> int:
+    jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids), Job.state == PENDING)).all()
+    return dispatch(celery, claims, jobs, actor)
+
+
+def dispatch_stale_pending(celery: Celery, claims: ClaimStore, older_than_s: float, limit: int = 500) -> int:
+    """The sweep: publish jobs that stayed pending (broker was down, or the API died before publishing)."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    jobs = db.session.scalars(
+        select(Job).where(Job.state == PENDING, Job.created_at <= cutoff).order_by(Job.created_at).limit(limit)
+    ).all()
+    return dispatch(celery, claims, jobs, actor="conductor")

@@ -1,0 +1,1 @@
+"""Hypervisor-side Celery workers: they drive QEMU through libvirt and report back through the broker."""

@@ -1,0 +1,1 @@
+"""Guest images the workers boot: the tiny direct-kernel-boot guest built from Debian packages."""

@@ -1,0 +1,423 @@
+"""A tiny bootable guest for direct kernel boot under QEMU: a Debian cloud kernel plus a busybox initramfs
+whose /init prints a marker line and then a counter every second. Built from Debian packages with apt,
+once per architecture, into a cache directory that concurrent workers share."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from queues.arch import Arch, to_libvirt
+
+log = logging.getLogger(__name__)
+
+MARKER = "ARCHQ-TINY-BOOTED"
+
+KERNEL_NAME = "vmlinuz"
+INITRD_NAME = "initrd.img"
+MANIFEST_NAME = "manifest.json"
+
+# Bump when the layout of the built guest changes in a way the init script hash does not capture.
+_FORMAT_VERSION = 1
+
+# Serial output is slow under TCG, so kernel messages below "emergency" are kept off the console;
+# panic=-1 reboots at once on a panic, which makes `-no-reboot` QEMU exit instead of hanging to a timeout;
+# edd=off skips the x86 boot stub's BIOS disk probe and the half line it leaves on the serial port.
+_CMDLINES: dict[Arch, str] = {
+    Arch.AMD64: "console=ttyS0 loglevel=1 panic=-1 edd=off",
+    Arch.ARM64: "console=ttyAMA0 loglevel=1 panic=-1",
+}
+
+# ELF e_machine values, to catch a busybox of the wrong architecture before it becomes an unbootable guest.
+_ELF_MACHINE: dict[Arch, int] = {Arch.AMD64: 62, Arch.ARM64: 183}
+
+_APT_TIMEOUT_S = 900
+_TOOL_TIMEOUT_S = 300
+
+_INIT_SCRIPT = f"""#!/bin/busybox sh
+# archq tiny guest: mount the kernel filesystems, announce the boot, then tick forever (pid 1 must not exit).
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+/bin/busybox --install -s /bin
+export PATH=/bin
+# Firmware and the x86 boot stub leave a half-written line on the serial port: start a fresh one.
+printf '\\n%s\\n' "{MARKER} arch=$(uname -m)" > /dev/console
+n=0
+while true; do
+    n=$((n + 1))
+    echo "archq-tiny tick $n" > /dev/console
+    sleep 1
+done
+"""
+
+
+class TinyGuestError(RuntimeError):
+    """The tiny guest could not be built; the message says which step failed and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TinyGuest:
+    arch: Arch
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    kernel_sha256: str
+    initrd_sha256: str
+
+
+def marker_line(arch: Arch) -> str:
+    """The exact line the guest prints on its console once userspace runs."""
+    return f"{MARKER} arch={to_libvirt(arch)}"
+
+
+def cmdline_for(arch: Arch) -> str:
+    """Kernel command line for the tiny guest of an architecture."""
+    return _CMDLINES[arch]
+
+
+def ensure_tiny_guest(arch: Arch, cache_dir: Path) -> TinyGuest:
+    """Build once into cache_dir/<arch>/ (vmlinuz, initrd.img, plus a small manifest json), return the cached
+    one after."""
+    arch = Arch(arch)
+    cache_dir = Path(cache_dir)
+    target = cache_dir / arch.value
+    guest = _load_cached(arch, target)
+    if guest is not None:
+        return guest
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TinyGuestError(f"cannot create the tiny guest cache directory {cache_dir}: {exc}") from exc
+    with _locked(cache_dir / f".{arch.value}.lock"):
+        # Another process may have finished the build while this one waited for the lock.
+        guest = _load_cached(arch, target)
+        if guest is not None:
+            return guest
+        _remove_leftovers(cache_dir, arch)
+        started = time.monotonic()
+        log.info("building the %s tiny guest into %s", arch.value, target)
+        try:
+            build_dir = Path(tempfile.mkdtemp(prefix=f".build-{arch.value}-", dir=cache_dir))
+            try:
+                _build(arch, cache_dir, build_dir)
+                _install(build_dir / "out", target, cache_dir, arch)
+            finally:
+                shutil.rmtree(build_dir, ignore_errors=True)
+        except OSError as exc:
+            raise TinyGuestError(
+                f"building the {arch.value} tiny guest in {cache_dir} failed: {exc} (check free space and "
+                "permissions there)"
+            ) from exc
+        guest = _load_cached(arch, target)
+        if guest is None:
+            raise TinyGuestError(f"the {arch.value} tiny guest was built into {target} but does not verify")
+        log.info("built the %s tiny guest in %.1f s", arch.value, time.monotonic() - started)
+        return guest
+
+
+# --- cache ---------------------------------------------------------------------------------------------
+
+
+def _recipe_id() -> str:
+    return hashlib.sha256(f"{_FORMAT_VERSION}\n{_INIT_SCRIPT}".encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_cached(arch: Arch, target: Path) -> TinyGuest | None:
+    """The cached guest if it is complete, from the current recipe and intact; None means build it."""
+    try:
+        manifest = json.loads((target / MANIFEST_NAME).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("unreadable tiny guest manifest in %s (%s); rebuilding", target, exc)
+        return None
+    if manifest.get("arch") != arch.value or manifest.get("recipe") != _recipe_id():
+        log.info("tiny guest in %s is from another recipe; rebuilding", target)
+        return None
+    kernel, initrd = target / KERNEL_NAME, target / INITRD_NAME
+    try:
+        kernel_sha, initrd_sha = _sha256(kernel), _sha256(initrd)
+    except OSError as exc:
+        log.warning("tiny guest in %s is incomplete (%s); rebuilding", target, exc)
+        return None
+    if kernel_sha != manifest.get("kernel_sha256") or initrd_sha != manifest.get("initrd_sha256"):
+        log.warning("tiny guest in %s does not match its manifest; rebuilding", target)
+        return None
+    return TinyGuest(
+        arch=arch,
+        kernel=kernel,
+        initrd=initrd,
+        cmdline=cmdline_for(arch),
+        kernel_sha256=kernel_sha,
+        initrd_sha256=initrd_sha,
+    )
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(cache_dir: Path, arch: Arch) -> None:
+    # Only called under the arch lock, so these belong to builders that died mid-way.
+    for pattern in (f".build-{arch.value}-*", f".old-{arch.value}-*"):
+        for stale in cache_dir.glob(pattern):
+            log.info("removing leftover %s", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _install(out: Path, target: Path, cache_dir: Path, arch: Arch) -> None:
+    """Move a finished guest into place with directory renames, so readers see all of it or none of it."""
+    old: Path | None = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{arch.value}-", dir=cache_dir)) / arch.value
+        target.rename(old)
+    out.rename(target)
+    if old is not None:
+        shutil.rmtree(old.parent, ignore_errors=True)
+
+
+# --- build ---------------------------------------------------------------------------------------------
+
+
+def _build(arch: Arch, cache_dir: Path, build_dir: Path) -> None:
+    downloads = build_dir / "debs"
+    downloads.mkdir()
+    # The apt lists are shared by all architectures, so preparing them is serialised across builders.
+    with _locked(cache_dir / ".apt.lock"):
+        _ensure_apt_can_resolve(arch)
+    kernel_pkg = _kernel_package(arch)
+    kernel_deb = _apt_download(f"{kernel_pkg}:{arch.value}", downloads)
+    busybox_deb = _apt_download(f"busybox-static:{arch.value}", downloads)
+
+    out = build_dir / "out"
+    out.mkdir()
+    kernel = _extract_kernel(kernel_deb, build_dir / "kernel-root", arch)
+    shutil.copyfile(kernel, out / KERNEL_NAME)
+    guest_busybox = _extract_busybox(busybox_deb, build_dir / "busybox-root", arch)
+    _build_initramfs(arch, guest_busybox, build_dir / "initramfs", out / INITRD_NAME)
+
+    for name in (KERNEL_NAME, INITRD_NAME):
+        (out / name).chmod(0o644)
+    manifest = {
+        "format": _FORMAT_VERSION,
+        "recipe": _recipe_id(),
+        "arch": arch.value,
+        "kernel_package": _deb_field(kernel_deb, "Package"),
+        "kernel_version": _deb_field(kernel_deb, "Version"),
+        "busybox_version": _deb_field(busybox_deb, "Version"),
+        "kernel_sha256": _sha256(out / KERNEL_NAME),
+        "initrd_sha256": _sha256(out / INITRD_NAME),
+        "cmdline": cmdline_for(arch),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # mkdtemp makes 0700 directories; QEMU started by libvirt runs as another user and must read these.
+    out.chmod(0o755)
+
+
+def _run(
+    argv: Sequence[str],
+    *,
+    what: str,
+    cwd: Path | None = None,
+    timeout: float = _TOOL_TIMEOUT_S,
+    stdin: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command; on failure raise TinyGuestError naming the command and the tail of its stderr."""
+    command = " ".join(argv)
+    log.debug("running %s", command)
+    # Parsed output (apt-cache) must not be translated.
+    env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        proc = subprocess.run(
+            list(argv), cwd=cwd, input=stdin, capture_output=True, timeout=timeout, env=env, check=False
+        )
+    except FileNotFoundError as exc:
+        raise TinyGuestError(f"{what}: `{argv[0]}` is not installed ({exc})") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise TinyGuestError(f"{what}: `{command}` did not finish within {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-15:])
+        raise TinyGuestError(f"{what}: `{command}` exited with {proc.returncode}:\n{tail}")
+    return proc
+
+
+def _native_arch() -> str:
+    return _run(["dpkg", "--print-architecture"], what="reading dpkg's architecture").stdout.decode().strip()
+
+
+def _resolvable(package: str) -> bool:
+    try:
+        _run(["apt-cache", "show", "--no-all-versions", package], what="apt-cache show")
+    except TinyGuestError:
+        return False
+    return True
+
+
+def _ensure_apt_can_resolve(arch: Arch) -> None:
+    """Make apt know the guest architecture's packages, enabling it as a foreign architecture if needed."""
+    probe = f"linux-image-cloud-{arch.value}:{arch.value}"
+    if _resolvable(probe):
+        return
+    if arch.value != _native_arch():
+        foreign = _run(["dpkg", "--print-foreign-architectures"], what="listing dpkg architectures")
+        if arch.value not in foreign.stdout.decode().split():
+            log.info("enabling %s as a dpkg foreign architecture", arch.value)
+            _run(
+                ["dpkg", "--add-architecture", arch.value],
+                what=f"enabling {arch.value} packages (needs root)",
+            )
+    log.info("updating the apt package lists for %s", arch.value)
+    _run(
+        ["apt-get", "update", "-o", "DPkg::Lock::Timeout=120"],
+        what="updating the apt package lists (check the network and /etc/apt/sources.list*)",
+        timeout=_APT_TIMEOUT_S,
+    )
+    if not _resolvable(probe):
+        raise TinyGuestError(
+            f"apt cannot find {probe} even after `apt-get update`; check that the Debian sources in "
+            f"/etc/apt/sources.list* serve {arch.value} (main component)"
+        )
+
+
+_DEPENDS = re.compile(r"^\s*\|?Depends:\s+(linux-image-\S+)", re.MULTILINE)
+
+
+def _kernel_package(arch: Arch) -> str:
+    """The versioned kernel package (linux-image-6.1.0-NN-cloud-<arch>) the cloud meta package points to."""
+    meta = f"linux-image-cloud-{arch.value}:{arch.value}"
+    out = _run(["apt-cache", "depends", meta], what=f"resolving the kernel behind {meta}").stdout.decode()
+    names = [m.split(":", 1)[0].strip("<>") for m in _DEPENDS.findall(out)]
+    names = [n for n in names if n.endswith(f"-cloud-{arch.value}")]
+    if not names:
+        raise TinyGuestError(f"`apt-cache depends {meta}` names no linux-image-*-cloud-{arch.value}:\n{out}")
+    log.info("kernel package for %s: %s", arch.value, names[0])
+    return names[0]
+
+
+def _apt_download(package: str, dest: Path) -> Path:
+    before = set(dest.glob("*.deb"))
+    _run(
+        ["apt-get", "download", package],
+        what=f"downloading {package} (check the network and the apt sources)",
+        cwd=dest,
+        timeout=_APT_TIMEOUT_S,
+    )
+    new = sorted(set(dest.glob("*.deb")) - before)
+    if len(new) != 1:
+        raise TinyGuestError(f"`apt-get download {package}` left {len(new)} new .deb files in {dest}")
+    log.info("downloaded %s (%.1f MiB)", new[0].name, new[0].stat().st_size / 2**20)
+    return new[0]
+
+
+def _deb_field(deb: Path, field: str) -> str:
+    return _run(["dpkg-deb", "-f", str(deb), field], what=f"reading {deb.name}").stdout.decode().strip()
+
+
+def _extract(deb: Path, root: Path) -> None:
+    _run(["dpkg-deb", "-x", str(deb), str(root)], what=f"unpacking {deb.name}")
+
+
+def _extract_kernel(deb: Path, root: Path, arch: Arch) -> Path:
+    _extract(deb, root)
+    kernels = sorted((root / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise TinyGuestError(f"{deb.name} holds {len(kernels)} boot/vmlinuz-* files, expected one")
+    kernel = kernels[0]
+    head = kernel.read_bytes()[:1024]
+    # bzImage carries "HdrS" at 0x202; an arm64 Image "ARM\x64" at 0x38 (or it is gzip-compressed).
+    ok = (
+        head[0x202:0x206] == b"HdrS"
+        if arch is Arch.AMD64
+        else (head[0x38:0x3C] == b"ARM\x64" or head[:2] == b"\x1f\x8b")
+    )
+    if not ok:
+        raise TinyGuestError(f"{kernel.name} from {deb.name} is not a {arch.value} kernel image")
+    return kernel
+
+
+def _extract_busybox(deb: Path, root: Path, arch: Arch) -> Path:
+    _extract(deb, root)
+    for candidate in (root / "bin" / "busybox", root / "usr" / "bin" / "busybox"):
+        if candidate.is_file():
+            head = candidate.read_bytes()[:20]
+            if head[:4] != b"\x7fELF" or int.from_bytes(head[18:20], "little") != _ELF_MACHINE[arch]:
+                raise TinyGuestError(f"busybox in {deb.name} is not an {arch.value} ELF binary")
+            return candidate
+    raise TinyGuestError(f"{deb.name} has no bin/busybox")
+
+
+def _host_busybox(arch: Arch, guest_busybox: Path) -> str:
+    """A busybox that runs here, for its cpio applet."""
+    found = shutil.which("busybox")
+    if found:
+        return found
+    if arch.value == _native_arch():
+        return str(guest_busybox)
+    raise TinyGuestError("building the initramfs needs a host busybox: run `apt-get install busybox-static`")
+
+
+def _build_initramfs(arch: Arch, guest_busybox: Path, root: Path, dest: Path) -> None:
+    for sub in ("bin", "dev", "proc", "sys", "tmp"):
+        (root / sub).mkdir(parents=True)
+    shutil.copyfile(guest_busybox, root / "bin" / "busybox")
+    (root / "bin" / "busybox").chmod(0o755)
+    (root / "bin" / "sh").symlink_to("busybox")
+    (root / "init").write_text(_INIT_SCRIPT)
+    (root / "init").chmod(0o755)
+    # The kernel opens /dev/console for pid 1 before /init can mount devtmpfs, so the node must be in the
+    # archive or the marker never reaches the serial port.
+    try:
+        os.mknod(root / "dev" / "console", stat.S_IFCHR | 0o600, os.makedev(5, 1))
+        os.mknod(root / "dev" / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        (root / "dev" / "null").chmod(0o666)  # mknod honours the umask
+    except PermissionError as exc:
+        raise TinyGuestError(
+            f"creating device nodes for the initramfs needs root (CAP_MKNOD): {exc}; run the build as root"
+        ) from exc
+
+    entries = ["."]
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root)
+        entries.extend(str(Path(".") / rel / name) for name in sorted(dirnames + filenames))
+    listing = ("\n".join(entries) + "\n").encode()
+    archive = _run(
+        [_host_busybox(arch, guest_busybox), "cpio", "-o", "-H", "newc"],
+        what="packing the initramfs with busybox cpio",
+        cwd=root,
+        stdin=listing,
+    ).stdout
+    # mtime=0 keeps the initrd's hash a function of its content alone.
+    with dest.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
+        gz.write(archive)
+    log.info("initramfs %s: %d entries, %.1f KiB", dest.name, len(entries), dest.stat().st_size / 1024)

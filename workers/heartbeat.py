@@ -1,0 +1,64 @@
+"""The heartbeat: every few seconds a worker tells the conductor what its host is, can do and runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from celery import Celery
+
+from queues import messages
+from queues.names import CONTROL, Task
+from workers.host import HostProfile, free_disk_mib
+from workers.hypervisor import Hypervisor
+
+log = logging.getLogger(__name__)
+
+
+def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_free_mib: int) -> dict:
+    domains = hypervisor.list_domains()
+    return messages.heartbeat.dump(
+        {
+            "host": profile.name,
+            "arch": profile.arch.value,
+            "accel": profile.accel,
+            "emulators": [a.value for a in profile.emulators],
+            "queues": profile.queues,
+            "capacity": {
+                "vcpus": profile.vcpus,
+                "memory_mib": profile.memory_mib,
+                "disk_mib": data_dir_free_mib,
+            },
+            "allocated": {"domains": sum(1 for d in domains if d.state == "running")},
+            "domains": [{"uuid": d.uuid, "name": d.name, "state": d.state} for d in domains],
+            "at": time.time(),
+        }
+    )
+
+
+class HeartbeatThread(threading.Thread):
+    def __init__(self, app: Celery, profile: HostProfile, hypervisor: Hypervisor, data_dir, interval_s: float):
+        super().__init__(name="archq-heartbeat", daemon=True)
+        self._app = app
+        self._profile = profile
+        self._hypervisor = hypervisor
+        self._data_dir = data_dir
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+
+    def beat(self) -> None:
+        message = heartbeat_message(self._profile, self._hypervisor, free_disk_mib(self._data_dir))
+        # A beat that waited in the queue longer than a few intervals says nothing about now.
+        self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except Exception:
+                log.warning("heartbeat from %s failed; retrying", self._profile.name, exc_info=True)
+            self._stop.wait(self._interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,103 @@
+"""What this host is and can do: its architecture, accelerator, emulators, capacity and queues."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from queues.arch import Arch
+from queues.config import Settings
+from queues.names import host_queue, native_queue, tcg_queue
+from workers.capabilities import HostCapabilities
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HostProfile:
+    name: str
+    arch: Arch
+    accel: str  # "kvm" or "hvf" when hardware acceleration works for `arch`, else "tcg"
+    emulators: tuple[Arch, ...]  # foreign architectures this host runs under TCG
+    vcpus: int
+    memory_mib: int
+
+    @property
+    def queues(self) -> list[str]:
+        return [native_queue(self.arch), host_queue(self.name), *(tcg_queue(a) for a in self.emulators)]
+
+    def can_run(self, arch: Arch) -> bool:
+        return arch == self.arch or arch in self.emulators
+
+    def domain_type(self, arch: Arch) -> str:
+        """libvirt's domain type for a guest of `arch` here: accelerated only for the native arch."""
+        if arch == self.arch and self.accel != "tcg":
+            return self.accel
+        return "qemu"
+
+
+def decide_accel(settings: Settings, caps: HostCapabilities, probe: Callable[[], bool]) -> str:
+    """KVM only when configuration forces it or a real boot under it succeeded.
+
+    libvirt lists `kvm` wherever /dev/kvm exists, including nested backends where a guest never finishes
+    booting; the probe's answer is cached per host and kernel so a worker restart costs nothing.
+    """
+    if settings.accel != "auto":
+        return settings.accel
+    if not caps.accelerators:
+        return "tcg"
+    accelerator = caps.accelerators[0]
+    cache = settings.data_dir / "accel-probe.json"
+    key = f"{settings.hostname}/{platform.release()}/{accelerator}"
+    cached = _read_json(cache).get(key)
+    if cached is not None:
+        return accelerator if cached else "tcg"
+    started = time.monotonic()
+    works = probe()
+    log.warning(
+        "%s probe on %s: %s after %.1fs",
+        accelerator,
+        settings.hostname,
+        "guest booted" if works else "guest did not boot, using TCG",
+        time.monotonic() - started,
+    )
+    _write_json(cache, {**_read_json(cache), key: works})
+    return accelerator if works else "tcg"
+
+
+def build_profile(settings: Settings, caps: HostCapabilities, accel: str) -> HostProfile:
+    return HostProfile(
+        name=settings.hostname,
+        arch=caps.native_arch,
+        accel=accel,
+        emulators=caps.emulators,
+        vcpus=caps.total_vcpus or os.cpu_count() or 1,
+        memory_mib=caps.total_memory_mib,
+    )
+
+
+def free_disk_mib(path: Path) -> int:
+    path.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(path).free // (1024 * 1024)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)

@@ -1,0 +1,163 @@
+"""The one module that talks to libvirt: a connection per worker process and the calls archq makes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import libvirt
+
+log = logging.getLogger(__name__)
+
+_event_loop_started = False
+_event_loop_lock = threading.Lock()
+
+# libvirt's virDomainState values, named the way archq's API names VM states.
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "unknown",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "stopping",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+
+class HypervisorError(RuntimeError):
+    """A libvirt call failed; `code` is archq's error code for the job."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    name: str
+    state: str
+
+
+def _start_event_loop() -> None:
+    # Keepalives and domain events need libvirt's event loop running; one per process, in a thread.
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    # libvirt prints every error to stderr by default, even the ones archq expects (no such domain).
+    pass
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+
+class Hypervisor:
+    """A libvirt connection. Open it in the process that uses it: connections must not cross a fork."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        if not uri.startswith("test:"):
+            _start_event_loop()
+        try:
+            self._conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError(
+                "libvirt_unreachable", f"cannot open libvirt at {uri}: {exc}; is libvirtd running?"
+            ) from exc
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except libvirt.libvirtError:
+            log.warning("closing libvirt connection to %s failed", self.uri, exc_info=True)
+
+    def capabilities_xml(self) -> str:
+        return self._conn.getCapabilities()
+
+    def _lookup(self, uuid: str) -> libvirt.virDomain | None:
+        try:
+            return self._conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    def domain(self, uuid: str) -> DomainInfo | None:
+        dom = self._lookup(uuid)
+        return _info(dom) if dom is not None else None
+
+    def ensure_running(self, uuid: str, xml: str) -> DomainInfo:
+        """Define and start the domain unless a domain with this UUID already exists; then make sure it
+        runs. Calling it twice never makes a second VM: the UUID is the VM's identity."""
+        try:
+            dom = self._lookup(uuid)
+            if dom is None:
+                dom = self._conn.defineXML(xml)
+            if not dom.isActive():
+                dom.create()
+            return _info(dom)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("domain_start_failed", f"libvirt could not start the domain: {exc}") from exc
+
+    def remove(self, uuid: str) -> bool:
+        """Destroy and undefine the domain with its snapshot metadata and NVRAM. False if it did not exist."""
+        try:
+            dom = self._lookup(uuid)
+            if dom is None:
+                return False
+            if dom.isActive():
+                dom.destroy()
+            flags = (
+                libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            )
+            try:
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError:
+                # The test driver and some older daemons reject flags they do not support.
+                dom.undefine()
+            return True
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("domain_remove_failed", f"libvirt could not remove the domain: {exc}") from exc
+
+    def list_domains(self) -> list[DomainInfo]:
+        return [_info(dom) for dom in self._conn.listAllDomains()]
+
+    @contextmanager
+    def transient(self, xml: str) -> Iterator[bool]:
+        """Run a transient domain for the body's duration; yields whether it started."""
+        try:
+            dom = self._conn.createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            log.warning("transient domain did not start: %s", exc)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                dom.destroy()
+            except libvirt.libvirtError:
+                log.warning("could not destroy a transient domain", exc_info=True)
+
+
+def _info(dom: libvirt.virDomain) -> DomainInfo:
+    state, _reason = dom.state()
+    return DomainInfo(uuid=dom.UUIDString(), name=dom.name(), state=_STATES.get(state, "unknown"))

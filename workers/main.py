@@ -1,0 +1,133 @@
+"""`archq worker`: find out what this host is, then consume the queues it can serve."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import click
+from celery import Celery
+
+from queues.celery_app import declare_queue, make_celery
+from queues.claims import ClaimStore
+from queues.config import Settings
+from workers.capabilities import HostCapabilities, parse_capabilities, read_capabilities_file
+from workers.heartbeat import HeartbeatThread
+from workers.host import HostProfile, build_profile, decide_accel
+from workers.hypervisor import Hypervisor
+from workers.operations import WorkerContext
+from workers.probe import accelerator_boots
+from workers.runner import Runner
+from workers.tasks import register_tasks
+
+log = logging.getLogger(__name__)
+
+
+def host_capabilities(settings: Settings, hypervisor: Hypervisor) -> HostCapabilities:
+    if settings.capabilities_file:
+        return read_capabilities_file(Path(settings.capabilities_file))
+    return parse_capabilities(hypervisor.capabilities_xml())
+
+
+def discover_host(settings: Settings, hypervisor: Hypervisor) -> HostProfile:
+    caps = host_capabilities(settings, hypervisor)
+
+    def probe() -> bool:
+        if settings.libvirt_uri.startswith("test:"):
+            # The test driver runs nothing; it accelerates whatever its captured capabilities claim.
+            return True
+        return accelerator_boots(
+            hypervisor,
+            caps.native_arch,
+            caps.accelerators[0],
+            settings.data_dir / "images" / "tiny",
+            settings.kvm_probe_timeout_s,
+        )
+
+    return build_profile(settings, caps, decide_accel(settings, caps, probe))
+
+
+@dataclasses.dataclass
+class WorkerService:
+    """Everything a running hypervisor worker holds; `start_worker` in tests builds the same thing."""
+
+    settings: Settings
+    app: Celery
+    profile: HostProfile
+    hypervisor: Hypervisor
+    heartbeat: HeartbeatThread
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerService:
+        hypervisor = Hypervisor(settings.libvirt_uri)
+        profile = discover_host(settings, hypervisor)
+        app = make_celery(settings, main=f"archq-worker-{profile.name}")
+        for queue in profile.queues:
+            declare_queue(app, queue)
+        ctx = WorkerContext(host=profile, hypervisor=hypervisor, data_dir=settings.data_dir)
+        runner = Runner(app=app, ctx=ctx, claims=ClaimStore.from_url(settings.redis_url), lease_s=settings.lease_s)
+        register_tasks(app, runner)
+        heartbeat = HeartbeatThread(app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s)
+        return cls(settings=settings, app=app, profile=profile, hypervisor=hypervisor, heartbeat=heartbeat)
+
+    def run(self) -> None:
+        log.info(
+            "host %s: arch %s, accel %s, emulates %s; consuming %s",
+            self.profile.name,
+            self.profile.arch,
+            self.profile.accel,
+            ", ".join(self.profile.emulators) or "nothing",
+            ", ".join(self.profile.queues),
+        )
+        self.heartbeat.start()
+        try:
+            self.app.Worker(
+                hostname=f"archq@{self.profile.name}",
+                queues=self.profile.queues,
+                pool="threads",
+                concurrency=self.settings.worker_concurrency,
+                loglevel="INFO",
+            ).start()
+        finally:
+            self.heartbeat.stop()
+            self.hypervisor.close()
+
+
+@click.command("worker")
+@click.option("--libvirt-uri", help="libvirt URI [env ARCHQ_LIBVIRT_URI, default qemu:///system]")
+@click.option("--hostname", help="this host's name in archq [env ARCHQ_HOSTNAME, default the machine's]")
+@click.option("--capabilities-file", type=click.Path(exists=True, dir_okay=False), help="captured capabilities XML")
+@click.option("--accel", type=click.Choice(["auto", "kvm", "hvf", "tcg"]), help="[env ARCHQ_ACCEL, default auto]")
+@click.option("--concurrency", type=int, help="jobs at once [env ARCHQ_WORKER_CONCURRENCY, default 4]")
+def worker(
+    libvirt_uri: str | None,
+    hostname: str | None,
+    capabilities_file: str | None,
+    accel: str | None,
+    concurrency: int | None,
+) -> None:
+    """Run a hypervisor worker on this host."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {
+        "libvirt_uri": libvirt_uri,
+        "hostname": hostname,
+        "capabilities_file": capabilities_file,
+        "accel": accel,
+        "worker_concurrency": concurrency,
+    }
+    settings = dataclasses.replace(Settings.from_env(), **{k: v for k, v in overrides.items() if v is not None})
+    WorkerService.build(settings).run()
+
+
+@click.command("build-tiny")
+@click.option("--arch", "arches", multiple=True, type=click.Choice(["amd64", "arm64"]), help="default: both")
+def build_tiny(arches: tuple[str, ...]) -> None:
+    """Build the `tiny` guest (Debian cloud kernel + busybox initramfs) into the data directory."""
+    from queues.arch import ALL, Arch
+    from workers.guest.tiny import ensure_tiny_guest
+
+    settings = Settings.from_env()
+    for arch in [Arch(a) for a in arches] or list(ALL):
+        guest = ensure_tiny_guest(arch, settings.data_dir / "images" / "tiny")
+        click.echo(f"{arch}: {guest.kernel} {guest.initrd}")

@@ -22,6 +22,8 @@ class Settings:
     # Claims, dispatch tokens and leases live in Redis even when the broker is RabbitMQ.
     redis_url: str = ""
     data_dir: Path = Path("/var/lib/archq")
+    # Content-addressed artifacts and built guests; shared by every VM on the host.
+    images_dir: Path = Path("/var/lib/archq/images")
     database_url: str = ""
     libvirt_uri: str = "qemu:///system"
     hostname: str = field(default_factory=socket.gethostname)
@@ -51,6 +53,7 @@ class Settings:
             broker_url=broker,
             redis_url=os.environ.get("ARCHQ_REDIS_URL") or (broker if broker.startswith("redis") else ""),
             data_dir=data_dir,
+            images_dir=Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images"),
             database_url=os.environ.get("ARCHQ_DATABASE_URL") or f"sqlite:///{data_dir / 'archq.db'}",
             libvirt_uri=os.environ.get("ARCHQ_LIBVIRT_URI", cls.libvirt_uri),
             hostname=os.environ.get("ARCHQ_HOSTNAME") or socket.gethostname(),

@@ -73,6 +73,11 @@ class Job(db.Model):
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Optimistic locking: the API's publisher and the conductor both move jobs; a write based on a stale
+    # read fails instead of silently undoing the other's transition.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012
 
     vm: Mapped[Vm | None] = relationship(back_populates="jobs")
     events: Mapped[list[JobEvent]] = relationship(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from queues.arch import UnknownArch, parse_arch
@@ -9,6 +11,15 @@ from queues.images import BUILTIN_IMAGES
 from queues.routing import Emulation
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class UtcDateTime(fields.DateTime):
+    """ISO 8601 with an explicit UTC offset, also for the naive datetimes SQLite hands back."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return super()._serialize(value, attr, obj, **kwargs)
 
 
 class ArchField(fields.String):
@@ -70,7 +81,7 @@ class ErrorDetail(Schema):
 
 
 class JobEventOut(Schema):
-    at = fields.DateTime()
+    at = UtcDateTime()
     state = fields.String()
     actor = fields.String()
     message = fields.String()
@@ -88,10 +99,10 @@ class JobOut(Schema):
     error = fields.Method("_error", allow_none=True)
     result = fields.Dict()
     attempts = fields.Integer()
-    created_at = fields.DateTime()
-    queued_at = fields.DateTime(allow_none=True)
-    started_at = fields.DateTime(allow_none=True)
-    finished_at = fields.DateTime(allow_none=True)
+    created_at = UtcDateTime()
+    queued_at = UtcDateTime(allow_none=True)
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
     events = fields.List(fields.Nested(JobEventOut))
 
     def _error(self, job) -> dict | None:
@@ -112,8 +123,8 @@ class VmOut(Schema):
     accel = fields.String(allow_none=True)
     emulated = fields.Boolean()
     emulation_warning = fields.String()
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
 
 
 class HostOut(Schema):
@@ -125,7 +136,7 @@ class HostOut(Schema):
     capacity = fields.Dict()
     allocated = fields.Dict()
     state = fields.String()
-    last_seen = fields.DateTime()
+    last_seen = UtcDateTime()
 
 
 job_out = JobOut()

@@ -45,7 +45,7 @@ class HeartbeatThread(threading.Thread):
         self._hypervisor = hypervisor
         self._data_dir = data_dir
         self._interval_s = interval_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def beat(self) -> None:
         message = heartbeat_message(self._profile, self._hypervisor, free_disk_mib(self._data_dir))
@@ -53,12 +53,12 @@ class HeartbeatThread(threading.Thread):
         self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             try:
                 self.beat()
             except Exception:
                 log.warning("heartbeat from %s failed; retrying", self._profile.name, exc_info=True)
-            self._stop.wait(self._interval_s)
+            self._stopping.wait(self._interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

@@ -41,7 +41,7 @@ def discover_host(settings: Settings, hypervisor: Hypervisor) -> HostProfile:
             hypervisor,
             caps.native_arch,
             caps.accelerators[0],
-            settings.data_dir / "images" / "tiny",
+            settings.images_dir / "tiny",
             settings.kvm_probe_timeout_s,
         )
 
@@ -56,6 +56,7 @@ class WorkerService:
     app: Celery
     profile: HostProfile
     hypervisor: Hypervisor
+    runner: Runner
     heartbeat: HeartbeatThread
 
     @classmethod
@@ -65,11 +66,15 @@ class WorkerService:
         app = make_celery(settings, main=f"archq-worker-{profile.name}")
         for queue in profile.queues:
             declare_queue(app, queue)
-        ctx = WorkerContext(host=profile, hypervisor=hypervisor, data_dir=settings.data_dir)
+        ctx = WorkerContext(
+            host=profile, hypervisor=hypervisor, data_dir=settings.data_dir, images_dir=settings.images_dir
+        )
         runner = Runner(app=app, ctx=ctx, claims=ClaimStore.from_url(settings.redis_url), lease_s=settings.lease_s)
         register_tasks(app, runner)
         heartbeat = HeartbeatThread(app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s)
-        return cls(settings=settings, app=app, profile=profile, hypervisor=hypervisor, heartbeat=heartbeat)
+        return cls(
+            settings=settings, app=app, profile=profile, hypervisor=hypervisor, runner=runner, heartbeat=heartbeat
+        )
 
     def run(self) -> None:
         log.info(
@@ -129,5 +134,5 @@ def build_tiny(arches: tuple[str, ...]) -> None:
 
     settings = Settings.from_env()
     for arch in [Arch(a) for a in arches] or list(ALL):
-        guest = ensure_tiny_guest(arch, settings.data_dir / "images" / "tiny")
+        guest = ensure_tiny_guest(arch, settings.images_dir / "tiny")
         click.echo(f"{arch}: {guest.kernel} {guest.initrd}")

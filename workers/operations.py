@@ -21,13 +21,10 @@ class WorkerContext:
     host: HostProfile
     hypervisor: Hypervisor
     data_dir: Path
+    images_dir: Path
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.data_dir / "vms" / vm_id
-
-    @property
-    def images_dir(self) -> Path:
-        return self.data_dir / "images"
 
 
 def boot_artifacts(ctx: WorkerContext, image: str, arch: Arch) -> TinyGuest:

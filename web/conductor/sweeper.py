@@ -17,7 +17,7 @@ class Sweeper(threading.Thread):
         super().__init__(name="archq-sweeper", daemon=True)
         self._app = app
         self._interval_s = interval_s
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     def sweep(self) -> None:
         ext = self._app.extensions["archq"]
@@ -27,11 +27,11 @@ class Sweeper(threading.Thread):
             log.info("published %d job(s) that were left pending", sent)
 
     def run(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        while not self._stopping.wait(self._interval_s):
             try:
                 self.sweep()
             except Exception:
                 log.exception("sweep failed; retrying")
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()

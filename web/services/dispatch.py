@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from queues.celery_app import declare_queue
 from queues.claims import ClaimStore
@@ -55,12 +56,25 @@ def dispatch(celery: Celery, claims: ClaimStore, jobs: Sequence[Job], actor: str
         log.warning("broker unavailable, %d job(s) stay pending: %s", len(jobs), exc)
         db.session.rollback()
         return 0
-    now = utcnow()
-    for job in jobs:
-        job.attempts += 1
-        advance(job, QUEUED, actor, f"published to {job.queue}", at=now)
-    db.session.commit()
+    mark_published([job.id for job in jobs], actor)
     return len(jobs)
+
+
+def mark_published(job_ids: Sequence[str], actor: str) -> None:
+    """Record the jobs as queued. A worker's report may have moved a job on already (the message was
+    faster than this commit); optimistic locking catches that, and the fresh state is kept."""
+    now = utcnow()
+    for _attempt in range(5):
+        jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids))).all()
+        for job in jobs:
+            job.attempts += 1
+            advance(job, QUEUED, actor, f"published to {job.queue}", at=now)
+        try:
+            db.session.commit()
+            return
+        except StaleDataError:
+            db.session.rollback()
+    log.warning("could not record %d job(s) as queued after repeated conflicts", len(job_ids))
 
 
 def dispatch_ids(celery: Celery, claims: ClaimStore, job_ids: Sequence[str], actor: str) -> int:

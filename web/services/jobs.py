@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm.exc import StaleDataError
 
 from web.errors import NotFound
 from web.extensions import db
@@ -52,6 +53,16 @@ def _apply_to_vm(vm: Vm, job: Job, state: str, host: str) -> None:
 
 def record_job_update(update: dict) -> bool:
     """Apply a worker's report; False when it is stale or a duplicate (nothing changes)."""
+    for _attempt in range(5):
+        try:
+            return _record_job_update(update)
+        except StaleDataError:
+            # Someone else moved the job between our read and write: read it again and re-decide.
+            db.session.rollback()
+    raise RuntimeError(f"job {update['job_id']}: report not recorded after repeated write conflicts")
+
+
+def _record_job_update(update: dict) -> bool:
     job = db.session.get(Job, str(update["job_id"]))
     if job is None:
         log.warning("report for unknown job %s ignored", update["job_id"])

@@ -1,0 +1,148 @@
+"""Fixtures that start real services: a private Redis, the Flask app on a real database, an in-process
+conductor and hypervisor workers (Celery workers consuming real queues)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from celery.contrib.testing.worker import start_worker
+
+from migrations import upgrade
+from queues.config import Settings
+from tests.support.services import ArchqProcess, RedisServer
+from web import create_app
+from web.extensions import db
+
+DATA = Path(__file__).parent / "data"
+# Built guests are kept between runs: building them downloads ~30 MB of Debian packages.
+IMAGES_CACHE = Path(os.environ.get("ARCHQ_TEST_CACHE", "/var/tmp/archq-test-cache"))
+CAPABILITIES = {
+    "amd64": DATA / "capabilities" / "x86_64-kvm-aarch64-emu.xml",
+    "arm64": DATA / "capabilities" / "aarch64-kvm-x86_64-emu.xml",
+    "amd64-nokvm": DATA / "capabilities" / "x86_64-nokvm.xml",
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
+    redis.Redis.from_url(redis_server.url).flushall()
+    return Settings(
+        broker_url=redis_server.url,
+        redis_url=redis_server.url,
+        data_dir=tmp_path / "data",
+        images_dir=IMAGES_CACHE,
+        database_url=f"sqlite:///{tmp_path / 'archq.db'}",
+        libvirt_uri="test:///default",
+        hostname="amd64-host",
+        capabilities_file=str(CAPABILITIES["amd64"]),
+        accel="tcg",
+        heartbeat_interval_s=0.5,
+        heartbeat_misses=3,
+        dispatch_retry_s=0.5,
+        lease_s=5,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings):
+    upgrade(settings.database_url)
+    app = create_app(settings)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def conductor(app, processes) -> ArchqProcess:
+    """`archq conductor` as a child process. It is never run in-process: two Celery workers in one process
+    share Celery's global worker state and cannot be shut down reliably."""
+    return processes("conductor")
+
+
+@pytest.fixture
+def hypervisor_worker(settings: Settings) -> Callable:
+    """Starts a hypervisor worker in this process on the libvirt test driver, with a captured host."""
+    from workers.main import WorkerService
+
+    @contextmanager
+    def start(name: str = "amd64-host", capabilities: str = "amd64", **overrides) -> Iterator[WorkerService]:
+        worker_settings = dataclasses.replace(
+            settings, hostname=name, capabilities_file=str(CAPABILITIES[capabilities]), **overrides
+        )
+        service = WorkerService.build(worker_settings)
+        with start_worker(
+            service.app,
+            pool="threads",
+            concurrency=2,
+            queues=service.profile.queues,
+            hostname=f"archq@{name}",
+            perform_ping_check=False,
+            shutdown_timeout=20,
+        ):
+            service.heartbeat.start()
+            try:
+                yield service
+            finally:
+                service.heartbeat.stop()
+                service.heartbeat.join(timeout=5)
+                # Every connection to test:///default in this process shares one state: leave it clean.
+                for domain in service.hypervisor.list_domains():
+                    if domain.name.startswith("archq-"):
+                        service.hypervisor.remove(domain.uuid)
+
+    return start
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes an `archq` child process use these settings."""
+    return {
+        "ARCHQ_BROKER_URL": settings.broker_url,
+        "ARCHQ_REDIS_URL": settings.redis_url,
+        "ARCHQ_DATA_DIR": str(settings.data_dir),
+        "ARCHQ_IMAGES_DIR": str(settings.images_dir),
+        "ARCHQ_DATABASE_URL": settings.database_url,
+        "ARCHQ_LIBVIRT_URI": settings.libvirt_uri,
+        "ARCHQ_HOSTNAME": settings.hostname,
+        "ARCHQ_CAPABILITIES_FILE": settings.capabilities_file,
+        "ARCHQ_ACCEL": settings.accel,
+        "ARCHQ_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
+        "ARCHQ_HEARTBEAT_MISSES": str(settings.heartbeat_misses),
+        "ARCHQ_DISPATCH_RETRY_S": str(settings.dispatch_retry_s),
+        "ARCHQ_LEASE_S": str(settings.lease_s),
+        "ARCHQ_NATIVE_WAIT_S": str(settings.native_wait_s),
+    }
+
+
+@pytest.fixture
+def processes(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., ArchqProcess]]:
+    """Starts `archq` subcommands as real child processes; all are stopped at the end of the test."""
+    started: list[ArchqProcess] = []
+
+    def start(*args: str, log_name: str | None = None, **env: str) -> ArchqProcess:
+        name = log_name or "-".join(args)
+        process = ArchqProcess(list(args), {**settings_env(settings), **env}, tmp_path / f"{name}.log")
+        started.append(process)
+        return process
+
+    yield start
+    for process in reversed(started):
+        process.stop()

@@ -1,0 +1,132 @@
+"""A job runs at most once per dispatch, however often its message is delivered."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from queues.claims import Claim, ClaimStore
+from tests.support.api import create_vm, wait_host, wait_job
+
+
+@pytest.fixture
+def claims(settings) -> ClaimStore:
+    return ClaimStore.from_url(settings.redis_url)
+
+
+def test_only_the_current_token_can_claim(claims):
+    claims.set_tokens([("job-1", "token-a")])
+    assert claims.claim("job-1", "token-old", "w1", lease_s=5) is Claim.STALE
+    assert claims.claim("job-1", "token-a", "w1", lease_s=5) is Claim.CLAIMED
+
+
+def test_a_live_lease_keeps_others_out_and_done_is_final(claims):
+    claims.set_tokens([("job-1", "t")])
+    assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.CLAIMED
+    assert claims.claim("job-1", "t", "w2", lease_s=5) is Claim.TAKEN
+    assert claims.finish("job-1", "w1")
+    assert claims.claim("job-1", "t", "w2", lease_s=5) is Claim.DONE
+
+
+def test_a_lapsed_lease_can_be_taken_over(claims):
+    claims.set_tokens([("job-1", "t")])
+    assert claims.claim("job-1", "t", "w1", lease_s=0.2) is Claim.CLAIMED
+    time.sleep(0.4)
+    assert claims.claim("job-1", "t", "w2", lease_s=5) is Claim.CLAIMED
+    assert not claims.finish("job-1", "w1"), "the old holder must not end a job it no longer owns"
+
+
+def test_the_lease_is_renewed_while_the_job_runs(claims):
+    claims.set_tokens([("job-1", "t")])
+    claims.claim("job-1", "t", "w1", lease_s=0.3)
+    with claims.lease("job-1", "w1", lease_s=0.3):
+        time.sleep(0.9)
+        assert claims.holder("job-1") == "w1"
+
+
+def test_a_revoked_job_is_stale_for_every_message(claims):
+    claims.set_tokens([("job-1", "t")])
+    claims.revoke("job-1")
+    assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.STALE
+
+
+def test_duplicate_deliveries_run_the_operation_once(client, conductor, hypervisor_worker):
+    with hypervisor_worker("amd64-host") as worker:
+        wait_host(client, "amd64-host")
+        accepted = create_vm(client)
+        job = wait_job(client, accepted["job"]["id"])
+        assert job["state"] == "succeeded"
+
+        message = dict(job_payload(client, accepted["job"]["id"]))
+        calls: list[int] = []
+        started = threading.Barrier(3)
+
+        def operation(ctx, vm):
+            calls.append(1)
+            time.sleep(0.2)
+            return {"host": ctx.host.name, "state": "running"}
+
+        outcomes: list[str] = []
+
+        def deliver():
+            started.wait()
+            outcomes.append(worker.runner.run(message, operation))
+
+        # The job already ended: every re-delivery of its message is a no-op.
+        threads = [threading.Thread(target=deliver) for _ in range(3)]
+        for t in threads:
+            t.start()
+        started_at = time.monotonic()
+        for t in threads:
+            t.join(timeout=10)
+        assert time.monotonic() - started_at < 10
+        assert calls == []
+        assert outcomes == ["done", "done", "done"]
+
+
+def test_concurrent_deliveries_of_a_new_dispatch_run_once(settings, hypervisor_worker, claims):
+    with hypervisor_worker("amd64-host") as worker:
+        job_id, token = str(uuid.uuid4()), "fresh"
+        claims.set_tokens([(job_id, token)])
+        message = {
+            "job_id": job_id,
+            "token": token,
+            "kind": "create",
+            "vm": {"id": str(uuid.uuid4()), "name": "dup", "arch": "amd64", "vcpus": 1, "memory_mib": 128,
+                   "image": "tiny"},
+        }  # fmt: skip
+        calls: list[int] = []
+        barrier = threading.Barrier(4)
+
+        def operation(ctx, vm):
+            calls.append(1)
+            time.sleep(0.3)
+            return {"host": ctx.host.name}
+
+        outcomes: list[str] = []
+
+        def deliver():
+            barrier.wait()
+            outcomes.append(worker.runner.run(message, operation))
+
+        threads = [threading.Thread(target=deliver) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=10)
+        assert calls == [1]
+        assert sorted(outcomes) == ["claimed", "taken", "taken", "taken"]
+        assert redis.Redis.from_url(settings.redis_url).get(f"archq:job:{job_id}:claim") == b"done"
+
+
+def job_payload(client, job_id: str) -> dict:
+    from web.models import Job
+
+    with client.application.app_context():
+        from web.extensions import db
+
+        return db.session.get(Job, job_id).payload

@@ -82,6 +82,9 @@ class ClaimStore:
             pipe.set(token_key(job_id), token, ex=_KEEP_S)
         pipe.execute()
 
+    def incr(self, key: str) -> int:
+        return int(self._redis.incr(key))
+
     def revoke(self, job_id: str) -> None:
         """Make every message of this job stale (cancelled before it started)."""
         self._redis.delete(token_key(job_id))

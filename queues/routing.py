@@ -43,18 +43,37 @@ def emulation_warning(arch: Arch) -> str:
     )
 
 
-def route_create(arch: Arch, emulation: Emulation, hosts: Iterable[LiveHost]) -> Route:
-    candidates = [h for h in hosts if not h.drained]
-    native = [h for h in candidates if h.arch == arch]
-    if native:
-        accels = {h.accel for h in native}
-        return Route(queue=native_queue(arch), emulated=False, accel=accels.pop() if len(accels) == 1 else None)
-    emulating = [h for h in candidates if arch in h.emulators]
+@dataclass(frozen=True)
+class Fleet:
+    """What routing needs of the live fleet, summarised once so a decision costs the same for 10 hosts or
+    10,000: per architecture, the accelerators of its live native hosts and how many hosts emulate it."""
+
+    native_accels: dict[Arch, frozenset[str]] = field(default_factory=dict)
+    emulating: dict[Arch, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_hosts(cls, hosts: Iterable[LiveHost]) -> Fleet:
+        native: dict[Arch, set[str]] = {}
+        emulating: dict[Arch, int] = {}
+        for host in hosts:
+            if host.drained:
+                continue
+            native.setdefault(host.arch, set()).add(host.accel)
+            for arch in host.emulators:
+                emulating[arch] = emulating.get(arch, 0) + 1
+        return cls({a: frozenset(s) for a, s in native.items()}, emulating)
+
+
+def route_create(arch: Arch, emulation: Emulation, fleet: Fleet) -> Route:
+    accels = fleet.native_accels.get(arch)
+    if accels:
+        return Route(queue=native_queue(arch), emulated=False, accel=next(iter(accels)) if len(accels) == 1 else None)
+    emulating = fleet.emulating.get(arch, 0)
     if emulating and emulation != Emulation.NATIVE_ONLY:
         return Route(queue=tcg_queue(arch), emulated=True, accel="tcg", warning=emulation_warning(arch))
     if emulating:
         reason = (
-            f"no live native {arch} host; {len(emulating)} host(s) could emulate it, "
+            f"no live native {arch} host; {emulating} host(s) could emulate it, "
             "but the request said emulation: native_only"
         )
     else:

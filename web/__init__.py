@@ -26,6 +26,10 @@ class Archq:
     claims: ClaimStore
     publisher: Publisher
 
+    def round_robin_cursor(self) -> int:
+        """A cluster-wide counter, so every API process takes the next host in turn."""
+        return self.claims.incr("archq:placement:round_robin")
+
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()

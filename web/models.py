@@ -42,6 +42,7 @@ class Vm(db.Model):
     state: Mapped[str] = mapped_column(String(16), index=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     accel: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    emulation: Mapped[str] = mapped_column(String(16), default="prefer_native")
     emulated: Mapped[bool] = mapped_column(Boolean, default=False)
     emulation_warning: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -8,6 +8,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from queues.arch import UnknownArch, parse_arch
 from queues.images import BUILTIN_IMAGES
+from queues.placement import Placement
 from queues.routing import Emulation
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -49,6 +50,8 @@ class VmCreateRequest(Schema):
     emulation = fields.String(
         load_default=Emulation.PREFER_NATIVE.value, validate=validate.OneOf([e.value for e in Emulation])
     )
+    placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
+    host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
     def __init__(self, *, max_vcpus: int, max_memory_mib: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -95,6 +98,8 @@ class JobOut(Schema):
     host = fields.String(allow_none=True)
     vm_id = fields.String(allow_none=True)
     emulated = fields.Boolean()
+    accel = fields.Function(lambda job: job.vm.accel if job.vm else None, allow_none=True)
+    emulation_warning = fields.Function(lambda job: job.vm.emulation_warning if job.vm else "")
     waiting_for = fields.String()
     error = fields.Method("_error", allow_none=True)
     result = fields.Dict()
@@ -121,8 +126,10 @@ class VmOut(Schema):
     state = fields.String()
     host = fields.String(allow_none=True)
     accel = fields.String(allow_none=True)
+    emulation = fields.String()
     emulated = fields.Boolean()
     emulation_warning = fields.String()
+    queue = fields.Function(lambda vm: vm.jobs[-1].queue if vm.jobs else None, allow_none=True)
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
 

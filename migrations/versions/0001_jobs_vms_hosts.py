@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 12:29:10.796680
+Create Date: 2026-11-22 12:35:43.025355
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(length=16), nullable=False),
         sa.Column("host", sa.String(length=255), nullable=True),
         sa.Column("accel", sa.String(length=8), nullable=True),
+        sa.Column("emulation", sa.String(length=16), nullable=False),
         sa.Column("emulated", sa.Boolean(), nullable=False),
         sa.Column("emulation_warning", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -4,10 +4,10 @@ from flask import Blueprint, jsonify
 from sqlalchemy import select
 
 from web.api import archq
-from web.errors import NotFound
 from web.extensions import db
 from web.models import Host
 from web.schemas import host_out
+from web.services import hosts
 from web.services.hosts import host_view
 
 bp = Blueprint("hosts", __name__)
@@ -22,7 +22,14 @@ def list_hosts():
 
 @bp.get("/hosts/<name>")
 def get_host(name: str):
-    host = db.session.get(Host, name)
-    if host is None:
-        raise NotFound(f"no host named {name!r} has ever sent a heartbeat")
-    return jsonify({"host": host_out.dump(host_view(host, archq().settings))})
+    return jsonify({"host": host_out.dump(host_view(hosts.get_host(name), archq().settings))})
+
+
+@bp.post("/hosts/<name>/drain")
+def drain(name: str):
+    return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, True), archq().settings))})
+
+
+@bp.post("/hosts/<name>/undrain")
+def undrain(name: str):
+    return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, False), archq().settings))})

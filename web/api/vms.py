@@ -23,7 +23,7 @@ def accepted(vm: Vm, job) -> tuple:
 def create_vm():
     settings = archq().settings
     schema = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib)
-    vm, job = vms.submit_create(schema.load(json_body()), settings)
+    vm, job = vms.submit_create(schema.load(json_body()), settings, cursor=archq().round_robin_cursor)
     return accepted(vm, job)
 
 

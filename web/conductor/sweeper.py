@@ -1,4 +1,4 @@
-"""The conductor's periodic work: publish jobs left pending (the outbox sweep)."""
+"""The conductor's periodic work: publish jobs left pending (the outbox sweep), re-route stranded ones."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import threading
 from flask import Flask
 
 from web.services.dispatch import dispatch_stale_pending
+from web.services.rerouting import reroute_stranded
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,11 @@ class Sweeper(threading.Thread):
         ext = self._app.extensions["archq"]
         with self._app.app_context():
             sent = dispatch_stale_pending(ext.celery, ext.claims, ext.settings.dispatch_retry_s)
+            rerouted = reroute_stranded(ext.celery, ext.claims, ext.settings)
         if sent:
             log.info("published %d job(s) that were left pending", sent)
+        if rerouted:
+            log.info("re-routed %d stranded job(s) to emulation", rerouted)
 
     def run(self) -> None:
         while not self._stopping.wait(self._interval_s):

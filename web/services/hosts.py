@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from queues.arch import Arch
 from queues.config import Settings
-from queues.routing import LiveHost
+from queues.placement import HostLoad
+from queues.routing import Fleet, LiveHost
+from web.errors import NotFound
 from web.extensions import db
-from web.models import Host, utcnow
+from web.models import Host, Vm, utcnow
+
+# VMs that hold capacity on their host.
+ALLOCATING_STATES = ("pending", "creating", "running", "stopped", "deleting", "unknown")
 
 
 def record_heartbeat(beat: dict) -> Host:
@@ -42,17 +49,82 @@ def host_state(host: Host, settings: Settings, now: datetime | None = None) -> s
 def live_hosts(settings: Settings) -> list[LiveHost]:
     """Hosts that heartbeated within the liveness window: one indexed query, no broker round trip."""
     since = utcnow() - timedelta(seconds=settings.host_down_after_s)
-    rows = db.session.scalars(select(Host).where(Host.last_seen >= since)).all()
+    return [_live_host(h) for h in db.session.scalars(select(Host).where(Host.last_seen >= since))]
+
+
+def _live_host(h: Host) -> LiveHost:
+    return LiveHost(
+        name=h.name,
+        arch=Arch(h.arch),
+        accel=h.accel,
+        emulators=frozenset(Arch(a) for a in h.emulators),
+        drained=h.drained,
+    )
+
+
+class _FleetCache:
+    """The fleet summary, recomputed at most every `ttl` seconds per process: routing then costs the same
+    whatever the number of hosts, and a dead host still drops out within the liveness window."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: Fleet | None = None
+        self._at = 0.0
+
+    def get(self, settings: Settings) -> Fleet:
+        ttl = min(1.0, settings.heartbeat_interval_s / 2)
+        with self._lock:
+            if self._value is None or time.monotonic() - self._at > ttl:
+                self._value = Fleet.from_hosts(live_hosts(settings))
+                self._at = time.monotonic()
+            return self._value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._value = None
+
+
+fleet_cache = _FleetCache()
+
+
+def allocations() -> dict[str, tuple[int, int]]:
+    """vCPUs and MiB that VMs placed on each host hold, from the database (not from the hosts' reports)."""
+    rows = db.session.execute(
+        select(Vm.host, func.sum(Vm.vcpus), func.sum(Vm.memory_mib))
+        .where(Vm.host.is_not(None), Vm.state.in_(ALLOCATING_STATES))
+        .group_by(Vm.host)
+    )
+    return {host: (int(cpus or 0), int(mem or 0)) for host, cpus, mem in rows}
+
+
+def host_loads(settings: Settings) -> list[HostLoad]:
+    since = utcnow() - timedelta(seconds=settings.host_down_after_s)
+    used = allocations()
     return [
-        LiveHost(
-            name=h.name,
-            arch=Arch(h.arch),
-            accel=h.accel,
-            emulators=frozenset(Arch(a) for a in h.emulators),
-            drained=h.drained,
+        HostLoad(
+            host=_live_host(h),
+            vcpus=int(h.capacity.get("vcpus", 0)),
+            memory_mib=int(h.capacity.get("memory_mib", 0)),
+            used_vcpus=used.get(h.name, (0, 0))[0],
+            used_memory_mib=used.get(h.name, (0, 0))[1],
         )
-        for h in rows
+        for h in db.session.scalars(select(Host).where(Host.last_seen >= since))
     ]
+
+
+def get_host(name: str) -> Host:
+    host = db.session.get(Host, name)
+    if host is None:
+        raise NotFound(f"no host named {name!r} has ever sent a heartbeat")
+    return host
+
+
+def set_drained(name: str, drained: bool) -> Host:
+    host = get_host(name)
+    host.drained = drained
+    db.session.commit()
+    fleet_cache.clear()
+    return host
 
 
 def host_view(host: Host, settings: Settings) -> dict:
@@ -63,7 +135,14 @@ def host_view(host: Host, settings: Settings) -> dict:
         "emulators": host.emulators,
         "queues": host.queues,
         "capacity": host.capacity,
-        "allocated": host.allocated,
+        "allocated": _allocated(host.name),
         "state": host_state(host, settings),
         "last_seen": _aware(host.last_seen),
     }
+
+
+def _allocated(name: str) -> dict:
+    cpus, mem = db.session.execute(
+        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_STATES))
+    ).one()
+    return {"vcpus": int(cpus or 0), "memory_mib": int(mem or 0)}

@@ -65,3 +65,8 @@ def complete_without_worker(job: Job, actor: str, message: str) -> None:
     job.state = SUCCEEDED
     job.finished_at = utcnow()
     job.events.append(JobEvent(at=job.finished_at, state=SUCCEEDED, actor=actor, message=message))
+
+
+def note(job: Job, actor: str, message: str) -> None:
+    """Record something that happened to a job without changing its state (a re-route, say)."""
+    job.events.append(JobEvent(at=utcnow(), state=job.state, actor=actor, message=message))

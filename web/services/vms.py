@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -10,13 +12,17 @@ from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
 from queues.names import Task, host_queue
-from queues.routing import Emulation, route_create
-from web.errors import Conflict, NotFound, Unavailable
+from queues.placement import Demand, NoHostFits, Placement, place
+from queues.routing import Emulation, emulation_warning, route_create
+from web.errors import Conflict, NotFound, Unavailable, Unprocessable
 from web.extensions import db
-from web.models import Job, JobEvent, Vm
-from web.services.hosts import live_hosts
+from web.models import Host, Job, JobEvent, Vm
+from web.services.hosts import fleet_cache, host_loads, host_state
 from web.services.job_states import PENDING, TERMINAL, complete_without_worker
 
+# Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
+CPU_RATIO = 4.0
+RAM_RATIO = 1.0
 LIVE_VM_STATES = ("pending", "creating", "running", "stopped", "deleting", "unknown", "failed")
 
 
@@ -64,19 +70,92 @@ def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str 
     return job
 
 
-def submit_create(request: dict, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+@dataclass(frozen=True)
+class Decision:
+    """Where a create goes and what the submitter is told about it."""
+
+    queue: str
+    emulated: bool
+    accel: str | None
+    warning: str = ""
+    waiting_for: str = ""
+    host: str | None = None
+
+
+def _pinned(request: dict, arch: Arch, settings: Settings) -> Decision:
+    name = request["host"]
+    host = db.session.get(Host, name)
+    if host is None:
+        raise Unprocessable(f"no host named {name!r}", fields={"host": [f"unknown host {name!r}"]})
+    emulators = [Arch(a) for a in host.emulators]
+    native = Arch(host.arch) == arch
+    if not native and (arch not in emulators or request["emulation"] == Emulation.NATIVE_ONLY):
+        raise Unprocessable(
+            f"host {name!r} is {host.arch} and cannot run {arch} guests"
+            + ("" if native or arch not in emulators else " natively (the request said emulation: native_only)"),
+            fields={"host": [f"host {name!r} cannot run {arch} guests"]},
+        )
+    state = host_state(host, settings)
+    if state != "up":
+        raise Conflict(f"host {name!r} is {state}; it takes no new VMs", code=f"host_{state}")
+    loads = [load for load in host_loads(settings) if load.host.name == name]
+    demand = Demand(arch, request["vcpus"], request["memory_mib"], Emulation.ALLOW)
+    try:
+        place(Placement.LEAST_LOADED, demand, loads, cpu_ratio=CPU_RATIO, ram_ratio=RAM_RATIO)
+    except NoHostFits as exc:
+        raise Unavailable(f"host {name!r} cannot take this VM: {exc}", retry_after_s=60, code="no_capacity") from exc
+    return _on_host(host.name, Arch(host.arch), host.accel, arch)
+
+
+def _on_host(name: str, host_arch: Arch, host_accel: str, arch: Arch) -> Decision:
+    emulated = host_arch != arch
+    return Decision(
+        queue=host_queue(name),
+        emulated=emulated,
+        accel="tcg" if emulated else host_accel,
+        warning=emulation_warning(arch) if emulated else "",
+        host=name,
+    )
+
+
+def decide(request: dict, arch: Arch, settings: Settings, cursor: Callable[[], int]) -> Decision:
+    emulation = Emulation(request["emulation"])
+    if request.get("host"):
+        return _pinned(request, arch, settings)
+    strategy = Placement(request["placement"])
+    if strategy == Placement.QUEUE:
+        route = route_create(arch, emulation, fleet_cache.get(settings))
+        if route.waiting_for and settings.refuse_when_no_worker:
+            raise Unavailable(
+                f"cannot run {arch} guests now: {route.waiting_for}",
+                retry_after_s=int(settings.heartbeat_interval_s * 2),
+                code="no_worker",
+            )
+        return Decision(route.queue, route.emulated, route.accel, route.warning, route.waiting_for)
+    demand = Demand(arch, request["vcpus"], request["memory_mib"], emulation)
+    try:
+        chosen = place(
+            strategy,
+            demand,
+            host_loads(settings),
+            cpu_ratio=CPU_RATIO,
+            ram_ratio=RAM_RATIO,
+            cursor=cursor() if strategy == Placement.ROUND_ROBIN else 0,
+        )
+    except NoHostFits as exc:
+        raise Unavailable(str(exc), retry_after_s=int(settings.heartbeat_interval_s * 2), code="no_capacity") from exc
+    return _on_host(chosen.host.name, chosen.host.arch, chosen.host.accel, arch)
+
+
+def submit_create(
+    request: dict, settings: Settings, cursor: Callable[[], int] = lambda: 0, actor: str = "api"
+) -> tuple[Vm, Job]:
     """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox."""
     taken = db.session.scalar(select(Vm.id).where(Vm.name == request["name"], Vm.state.in_(LIVE_VM_STATES)).limit(1))
     if taken:
         raise Conflict(f"a VM named {request['name']!r} already exists ({taken})", code="name_taken")
     arch = Arch(request["arch"])
-    route = route_create(arch, Emulation(request["emulation"]), live_hosts(settings))
-    if route.waiting_for and settings.refuse_when_no_worker:
-        raise Unavailable(
-            f"cannot run {arch} guests now: {route.waiting_for}",
-            retry_after_s=int(settings.heartbeat_interval_s * 2),
-            code="no_worker",
-        )
+    decision = decide(request, arch, settings, cursor)
     vm = Vm(
         id=str(uuid.uuid4()),
         name=request["name"],
@@ -85,12 +164,17 @@ def submit_create(request: dict, settings: Settings, actor: str = "api") -> tupl
         memory_mib=request["memory_mib"],
         image=request["image"],
         state="pending",
-        emulated=route.emulated,
-        emulation_warning=route.warning,
-        accel=route.accel,
+        emulation=request["emulation"],
+        emulated=decision.emulated,
+        emulation_warning=decision.warning,
+        accel=decision.accel,
+        # A placed VM holds its host's capacity from now on, so the next placement sees it.
+        host=decision.host,
     )
-    job = _new_job("create", Task.CREATE_VM, route.queue, vm, actor=actor, host=None, emulated=route.emulated)
-    job.waiting_for = route.waiting_for
+    job = _new_job(
+        "create", Task.CREATE_VM, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated
+    )
+    job.waiting_for = decision.waiting_for
     db.session.add_all([vm, job])
     db.session.commit()
     return vm, job
@@ -107,6 +191,8 @@ def submit_delete(vm_id: str, settings: Settings, actor: str = "api") -> tuple[V
         )
     if vm.state == "deleting":
         raise Conflict(f"VM {vm.id} is already being deleted", code="wrong_state", fields={"state": [vm.state]})
+    if vm.host is not None:
+        _require_host_up(vm.host, settings)
     if vm.host is None:
         # The VM never reached a host: nothing exists anywhere to destroy.
         job = _new_job("delete", Task.DELETE_VM, "", vm, actor=actor, host=None, emulated=vm.emulated)
@@ -120,3 +206,15 @@ def submit_delete(vm_id: str, settings: Settings, actor: str = "api") -> tuple[V
     db.session.add(job)
     db.session.commit()
     return vm, job
+
+
+def _require_host_up(name: str, settings: Settings) -> None:
+    """Jobs on an existing VM go to its host's queue; a host that is down would leave them there unseen."""
+    host = db.session.get(Host, name)
+    state = host_state(host, settings) if host is not None else "down"
+    if state == "down":
+        raise Conflict(
+            f"the VM's host {name!r} is down (no heartbeat for {settings.host_down_after_s:.0f}s); "
+            "retry when it is back",
+            code="host_down",
+        )

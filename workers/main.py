@@ -93,6 +93,9 @@ class WorkerService:
                 pool="threads",
                 concurrency=self.settings.worker_concurrency,
                 loglevel="INFO",
+                # Mingle and gossip cost a second at start and nothing here uses them (Flower reads events).
+                without_mingle=True,
+                without_gossip=True,
             ).start()
         finally:
             self.heartbeat.stop()

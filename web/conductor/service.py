@@ -28,6 +28,9 @@ def run_conductor(app: Flask) -> None:
             queues=[CONTROL],
             pool="solo",
             loglevel="INFO",
+            # Mingle and gossip cost a second at start and nothing here uses them (Flower reads events).
+            without_mingle=True,
+            without_gossip=True,
         ).start()
     finally:
         sweeper.stop()

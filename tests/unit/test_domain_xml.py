@@ -1,0 +1,65 @@
+"""Domain XML is built with an XML library: right for each arch and accelerator, and no name or path can
+break or inject into it."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from queues.arch import Arch
+from workers.domain_xml import DomainSpec, build_domain_xml
+
+
+def spec(**overrides) -> DomainSpec:
+    values = dict(
+        uuid="6f1b9a3e-8a51-4a2e-9d3c-2b1a7d0e4f11", name="demo", arch=Arch.AMD64, vcpus=2, memory_mib=256,
+        kernel=Path("/images/vmlinuz"), initrd=Path("/images/initrd.img"), cmdline="console=ttyS0",
+        serial_log=Path("/vms/x/console.log"), domain_type="qemu",
+    )  # fmt: skip
+    values.update(overrides)
+    return DomainSpec(**values)
+
+
+def test_amd64_tcg_guest():
+    root = ET.fromstring(build_domain_xml(spec()))
+    assert root.get("type") == "qemu"
+    assert root.findtext("name") == "archq-demo"
+    assert root.findtext("uuid") == "6f1b9a3e-8a51-4a2e-9d3c-2b1a7d0e4f11"
+    assert root.find("os/type").attrib == {"arch": "x86_64", "machine": "q35"}
+    assert root.find("cpu").get("mode") == "custom" and root.findtext("cpu/model") == "qemu64"
+    assert root.find("devices/serial/source").get("path") == "/vms/x/console.log"
+    assert root.findtext("memory") == "256" and root.findtext("vcpu") == "2"
+
+
+def test_arm64_tcg_guest_uses_virt_and_a_model_tcg_runs():
+    root = ET.fromstring(build_domain_xml(spec(arch=Arch.ARM64, cmdline="console=ttyAMA0")))
+    assert root.find("os/type").attrib == {"arch": "aarch64", "machine": "virt"}
+    assert root.findtext("cpu/model") == "cortex-a57"
+
+
+def test_accelerated_guest_passes_the_host_cpu_through():
+    root = ET.fromstring(build_domain_xml(spec(domain_type="kvm")))
+    assert root.get("type") == "kvm" and root.find("cpu").get("mode") == "host-passthrough"
+
+
+@pytest.mark.parametrize("hostile", ["<evil/>", "a&b", "x'y", 'q"r', "]]><inject>", "</name><devices/>"])
+def test_metacharacters_in_names_and_paths_stay_text(hostile):
+    xml = build_domain_xml(spec(name=hostile, cmdline=hostile, serial_log=Path(f"/vms/{hostile}/log")))
+    root = ET.fromstring(xml)
+    assert root.findtext("name") == f"archq-{hostile}"
+    assert root.findtext("os/cmdline") == hostile
+    assert root.find("devices/serial/source").get("path") == f"/vms/{hostile}/log"
+    assert len(root.findall("devices")) == 1 and root.find("inject") is None
+
+
+def test_libvirt_accepts_the_xml():
+    conn = libvirt.open("test:///default")
+    try:
+        dom = conn.defineXML(build_domain_xml(spec(name="xml-check")))
+        assert dom.UUIDString() == "6f1b9a3e-8a51-4a2e-9d3c-2b1a7d0e4f11"
+        dom.undefine()
+    finally:
+        conn.close()

@@ -64,6 +64,7 @@ class Heartbeat(_Message):
     accel = fields.String(required=True, validate=validate.OneOf(["kvm", "hvf", "tcg"]))
     emulators = fields.List(fields.String(validate=validate.OneOf(ARCH_NAMES)), load_default=list)
     queues = fields.List(fields.String(), required=True)
+    cpu_modes = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
     capacity = fields.Dict(load_default=dict)
     allocated = fields.Dict(load_default=dict)
     domains = fields.List(fields.Dict(), load_default=list)

@@ -22,6 +22,7 @@ class Host(db.Model):
     accel: Mapped[str] = mapped_column(String(8))
     emulators: Mapped[list] = mapped_column(JSON, default=list)
     queues: Mapped[list] = mapped_column(JSON, default=list)
+    cpu_modes: Mapped[dict] = mapped_column(JSON, default=dict)
     capacity: Mapped[dict] = mapped_column(JSON, default=dict)
     allocated: Mapped[dict] = mapped_column(JSON, default=dict)
     domains: Mapped[list] = mapped_column(JSON, default=list)

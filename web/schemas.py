@@ -140,6 +140,7 @@ class HostOut(Schema):
     accel = fields.String()
     emulators = fields.List(fields.String())
     queues = fields.List(fields.String())
+    cpu_modes = fields.Dict()
     capacity = fields.Dict()
     allocated = fields.Dict()
     state = fields.String()

@@ -191,3 +191,12 @@ def read_capabilities_file(path: Path) -> HostCapabilities:
         return parse_capabilities(Path(path).read_text(encoding="utf-8"))
     except CapabilitiesError as exc:
         raise CapabilitiesError(f"{path}: {exc}") from exc
+
+
+def parse_cpu_modes(domcaps_xml: str) -> tuple[str, ...]:
+    """CPU modes a domain can use, from libvirt's domain capabilities (`getDomainCapabilities`)."""
+    try:
+        root = ET.fromstring(domcaps_xml)
+    except ET.ParseError as exc:
+        raise CapabilitiesError(f"domain capabilities are not valid XML: {exc}") from exc
+    return tuple(m.get("name", "") for m in root.findall("cpu/mode") if m.get("supported") == "yes")

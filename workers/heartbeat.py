@@ -25,6 +25,7 @@ def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_fre
             "accel": profile.accel,
             "emulators": [a.value for a in profile.emulators],
             "queues": profile.queues,
+            "cpu_modes": {arch.value: list(modes) for arch, modes in profile.cpu_modes.items()},
             "capacity": {
                 "vcpus": profile.vcpus,
                 "memory_mib": profile.memory_mib,

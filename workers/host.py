@@ -10,7 +10,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from queues.arch import Arch
@@ -29,6 +29,8 @@ class HostProfile:
     emulators: tuple[Arch, ...]  # foreign architectures this host runs under TCG
     vcpus: int
     memory_mib: int
+    # CPU modes libvirt supports per guest arch here (native under its accelerator, foreign under TCG).
+    cpu_modes: dict[Arch, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def queues(self) -> list[str]:
@@ -73,8 +75,11 @@ def decide_accel(settings: Settings, caps: HostCapabilities, probe: Callable[[],
     return accelerator if works else "tcg"
 
 
-def build_profile(settings: Settings, caps: HostCapabilities, accel: str) -> HostProfile:
+def build_profile(
+    settings: Settings, caps: HostCapabilities, accel: str, cpu_modes: dict[Arch, tuple[str, ...]] | None = None
+) -> HostProfile:
     return HostProfile(
+        cpu_modes=cpu_modes or {},
         name=settings.hostname,
         arch=caps.native_arch,
         accel=accel,

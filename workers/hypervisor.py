@@ -90,6 +90,12 @@ class Hypervisor:
     def capabilities_xml(self) -> str:
         return self._conn.getCapabilities()
 
+    def domain_capabilities_xml(self, arch: str, virttype: str) -> str:
+        try:
+            return self._conn.getDomainCapabilities(None, arch, None, virttype, 0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"no domain capabilities for {arch}/{virttype}: {exc}") from exc
+
     def _lookup(self, uuid: str) -> libvirt.virDomain | None:
         try:
             return self._conn.lookupByUUIDString(uuid)

@@ -9,13 +9,20 @@ from pathlib import Path
 import click
 from celery import Celery
 
+from queues.arch import Arch, to_libvirt
 from queues.celery_app import declare_queue, make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
-from workers.capabilities import HostCapabilities, parse_capabilities, read_capabilities_file
+from workers.capabilities import (
+    CapabilitiesError,
+    HostCapabilities,
+    parse_capabilities,
+    parse_cpu_modes,
+    read_capabilities_file,
+)
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
-from workers.hypervisor import Hypervisor
+from workers.hypervisor import Hypervisor, HypervisorError
 from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
@@ -45,7 +52,24 @@ def discover_host(settings: Settings, hypervisor: Hypervisor) -> HostProfile:
             settings.kvm_probe_timeout_s,
         )
 
-    return build_profile(settings, caps, decide_accel(settings, caps, probe))
+    accel = decide_accel(settings, caps, probe)
+    return build_profile(settings, caps, accel, cpu_modes(settings, hypervisor, caps, accel))
+
+
+def cpu_modes(
+    settings: Settings, hypervisor: Hypervisor, caps: HostCapabilities, accel: str
+) -> dict[Arch, tuple[str, ...]]:
+    if settings.capabilities_file:
+        # A captured host has no live libvirt to ask; the test driver has no domain capabilities.
+        return {}
+    modes = {}
+    for arch in (caps.native_arch, *caps.emulators):
+        virttype = accel if arch == caps.native_arch and accel != "tcg" else "qemu"
+        try:
+            modes[arch] = parse_cpu_modes(hypervisor.domain_capabilities_xml(to_libvirt(arch), virttype))
+        except (HypervisorError, CapabilitiesError):
+            log.warning("no domain capabilities for %s/%s", arch, virttype, exc_info=True)
+    return modes
 
 
 @dataclasses.dataclass

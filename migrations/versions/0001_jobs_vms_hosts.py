@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 12:35:43.025355
+Create Date: 2026-11-22 12:41:03.954287
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("accel", sa.String(length=8), nullable=False),
         sa.Column("emulators", sa.JSON(), nullable=False),
         sa.Column("queues", sa.JSON(), nullable=False),
+        sa.Column("cpu_modes", sa.JSON(), nullable=False),
         sa.Column("capacity", sa.JSON(), nullable=False),
         sa.Column("allocated", sa.JSON(), nullable=False),
         sa.Column("domains", sa.JSON(), nullable=False),

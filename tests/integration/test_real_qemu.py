@@ -79,6 +79,9 @@ def test_native_guest_boots_on_the_host_and_is_deleted(client, settings, qemu_wo
 
 def test_foreign_guest_runs_emulated_with_a_warning(client, settings, qemu_worker):
     assert FOREIGN.value in qemu_worker["emulators"]
+    # From libvirt's domain capabilities: TCG runs named models of the foreign arch, never the host's CPU.
+    assert "custom" in qemu_worker["cpu_modes"][FOREIGN.value]
+    assert "host-passthrough" not in qemu_worker["cpu_modes"][FOREIGN.value]
     result = boot_and_delete(client, settings, FOREIGN, "foreign-guest")
     accepted = result["accepted"]
     assert accepted["job"]["queue"] == f"tcg.{FOREIGN.value}"

@@ -26,6 +26,7 @@ def record_heartbeat(beat: dict) -> Host:
     host.accel = beat["accel"]
     host.emulators = beat["emulators"]
     host.queues = beat["queues"]
+    host.cpu_modes = beat["cpu_modes"]
     host.capacity = beat["capacity"]
     host.allocated = beat["allocated"]
     host.domains = beat["domains"]
@@ -134,6 +135,7 @@ def host_view(host: Host, settings: Settings) -> dict:
         "accel": host.accel,
         "emulators": host.emulators,
         "queues": host.queues,
+        "cpu_modes": host.cpu_modes,
         "capacity": host.capacity,
         "allocated": _allocated(host.name),
         "state": host_state(host, settings),

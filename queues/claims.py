@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import redis
 
@@ -43,9 +43,16 @@ return 0
 _FINISH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], 'done', 'EX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
   return 1
 end
 return 0
+"""
+
+_REVOKE_UNLESS_CLAIMED = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
 """
 
 
@@ -64,12 +71,24 @@ def claim_key(job_id: str) -> str:
     return f"{_PREFIX}{job_id}:claim"
 
 
+def result_key(job_id: str) -> str:
+    return f"{_PREFIX}{job_id}:result"
+
+
+def cancel_key(job_id: str) -> str:
+    return f"{_PREFIX}{job_id}:cancel"
+
+
+EPOCH_KEY = "archq:broker:epoch"
+
+
 class ClaimStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
+        self._revoke_unless_claimed = client.register_script(_REVOKE_UNLESS_CLAIMED)
 
     @classmethod
     def from_url(cls, url: str) -> ClaimStore:
@@ -85,9 +104,28 @@ class ClaimStore:
     def incr(self, key: str) -> int:
         return int(self._redis.incr(key))
 
-    def revoke(self, job_id: str) -> None:
-        """Make every message of this job stale (cancelled before it started)."""
-        self._redis.delete(token_key(job_id))
+    def revoke_unless_claimed(self, job_id: str) -> bool:
+        """Make every message of this job stale, unless a worker already claimed it (then False)."""
+        return bool(self._revoke_unless_claimed(keys=[token_key(job_id), claim_key(job_id)]))
+
+    def request_cancel(self, job_id: str) -> None:
+        self._redis.set(cancel_key(job_id), "1", ex=_KEEP_S)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self._redis.exists(cancel_key(job_id)))
+
+    def result(self, job_id: str) -> str | None:
+        """The final report a worker stored with its `done` claim, for reports lost in transit."""
+        value = self._redis.get(result_key(job_id))
+        return value.decode() if value else None
+
+    def broker_data_lost(self) -> bool:
+        """True when Redis lost its data (restarted without persistence, flushed): the sentinel is gone, and
+        with it every message that was waiting in a queue. `mark_epoch` once the loss is dealt with."""
+        return not self._redis.exists(EPOCH_KEY)
+
+    def mark_epoch(self) -> None:
+        self._redis.set(EPOCH_KEY, "1")
 
     def claim(self, job_id: str, token: str, owner: str, lease_s: float) -> Claim:
         result = self._claim(keys=[token_key(job_id), claim_key(job_id)], args=[token, owner, _ms(lease_s)])
@@ -100,8 +138,9 @@ class ClaimStore:
     def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
         return bool(self._renew(keys=[claim_key(job_id)], args=[owner, _ms(lease_s)]))
 
-    def finish(self, job_id: str, owner: str) -> bool:
-        return bool(self._finish(keys=[claim_key(job_id)], args=[owner, _KEEP_S]))
+    def finish(self, job_id: str, owner: str, report: str = "") -> bool:
+        """Mark the job done and keep its final report beside the claim, atomically."""
+        return bool(self._finish(keys=[claim_key(job_id), result_key(job_id)], args=[owner, _KEEP_S, report]))
 
     @contextmanager
     def lease(self, job_id: str, owner: str, lease_s: float) -> Iterator[None]:
@@ -110,7 +149,9 @@ class ClaimStore:
 
         def renew() -> None:
             while not stop.wait(lease_s / 3):
-                self.renew(job_id, owner, lease_s)
+                # A broker blip: the next renewal may land; if the lease lapses the conductor recovers.
+                with suppress(redis.RedisError):
+                    self.renew(job_id, owner, lease_s)
 
         thread = threading.Thread(target=renew, name=f"lease-{job_id}", daemon=True)
         thread.start()

@@ -7,6 +7,20 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_TIME_LIMITS = {
+    "create": 600.0, "delete": 300.0, "start": 120.0, "stop": 120.0, "reboot": 120.0,
+    "snapshot": 600.0, "revert": 600.0, "migrate": 3600.0,
+}  # fmt: skip
+
+
+def _time_limits(text: str) -> dict[str, float]:
+    """`create=600,delete=300`: per-kind overrides of the default job time limits (seconds)."""
+    limits = dict(DEFAULT_TIME_LIMITS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, seconds = item.partition("=")
+        limits[kind.strip()] = float(seconds)
+    return limits
+
 
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
@@ -41,6 +55,7 @@ class Settings:
     native_wait_s: float = 60.0
     refuse_when_no_worker: bool = False
     worker_concurrency: int = 4
+    time_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str = ""
@@ -70,6 +85,7 @@ class Settings:
             native_wait_s=_float("ARCHQ_NATIVE_WAIT_S", cls.native_wait_s),
             refuse_when_no_worker=os.environ.get("ARCHQ_REFUSE_WHEN_NO_WORKER", "") in ("1", "true", "yes"),
             worker_concurrency=_int("ARCHQ_WORKER_CONCURRENCY", cls.worker_concurrency),
+            time_limits=_time_limits(os.environ.get("ARCHQ_TIME_LIMITS", "")),
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),
             flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),

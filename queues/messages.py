@@ -10,7 +10,7 @@ from queues.arch import ALL
 MESSAGE_VERSION = 1
 
 ARCH_NAMES = [a.value for a in ALL]
-JOB_STATES_FROM_WORKERS = ["running", "succeeded", "failed"]
+JOB_STATES_FROM_WORKERS = ["running", "succeeded", "failed", "cancelled"]
 
 
 class _Message(Schema):

@@ -38,5 +38,8 @@ class Task:
 
     CREATE_VM = "archq.vm.create"
     DELETE_VM = "archq.vm.delete"
+    START_VM = "archq.vm.start"
+    STOP_VM = "archq.vm.stop"
+    REBOOT_VM = "archq.vm.reboot"
     JOB_UPDATE = "archq.control.job_update"
     HEARTBEAT = "archq.control.heartbeat"

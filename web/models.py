@@ -44,6 +44,8 @@ class Vm(db.Model):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     accel: Mapped[str | None] = mapped_column(String(8), nullable=True)
     emulation: Mapped[str] = mapped_column(String(16), default="prefer_native")
+    # What the reconciler does when the domain is found shut off while archq wants it running.
+    restart_policy: Mapped[str] = mapped_column(String(16), default="never")
     emulated: Mapped[bool] = mapped_column(Boolean, default=False)
     emulation_warning: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -98,3 +100,16 @@ class JobEvent(db.Model):
     message: Mapped[str] = mapped_column(Text, default="")
 
     job: Mapped[Job] = relationship(back_populates="events")
+
+
+class IdempotencyKey(db.Model):
+    """A POST's response kept for 24 h under its Idempotency-Key header, so a retried request gets it again."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict] = mapped_column(JSON)
+    location: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -50,6 +50,7 @@ class VmCreateRequest(Schema):
     emulation = fields.String(
         load_default=Emulation.PREFER_NATIVE.value, validate=validate.OneOf([e.value for e in Emulation])
     )
+    restart_policy = fields.String(load_default="never", validate=validate.OneOf(["always", "on-failure", "never"]))
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
     host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
@@ -73,7 +74,7 @@ class VmCreateRequest(Schema):
 
 class JobQuery(Schema):
     state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
-    kind = fields.String(validate=validate.OneOf(["create", "delete"]))
+    kind = fields.String(validate=validate.OneOf(["create", "delete", "start", "stop", "reboot"]))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
@@ -127,6 +128,7 @@ class VmOut(Schema):
     host = fields.String(allow_none=True)
     accel = fields.String(allow_none=True)
     emulation = fields.String()
+    restart_policy = fields.String()
     emulated = fields.Boolean()
     emulation_warning = fields.String()
     queue = fields.Function(lambda vm: vm.jobs[-1].queue if vm.jobs else None, allow_none=True)
@@ -145,6 +147,7 @@ class HostOut(Schema):
     allocated = fields.Dict()
     state = fields.String()
     last_seen = UtcDateTime()
+    unmanaged_domains = fields.List(fields.Dict())
 
 
 job_out = JobOut()

@@ -32,7 +32,7 @@ def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_fre
                 "disk_mib": data_dir_free_mib,
             },
             "allocated": {"domains": sum(1 for d in domains if d.state == "running")},
-            "domains": [{"uuid": d.uuid, "name": d.name, "state": d.state} for d in domains],
+            "domains": [{"uuid": d.uuid, "name": d.name, "state": d.state, "reason": d.reason} for d in domains],
             "at": time.time(),
         }
     )

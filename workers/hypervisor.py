@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ class DomainInfo:
     uuid: str
     name: str
     state: str
+    # Why it is in that state, as libvirt says: "crashed", "destroyed", "shutdown", "booted", ...
+    reason: str = ""
 
 
 def _start_event_loop() -> None:
@@ -121,6 +124,54 @@ class Hypervisor:
         except libvirt.libvirtError as exc:
             raise HypervisorError("domain_start_failed", f"libvirt could not start the domain: {exc}") from exc
 
+    def _existing(self, uuid: str) -> libvirt.virDomain:
+        dom = self._lookup(uuid)
+        if dom is None:
+            raise HypervisorError("domain_missing", f"no domain with UUID {uuid} on this host")
+        return dom
+
+    def start(self, uuid: str) -> DomainInfo:
+        dom = self._existing(uuid)
+        try:
+            if not dom.isActive():
+                dom.create()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("domain_start_failed", f"libvirt could not start the domain: {exc}") from exc
+        return _info(dom)
+
+    def stop(self, uuid: str, timeout_s: float) -> tuple[DomainInfo, bool]:
+        """ACPI shutdown, then a forced power-off after `timeout_s`. Returns (info, forced)."""
+        dom = self._existing(uuid)
+        try:
+            if not dom.isActive():
+                return _info(dom), False
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError:
+                log.info("graceful shutdown of %s refused; forcing", uuid)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if not dom.isActive():
+                    return _info(dom), False
+                time.sleep(0.2)
+            if dom.isActive():
+                dom.destroy()
+            return _info(dom), True
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("domain_stop_failed", f"libvirt could not stop the domain: {exc}") from exc
+
+    def reboot(self, uuid: str) -> DomainInfo:
+        dom = self._existing(uuid)
+        try:
+            if not dom.isActive():
+                dom.create()
+            else:
+                # A reset, not an ACPI reboot: the tiny guests (and hung ones) do not handle ACPI.
+                dom.reset(0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("domain_reboot_failed", f"libvirt could not reboot the domain: {exc}") from exc
+        return _info(dom)
+
     def remove(self, uuid: str) -> bool:
         """Destroy and undefine the domain with its snapshot metadata and NVRAM. False if it did not exist."""
         try:
@@ -164,6 +215,19 @@ class Hypervisor:
                 log.warning("could not destroy a transient domain", exc_info=True)
 
 
+_SHUTOFF_REASONS = {
+    libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN: "unknown",
+    libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED: "destroyed",
+    libvirt.VIR_DOMAIN_SHUTOFF_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_SHUTOFF_MIGRATED: "migrated",
+    libvirt.VIR_DOMAIN_SHUTOFF_SAVED: "saved",
+    libvirt.VIR_DOMAIN_SHUTOFF_FAILED: "failed",
+    libvirt.VIR_DOMAIN_SHUTOFF_FROM_SNAPSHOT: "from_snapshot",
+}
+
+
 def _info(dom: libvirt.virDomain) -> DomainInfo:
-    state, _reason = dom.state()
-    return DomainInfo(uuid=dom.UUIDString(), name=dom.name(), state=_STATES.get(state, "unknown"))
+    state, reason = dom.state()
+    why = _SHUTOFF_REASONS.get(reason, "") if state == libvirt.VIR_DOMAIN_SHUTOFF else ""
+    return DomainInfo(uuid=dom.UUIDString(), name=dom.name(), state=_STATES.get(state, "unknown"), reason=why)

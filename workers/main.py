@@ -93,7 +93,13 @@ class WorkerService:
         ctx = WorkerContext(
             host=profile, hypervisor=hypervisor, data_dir=settings.data_dir, images_dir=settings.images_dir
         )
-        runner = Runner(app=app, ctx=ctx, claims=ClaimStore.from_url(settings.redis_url), lease_s=settings.lease_s)
+        runner = Runner(
+            app=app,
+            ctx=ctx,
+            claims=ClaimStore.from_url(settings.redis_url),
+            lease_s=settings.lease_s,
+            time_limits=settings.time_limits,
+        )
         register_tasks(app, runner)
         heartbeat = HeartbeatThread(app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s)
         return cls(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
 from workers.errors import JobFailed
 from workers.guest.tiny import TinyGuest, TinyGuestError, ensure_tiny_guest
 from workers.host import HostProfile
-from workers.hypervisor import Hypervisor, HypervisorError
+from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
 
 KNOWN_IMAGES = ("tiny",)
+# The guest gets this long to power off after an ACPI shutdown before it is forced off.
+STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -82,3 +85,35 @@ def delete_vm(ctx: WorkerContext, vm: dict) -> dict:
         raise JobFailed(exc.code, f"{exc}; the VM may still exist on host {ctx.host.name}") from exc
     shutil.rmtree(ctx.vm_dir(str(vm["id"])), ignore_errors=True)
     return {"host": ctx.host.name, "state": "deleted", "existed": existed, "domain": domain_name(vm["name"])}
+
+
+def _lifecycle(action: str, call: Callable[[], DomainInfo], ctx: WorkerContext) -> dict:
+    try:
+        info = call()
+    except HypervisorError as exc:
+        raise JobFailed(exc.code, f"{action} failed on host {ctx.host.name}: {exc}") from exc
+    return {"host": ctx.host.name, "state": info.state, "domain": info.name}
+
+
+def start_vm(ctx: WorkerContext, vm: dict) -> dict:
+    return _lifecycle("start", lambda: ctx.hypervisor.start(str(vm["id"])), ctx)
+
+
+def stop_vm(ctx: WorkerContext, vm: dict) -> dict:
+    info, forced = _stop(ctx, vm)
+    return {"host": ctx.host.name, "state": info.state, "domain": info.name, "forced": forced}
+
+
+def _stop(ctx: WorkerContext, vm: dict) -> tuple[DomainInfo, bool]:
+    try:
+        return ctx.hypervisor.stop(str(vm["id"]), timeout_s=STOP_TIMEOUT_S)
+    except HypervisorError as exc:
+        raise JobFailed(exc.code, f"stop failed on host {ctx.host.name}: {exc}") from exc
+
+
+def reboot_vm(ctx: WorkerContext, vm: dict) -> dict:
+    return _lifecycle("reboot", lambda: ctx.hypervisor.reboot(str(vm["id"])), ctx)
+
+
+# What undoes each kind when it is cancelled or times out after doing its work.
+ROLLBACKS: dict[str, Callable[[WorkerContext, dict], dict]] = {"create": delete_vm}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 
 from celery import Celery
 from marshmallow import ValidationError
@@ -15,14 +19,22 @@ from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from workers.errors import JobFailed
-from workers.operations import WorkerContext
+from workers.operations import ROLLBACKS, WorkerContext
 
 log = logging.getLogger(__name__)
 
 Operation = Callable[[WorkerContext, dict], dict]
 
-# Reports must reach the conductor even across a short broker outage; the job's claim is already `done`.
-_REPORT_RETRY = {"max_retries": 120, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 5}
+# Reports must reach the conductor even across a short broker outage; if they do not, the conductor finds the
+# report stored beside the `done` claim.
+_REPORT_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 5}
+
+
+@dataclass
+class Outcome:
+    state: str
+    result: dict = field(default_factory=dict)
+    error: dict | None = None
 
 
 @dataclass
@@ -31,24 +43,31 @@ class Runner:
     ctx: WorkerContext
     claims: ClaimStore
     lease_s: float
+    time_limits: dict[str, float] = field(default_factory=dict)
+    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
-    def report(self, job_id: str, state: str, result: dict | None = None, error: dict | None = None) -> None:
-        update = messages.job_update.dump(
+    def _update(self, job_id: str, outcome: Outcome) -> dict:
+        return messages.job_update.dump(
             {
                 "job_id": job_id,
-                "state": state,
+                "state": outcome.state,
                 "host": self.ctx.host.name,
                 "at": time.time(),
-                "result": result or {},
-                "error": error,
+                "result": outcome.result,
+                "error": outcome.error,
             }
         )
-        self.app.send_task(
-            Task.JOB_UPDATE, kwargs={"update": update}, queue=CONTROL, retry=True, retry_policy=_REPORT_RETRY
-        )
+
+    def report(self, job_id: str, update: dict) -> None:
+        try:
+            self.app.send_task(
+                Task.JOB_UPDATE, kwargs={"update": update}, queue=CONTROL, retry=True, retry_policy=_REPORT_RETRY
+            )
+        except Exception:
+            log.warning("job %s: %s report not sent; it stays stored with the claim", job_id, update["state"])
 
     def run(self, raw: dict, operation: Operation) -> str:
-        """Returns what happened, for the log: claimed, stale, taken or done."""
+        """Returns what happened, for the log: claimed, stale, taken, done or malformed."""
         try:
             msg = messages.job_message.load(raw)
         except ValidationError as exc:
@@ -56,25 +75,63 @@ class Runner:
             return "malformed"
         job_id = str(msg["job_id"])
         owner = f"{self.ctx.host.name}/{uuid.uuid4().hex}"
-        outcome = self.claims.claim(job_id, msg["token"], owner, self.lease_s)
-        if outcome is not Claim.CLAIMED:
-            log.info("job %s: %s, not running it again", job_id, outcome)
-            return outcome.value
-        self.report(job_id, "running")
+        claim = self.claims.claim(job_id, msg["token"], owner, self.lease_s)
+        if claim is not Claim.CLAIMED:
+            log.info("job %s: %s, not running it again", job_id, claim)
+            return claim.value
+        self.report(job_id, self._update(job_id, Outcome("running")))
         with self.claims.lease(job_id, owner, self.lease_s):
-            try:
-                result = operation(self.ctx, msg["vm"])
-            except JobFailed as exc:
-                state, result, error = "failed", {}, {"code": exc.code, "message": exc.message}
-            except Exception as exc:
-                log.exception("job %s failed unexpectedly", job_id)
-                state, result = "failed", {}
-                error = {
-                    "code": "internal_error",
-                    "message": f"{type(exc).__name__}: {exc} (host {self.ctx.host.name}; see its worker log)",
-                }
-            else:
-                state, error = "succeeded", None
-        self.claims.finish(job_id, owner)
-        self.report(job_id, state, result, error)
+            outcome = self._execute(job_id, msg, operation)
+        update = self._update(job_id, outcome)
+        self.claims.finish(job_id, owner, json.dumps(update))
+        self.report(job_id, update)
         return Claim.CLAIMED.value
+
+    def _execute(self, job_id: str, msg: dict, operation: Operation) -> Outcome:
+        kind = msg["kind"]
+        limit = self.time_limits.get(kind)
+        future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], job_id, self.ctx.host.name)
+        try:
+            outcome = future.result(timeout=limit)
+        except FutureTimeout:
+            # libvirt calls cannot be interrupted: wait for the operation, then undo what it did.
+            future.result()
+            self._rollback(kind, msg["vm"])
+            return Outcome(
+                "failed",
+                error={
+                    "code": "timeout",
+                    "message": f"{kind} exceeded its {limit:.0f}s limit on host {self.ctx.host.name}; "
+                    "what it did was rolled back",
+                },
+            )
+        if outcome.state == "succeeded" and self.claims.cancel_requested(job_id):
+            self._rollback(kind, msg["vm"])
+            return Outcome("cancelled", error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
+        return outcome
+
+    def _rollback(self, kind: str, vm: dict) -> None:
+        rollback = ROLLBACKS.get(kind)
+        if rollback is None:
+            return
+        try:
+            rollback(self.ctx, vm)
+        except Exception:
+            log.exception("rollback of %s for VM %s failed", kind, vm.get("id"))
+
+
+def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, job_id: str, host: str) -> Outcome:
+    threading.current_thread().name = f"archq-op-{job_id[:8]}"
+    try:
+        return Outcome("succeeded", operation(ctx, vm))
+    except JobFailed as exc:
+        return Outcome("failed", error={"code": exc.code, "message": exc.message})
+    except Exception as exc:
+        log.exception("job %s failed unexpectedly", job_id)
+        return Outcome(
+            "failed",
+            error={
+                "code": "internal_error",
+                "message": f"{type(exc).__name__}: {exc} (host {host}; see its worker log)",
+            },
+        )

@@ -17,3 +17,15 @@ def register_tasks(app: Celery, runner: Runner) -> None:
     @app.task(name=Task.DELETE_VM, acks_late=True, ignore_result=True)
     def delete_vm(job: dict) -> str:
         return runner.run(job, operations.delete_vm)
+
+    @app.task(name=Task.START_VM, acks_late=True, ignore_result=True)
+    def start_vm(job: dict) -> str:
+        return runner.run(job, operations.start_vm)
+
+    @app.task(name=Task.STOP_VM, acks_late=True, ignore_result=True)
+    def stop_vm(job: dict) -> str:
+        return runner.run(job, operations.stop_vm)
+
+    @app.task(name=Task.REBOOT_VM, acks_late=True, ignore_result=True)
+    def reboot_vm(job: dict) -> str:
+        return runner.run(job, operations.reboot_vm)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 12:41:03.954287
+Create Date: 2026-11-22 12:43:52.687582
 """
 
 from __future__ import annotations
@@ -37,6 +37,19 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_hosts_last_seen"), ["last_seen"], unique=False)
 
     op.create_table(
+        "idempotency_keys",
+        sa.Column("key", sa.String(length=255), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.Integer(), nullable=False),
+        sa.Column("body", sa.JSON(), nullable=False),
+        sa.Column("location", sa.String(length=255), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("key"),
+    )
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_idempotency_keys_created_at"), ["created_at"], unique=False)
+
+    op.create_table(
         "vms",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("name", sa.String(length=63), nullable=False),
@@ -48,6 +61,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=255), nullable=True),
         sa.Column("accel", sa.String(length=8), nullable=True),
         sa.Column("emulation", sa.String(length=16), nullable=False),
+        sa.Column("restart_policy", sa.String(length=16), nullable=False),
         sa.Column("emulated", sa.Boolean(), nullable=False),
         sa.Column("emulation_warning", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -129,6 +143,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_vms_host"))
 
     op.drop_table("vms")
+    with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_idempotency_keys_created_at"))
+
+    op.drop_table("idempotency_keys")
     with op.batch_alter_table("hosts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_hosts_last_seen"))
 

@@ -48,9 +48,16 @@ def test_the_lease_is_renewed_while_the_job_runs(claims):
         assert claims.holder("job-1") == "w1"
 
 
+def test_a_claimed_job_cannot_be_revoked(claims):
+    claims.set_tokens([("job-1", "t")])
+    claims.claim("job-1", "t", "w1", lease_s=5)
+    assert not claims.revoke_unless_claimed("job-1")
+    assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.CLAIMED
+
+
 def test_a_revoked_job_is_stale_for_every_message(claims):
     claims.set_tokens([("job-1", "t")])
-    claims.revoke("job-1")
+    assert claims.revoke_unless_claimed("job-1")
     assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.STALE
 
 

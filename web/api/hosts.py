@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from web.api import archq
 from web.extensions import db
+from web.idempotency import idempotent
 from web.models import Host
 from web.schemas import host_out
 from web.services import hosts
@@ -26,10 +27,12 @@ def get_host(name: str):
 
 
 @bp.post("/hosts/<name>/drain")
+@idempotent
 def drain(name: str):
     return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, True), archq().settings))})
 
 
 @bp.post("/hosts/<name>/undrain")
+@idempotent
 def undrain(name: str):
     return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, False), archq().settings))})

@@ -5,6 +5,7 @@ from sqlalchemy import select
 
 from web.api import archq, json_body
 from web.extensions import db
+from web.idempotency import idempotent
 from web.models import Vm
 from web.schemas import VmCreateRequest, job_out, vm_out
 from web.services import vms
@@ -20,6 +21,7 @@ def accepted(vm: Vm, job) -> tuple:
 
 
 @bp.post("/vms")
+@idempotent
 def create_vm():
     settings = archq().settings
     schema = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib)
@@ -40,5 +42,10 @@ def get_vm(vm_id: str):
 
 @bp.delete("/vms/<vm_id>")
 def delete_vm(vm_id: str):
-    vm, job = vms.submit_delete(vm_id, archq().settings)
-    return accepted(vm, job)
+    return accepted(*vms.submit_action(vm_id, "delete", archq().settings))
+
+
+@bp.post("/vms/<vm_id>/<any(start, stop, reboot):action>")
+@idempotent
+def vm_action(vm_id: str, action: str):
+    return accepted(*vms.submit_action(vm_id, action, archq().settings))

@@ -8,6 +8,8 @@ import threading
 from flask import Flask
 
 from web.services.dispatch import dispatch_stale_pending
+from web.services.reconciler import mark_down_hosts_unknown
+from web.services.recovery import recover_running, republish_after_broker_loss
 from web.services.rerouting import reroute_stranded
 
 log = logging.getLogger(__name__)
@@ -23,12 +25,18 @@ class Sweeper(threading.Thread):
     def sweep(self) -> None:
         ext = self._app.extensions["archq"]
         with self._app.app_context():
-            sent = dispatch_stale_pending(ext.celery, ext.claims, ext.settings.dispatch_retry_s)
-            rerouted = reroute_stranded(ext.celery, ext.claims, ext.settings)
-        if sent:
-            log.info("published %d job(s) that were left pending", sent)
-        if rerouted:
-            log.info("re-routed %d stranded job(s) to emulation", rerouted)
+            counts = {
+                "re-sent after the broker lost its data": republish_after_broker_loss(ext.celery, ext.claims),
+                "published after staying pending": dispatch_stale_pending(
+                    ext.celery, ext.claims, ext.settings.dispatch_retry_s
+                ),
+                "re-routed to emulation": reroute_stranded(ext.celery, ext.claims, ext.settings),
+                "recovered from a lost worker or report": recover_running(ext.celery, ext.claims, ext.settings),
+                "VMs marked unknown (host down)": mark_down_hosts_unknown(ext.settings),
+            }
+        for what, count in counts.items():
+            if count:
+                log.info("%s: %d", what, count)
 
     def run(self) -> None:
         while not self._stopping.wait(self._interval_s):

@@ -11,8 +11,10 @@ from marshmallow import ValidationError
 from queues import messages
 from queues.names import Task
 from web.extensions import db
+from web.services.dispatch import dispatch_ids
 from web.services.hosts import record_heartbeat
 from web.services.jobs import record_job_update
+from web.services.reconciler import reconcile_host
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ def register_tasks(celery: Celery, app: Flask) -> None:
         except ValidationError as exc:
             log.error("dropping a malformed heartbeat: %s", exc.messages)
             return
+        ext = app.extensions["archq"]
         with app.app_context():
-            record_heartbeat(data)
+            host = record_heartbeat(data)
             db.session.commit()
+            restarts = reconcile_host(host, ext.settings)
+            if restarts:
+                dispatch_ids(ext.celery, ext.claims, restarts, actor="reconciler")

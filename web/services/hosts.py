@@ -17,7 +17,17 @@ from web.extensions import db
 from web.models import Host, Vm, utcnow
 
 # VMs that hold capacity on their host.
-ALLOCATING_STATES = ("pending", "creating", "running", "stopped", "deleting", "unknown")
+ALLOCATING_STATES = (
+    "pending",
+    "creating",
+    "running",
+    "stopped",
+    "starting",
+    "stopping",
+    "rebooting",
+    "deleting",
+    "unknown",
+)
 
 
 def record_heartbeat(beat: dict) -> Host:
@@ -140,7 +150,14 @@ def host_view(host: Host, settings: Settings) -> dict:
         "allocated": _allocated(host.name),
         "state": host_state(host, settings),
         "last_seen": _aware(host.last_seen),
+        "unmanaged_domains": unmanaged_domains(host),
     }
+
+
+def unmanaged_domains(host: Host) -> list[dict]:
+    """Domains the host runs that archq does not manage: reported, never touched."""
+    known = set(db.session.scalars(select(Vm.id).where(Vm.host == host.name, Vm.state != "deleted")))
+    return [d for d in host.domains if d["uuid"] not in known]
 
 
 def _allocated(name: str) -> dict:

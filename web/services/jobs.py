@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
-from web.errors import NotFound
+from queues.claims import ClaimStore
+from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job, Vm
-from web.services.job_states import FAILED, RUNNING, SUCCEEDED, advance
+from web.services.job_states import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TERMINAL, advance, note
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,14 @@ def _apply_to_vm(vm: Vm, job: Job, state: str, host: str) -> None:
             vm.emulated = result.get("emulated", vm.emulated)
         elif job.kind == "delete":
             vm.state = "deleted"
+        else:
+            vm.state = result.get("state", vm.state)
     elif state == FAILED:
-        # A failed create leaves nothing to run; a failed delete leaves the VM in a state archq cannot vouch for.
+        # A failed create leaves nothing to run; after a failed action archq cannot vouch for the VM's state
+        # until the host's next report (the reconciler) says what it is.
         vm.state = "failed" if job.kind == "create" else "unknown"
+    elif state == CANCELLED and job.kind == "create":
+        vm.state = "deleted"
 
 
 def record_job_update(update: dict) -> bool:
@@ -84,3 +90,30 @@ def _record_job_update(update: dict) -> bool:
         _apply_to_vm(job.vm, job, state, update["host"])
     db.session.commit()
     return True
+
+
+def cancel_job(job_id: str, claims: ClaimStore, actor: str = "api") -> Job:
+    """Cancel a job. Not started yet: its messages become stale and it ends `cancelled`, before any side
+    effect. Running: the worker is asked to stop and roll back (a migration is aborted through libvirt);
+    the job ends `cancelled` when the worker confirms."""
+    job = get_job(job_id)
+    if job.state in TERMINAL:
+        raise Conflict(f"job {job.id} already ended: {job.state}", code="wrong_state", fields={"state": [job.state]})
+    if job.state in (PENDING, QUEUED) and claims.revoke_unless_claimed(job.id):
+        advance(job, CANCELLED, actor, "cancelled before it started; nothing was done")
+        job.error_code, job.error_message = "cancelled", "cancelled before it started"
+        if job.vm is not None and job.kind == "create":
+            job.vm.state = "deleted"
+        elif job.vm is not None:
+            job.vm.state = _state_before(job)
+        db.session.commit()
+        return job
+    claims.request_cancel(job.id)
+    note(job, actor, "cancel requested; the worker will stop and roll back")
+    db.session.commit()
+    return job
+
+
+def _state_before(job: Job) -> str:
+    # A lifecycle job that never ran leaves the VM as it was when the job was submitted.
+    return {"start": "stopped", "stop": "running", "reboot": "running", "delete": "running"}.get(job.kind, "unknown")

@@ -23,7 +23,9 @@ from web.services.job_states import PENDING, TERMINAL, complete_without_worker
 # Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
 CPU_RATIO = 4.0
 RAM_RATIO = 1.0
-LIVE_VM_STATES = ("pending", "creating", "running", "stopped", "deleting", "unknown", "failed")
+LIVE_VM_STATES = (
+    "pending", "creating", "running", "stopped", "starting", "stopping", "rebooting", "deleting", "unknown", "failed",
+)  # fmt: skip
 
 
 def get_vm(vm_id: str) -> Vm:
@@ -165,6 +167,7 @@ def submit_create(
         image=request["image"],
         state="pending",
         emulation=request["emulation"],
+        restart_policy=request["restart_policy"],
         emulated=decision.emulated,
         emulation_warning=decision.warning,
         accel=decision.accel,
@@ -180,29 +183,54 @@ def submit_create(
     return vm, job
 
 
-def submit_delete(vm_id: str, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
-    vm = get_vm(vm_id)
+@dataclass(frozen=True)
+class VmAction:
+    kind: str
+    task: str
+    allowed: tuple[str, ...]  # VM states the action may start from
+    during: str  # the VM's state while the job runs
+
+
+ACTIONS = {
+    "delete": VmAction("delete", Task.DELETE_VM, ("running", "stopped", "failed", "unknown", "pending"), "deleting"),
+    "start": VmAction("start", Task.START_VM, ("stopped", "unknown"), "starting"),
+    "stop": VmAction("stop", Task.STOP_VM, ("running", "unknown"), "stopping"),
+    "reboot": VmAction("reboot", Task.REBOOT_VM, ("running",), "rebooting"),
+}
+
+
+def _require_idle(vm: Vm) -> None:
     busy = db.session.scalar(select(Job).where(Job.vm_id == vm.id, Job.state.not_in(TERMINAL)).limit(1))
     if busy is not None:
         raise Conflict(
-            f"VM {vm.id} has a {busy.kind} job in state {busy.state} ({busy.id}); wait for it to finish",
+            f"VM {vm.id} has a {busy.kind} job in state {busy.state} ({busy.id}); wait for it or cancel it",
             code="vm_busy",
             fields={"state": [vm.state]},
         )
-    if vm.state == "deleting":
-        raise Conflict(f"VM {vm.id} is already being deleted", code="wrong_state", fields={"state": [vm.state]})
-    if vm.host is not None:
-        _require_host_up(vm.host, settings)
+
+
+def submit_action(vm_id: str, kind: str, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+    """A job on an existing VM: guarded by the VM's state, sent to the queue of the host it lives on."""
+    action = ACTIONS[kind]
+    vm = get_vm(vm_id)
+    _require_idle(vm)
+    if vm.state not in action.allowed:
+        raise Conflict(
+            f"cannot {kind} VM {vm.id} while it is {vm.state}; allowed from: {', '.join(action.allowed)}",
+            code="wrong_state",
+            fields={"state": [vm.state]},
+        )
     if vm.host is None:
-        # The VM never reached a host: nothing exists anywhere to destroy.
-        job = _new_job("delete", Task.DELETE_VM, "", vm, actor=actor, host=None, emulated=vm.emulated)
+        if kind != "delete":
+            raise Conflict(f"VM {vm.id} never reached a host", code="wrong_state", fields={"state": [vm.state]})
+        # Nothing exists anywhere to destroy.
+        job = _new_job(kind, action.task, "", vm, actor=actor, host=None, emulated=vm.emulated)
         complete_without_worker(job, actor, "the VM never reached a host; nothing to destroy")
         vm.state = "deleted"
     else:
-        job = _new_job(
-            "delete", Task.DELETE_VM, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated
-        )
-        vm.state = "deleting"
+        _require_host_up(vm.host, settings)
+        job = _new_job(kind, action.task, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
+        vm.state = action.during
     db.session.add(job)
     db.session.commit()
     return vm, job

@@ -1,0 +1,1 @@
+"""Benchmark scripts: each measures archq against its raw baseline in alternating rounds and prints figures."""

@@ -1,0 +1,94 @@
+"""Submit -> task started on the worker, p50/p99. archq: a create job through the HTTP API, the outbox
+publisher, Redis, a real `archq worker` on the libvirt test driver (its `running` report gives the job's
+started_at) and `archq conductor`. Baseline: a trivial raw Celery task on a worker with the same settings
+(threads pool, prefetch 1, acks_late), from apply_async to the task starting (its timestamp comes back over
+Redis). One job at a time, so no queueing is measured."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import redis
+
+from bench.common import (
+    TEST_HOST,
+    TINY,
+    Http,
+    Samples,
+    Stack,
+    alternate,
+    begin,
+    bench_parser,
+    compare,
+    end,
+    start_raw_worker,
+    timestamp,
+    wait_host,
+    wait_job,
+    wait_worker,
+)
+from bench.raw_worker import QUEUE, STARTED
+from queues.celery_app import make_celery
+
+
+def main() -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--per-round", type=int, help="jobs per round and contender (default: 5 quick, 30 full)")
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 10)
+    per_round = args.per_round or (5 if args.quick else 30)
+    started = begin("dispatch: submit -> task started on the worker", args, probe_kvm=not args.quick)
+    with Stack() as stack:
+        _api, base = stack.api()
+        stack.archq("conductor")
+        worker = stack.archq("worker")
+        _raw, raw_app = start_raw_worker(stack)
+        http = Http(base)
+        wait_host(http, TEST_HOST, child=worker)
+        wait_worker(make_celery(stack.settings(), main="bench-control"), f"archq@{TEST_HOST}", worker)
+        replies = redis.Redis.from_url(stack.redis_url(1))
+        numbers = itertools.count()
+        print(f"{rounds} rounds of {per_round} sequential jobs per contender; worker concurrency 4, threads pool")
+
+        def archq_round(_round: int) -> Samples:
+            created, submitted = [], []
+            for _ in range(per_round):
+                submit = time.time()
+                status, body = http.call("POST", "/vms", {"name": f"d{next(numbers)}", **TINY})
+                if status != 202:
+                    raise RuntimeError(f"POST /vms answered {status}: {body}")
+                job = wait_job(http, body["job"]["id"], interval=0.02)
+                started_at = timestamp(job["started_at"])
+                created.append((started_at - timestamp(job["created_at"])) * 1000)
+                submitted.append((started_at - submit) * 1000)
+            return {"created->started ms": created, "submit->started ms": submitted}
+
+        def raw_round(_round: int) -> Samples:
+            latencies = []
+            for _ in range(per_round):
+                key = f"bench:started:{next(numbers)}"
+                submit = time.time()
+                raw_app.send_task(STARTED, args=[key], queue=QUEUE)
+                reply = replies.blpop([key], timeout=30)
+                if reply is None:
+                    raise RuntimeError("the raw task did not start within 30 s")
+                latencies.append((float(reply[1]) - submit) * 1000)
+            return {"submit->started ms": latencies}
+
+        results = alternate(rounds, {"archq": archq_round, "celery": raw_round})
+    raw = results["celery"]["submit->started ms"]
+    compare("submit -> started (client clock)", "ms", results["archq"]["submit->started ms"], raw, "celery", rate=False)
+    compare(
+        "archq job created_at -> started_at (server clocks) vs celery apply_async -> started",
+        "ms",
+        results["archq"]["created->started ms"],
+        raw,
+        "celery",
+        rate=False,
+    )
+    end(started)
+
+
+if __name__ == "__main__":
+    main()

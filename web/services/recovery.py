@@ -1,0 +1,100 @@
+"""The conductor's recovery sweep: nothing accepted is left behind.
+
+- Redis lost its data (restart without persistence, flush): every `queued` job's message went with it, so
+  all of them are published again (their tokens unchanged: a message that did survive stays harmless).
+- A `running` job whose worker finished but whose report never arrived: the report stored beside the
+  `done` claim is applied.
+- A `running` job whose lease lapsed (worker killed, host gone): resumed on the same host when it is up
+  (every operation re-checks libvirt, so resuming is safe), else failed with `worker_lost`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+
+from celery import Celery
+from sqlalchemy import select
+
+from queues import messages
+from queues.claims import DONE, ClaimStore
+from queues.config import Settings
+from queues.names import host_queue
+from web.extensions import db
+from web.models import Host, Job, utcnow
+from web.services.dispatch import BROKER_ERRORS, publish
+from web.services.hosts import host_state
+from web.services.job_states import FAILED, QUEUED, RUNNING, advance, note
+from web.services.jobs import record_job_update
+
+log = logging.getLogger(__name__)
+
+MAX_RESUMES = 3
+
+
+def republish_after_broker_loss(celery: Celery, claims: ClaimStore) -> int:
+    if not claims.broker_data_lost():
+        return 0
+    jobs = db.session.scalars(select(Job).where(Job.state == QUEUED)).all()
+    try:
+        publish(celery, claims, jobs)
+    except BROKER_ERRORS:
+        log.warning("broker lost its data and is unavailable again; queued jobs will be re-sent later")
+        return 0
+    for job in jobs:
+        note(job, "conductor", "the broker lost its queues (restarted without persistence?); message sent again")
+    db.session.commit()
+    claims.mark_epoch()
+    return len(jobs)
+
+
+def recover_running(celery: Celery, claims: ClaimStore, settings: Settings) -> int:
+    cutoff = utcnow() - timedelta(seconds=settings.lease_s)
+    jobs = db.session.scalars(select(Job).where(Job.state == RUNNING, Job.started_at <= cutoff).limit(200)).all()
+    handled = 0
+    for job in jobs:
+        holder = claims.holder(job.id)
+        if holder == DONE:
+            stored = claims.result(job.id)
+            if stored:
+                record_job_update(messages.job_update.load(json.loads(stored)))
+                handled += 1
+        elif holder is None:
+            _lapsed(celery, claims, settings, job)
+            handled += 1
+    return handled
+
+
+def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job) -> None:
+    host = db.session.get(Host, job.host) if job.host else None
+    state = host_state(host, settings) if host is not None else "down"
+    if state != "down" and job.attempts <= MAX_RESUMES:
+        job.token = uuid.uuid4().hex
+        job.queue = host_queue(job.host)
+        job.payload = {**job.payload, "token": job.token}
+        job.attempts += 1
+        try:
+            publish(celery, claims, [job])
+        except BROKER_ERRORS:
+            db.session.rollback()
+            return
+        note(
+            job,
+            "conductor",
+            f"the worker on {job.host} stopped renewing its lease; resumed there (attempt {job.attempts})",
+        )
+        db.session.commit()
+        return
+    reason = f"host {job.host} is {state}" if state == "down" else f"it was resumed {MAX_RESUMES} times"
+    advance(job, FAILED, "conductor", f"worker lost: {reason}")
+    job.error_code = "worker_lost"
+    job.error_message = (
+        f"the worker running this {job.kind} on {job.host} stopped renewing its lease and {reason}; "
+        f"VM {job.vm_id} is marked unknown: it may or may not exist on {job.host}. Check the host, then delete "
+        "the VM or retry."
+    )
+    if job.vm is not None:
+        job.vm.state = "unknown"
+    db.session.commit()

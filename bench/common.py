@@ -76,9 +76,10 @@ def machine_summary(probe_kvm: bool) -> str:
     except OSError:
         pass
     kvm = "present" if Path("/dev/kvm").exists() else "absent"
+    load = ", ".join(f"{n:.2f}" for n in os.getloadavg())
     return (
         f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, Python {platform.python_version()}, "
-        f"/dev/kvm {kvm}, worker KVM probe: {kvm_probe(run=probe_kvm)}"
+        f"/dev/kvm {kvm}, worker KVM probe: {kvm_probe(run=probe_kvm)}; load average at start {load}"
     )
 
 

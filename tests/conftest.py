@@ -51,9 +51,10 @@ def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
         capabilities_file=str(CAPABILITIES["amd64"]),
         accel="tcg",
         heartbeat_interval_s=0.5,
-        heartbeat_misses=3,
+        heartbeat_misses=6,
         dispatch_retry_s=0.5,
         lease_s=5,
+        stop_timeout_s=5,
     )
 
 
@@ -129,6 +130,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ARCHQ_DISPATCH_RETRY_S": str(settings.dispatch_retry_s),
         "ARCHQ_LEASE_S": str(settings.lease_s),
         "ARCHQ_NATIVE_WAIT_S": str(settings.native_wait_s),
+        "ARCHQ_STOP_TIMEOUT_S": str(settings.stop_timeout_s),
     }
 
 
@@ -146,3 +148,22 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Arch
     yield start
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture
+def start_qemu_worker(settings: Settings, conductor, processes) -> Callable[..., ArchqProcess]:
+    """Starts `archq worker` processes on the real libvirtd (qemu:///system)."""
+    # libvirt's QEMU runs as an unprivileged user that must reach the VM's console log.
+    for directory in (settings.data_dir, *settings.data_dir.parents):
+        if str(directory).startswith("/tmp/pytest-of"):
+            directory.chmod(0o755)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.chmod(0o755)
+
+    def start(name: str = "qemu-host") -> ArchqProcess:
+        return processes(
+            "worker", log_name=name, ARCHQ_LIBVIRT_URI="qemu:///system", ARCHQ_CAPABILITIES_FILE="",
+            ARCHQ_ACCEL="auto", ARCHQ_HOSTNAME=name,
+        )  # fmt: skip
+
+    return start

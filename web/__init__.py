@@ -13,6 +13,7 @@ from queues.config import Settings
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.publisher import Publisher
+from web.services.hosts import FleetCache
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -25,6 +26,7 @@ class Archq:
     celery: Celery
     claims: ClaimStore
     publisher: Publisher
+    fleet_cache: FleetCache
 
     def round_robin_cursor(self) -> int:
         """A cluster-wide counter, so every API process takes the next host in turn."""
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         celery=make_celery(settings, main="archq-web"),
         claims=ClaimStore.from_url(settings.redis_url),
         publisher=Publisher(app),
+        fleet_cache=FleetCache(),
     )
     register_error_handlers(app)
 

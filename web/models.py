@@ -44,6 +44,8 @@ class Vm(db.Model):
     host: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     accel: Mapped[str | None] = mapped_column(String(8), nullable=True)
     emulation: Mapped[str] = mapped_column(String(16), default="prefer_native")
+    # What the user last asked for ("running" or "stopped"); `state` is what archq last saw.
+    desired_state: Mapped[str] = mapped_column(String(16), default="running")
     # What the reconciler does when the domain is found shut off while archq wants it running.
     restart_policy: Mapped[str] = mapped_column(String(16), default="never")
     emulated: Mapped[bool] = mapped_column(Boolean, default=False)

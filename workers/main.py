@@ -91,7 +91,11 @@ class WorkerService:
         for queue in profile.queues:
             declare_queue(app, queue)
         ctx = WorkerContext(
-            host=profile, hypervisor=hypervisor, data_dir=settings.data_dir, images_dir=settings.images_dir
+            host=profile,
+            hypervisor=hypervisor,
+            data_dir=settings.data_dir,
+            images_dir=settings.images_dir,
+            stop_timeout_s=settings.stop_timeout_s,
         )
         runner = Runner(
             app=app,

@@ -15,8 +15,6 @@ from workers.host import HostProfile
 from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
 
 KNOWN_IMAGES = ("tiny",)
-# The guest gets this long to power off after an ACPI shutdown before it is forced off.
-STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -25,6 +23,8 @@ class WorkerContext:
     hypervisor: Hypervisor
     data_dir: Path
     images_dir: Path
+    # The guest gets this long to power off after an ACPI shutdown before it is forced off.
+    stop_timeout_s: float = 30.0
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.data_dir / "vms" / vm_id
@@ -106,7 +106,7 @@ def stop_vm(ctx: WorkerContext, vm: dict) -> dict:
 
 def _stop(ctx: WorkerContext, vm: dict) -> tuple[DomainInfo, bool]:
     try:
-        return ctx.hypervisor.stop(str(vm["id"]), timeout_s=STOP_TIMEOUT_S)
+        return ctx.hypervisor.stop(str(vm["id"]), timeout_s=ctx.stop_timeout_s)
     except HypervisorError as exc:
         raise JobFailed(exc.code, f"stop failed on host {ctx.host.name}: {exc}") from exc
 

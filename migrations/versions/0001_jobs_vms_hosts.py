@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 12:43:52.687582
+Create Date: 2026-11-22 12:53:48.490658
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=255), nullable=True),
         sa.Column("accel", sa.String(length=8), nullable=True),
         sa.Column("emulation", sa.String(length=16), nullable=False),
+        sa.Column("desired_state", sa.String(length=16), nullable=False),
         sa.Column("restart_policy", sa.String(length=16), nullable=False),
         sa.Column("emulated", sa.Boolean(), nullable=False),
         sa.Column("emulation_warning", sa.Text(), nullable=False),

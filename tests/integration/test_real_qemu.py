@@ -21,17 +21,8 @@ FOREIGN = Arch.ARM64 if NATIVE is Arch.AMD64 else Arch.AMD64
 
 
 @pytest.fixture
-def qemu_worker(client, conductor, processes, settings):
-    # libvirt's QEMU runs as an unprivileged user that must reach the VM's console log.
-    for directory in (settings.data_dir, *settings.data_dir.parents):
-        if str(directory).startswith("/tmp/pytest-of"):
-            directory.chmod(0o755)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.data_dir.chmod(0o755)
-    processes(
-        "worker", ARCHQ_LIBVIRT_URI="qemu:///system", ARCHQ_CAPABILITIES_FILE="", ARCHQ_ACCEL="auto",
-        ARCHQ_HOSTNAME="qemu-host",
-    )  # fmt: skip
+def qemu_worker(client, start_qemu_worker):
+    start_qemu_worker()
     return wait_host(client, "qemu-host", timeout=90)
 
 

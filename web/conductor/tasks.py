@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def register_tasks(celery: Celery, app: Flask) -> None:
-    @celery.task(name=Task.JOB_UPDATE, acks_late=True, ignore_result=True)
+    @celery.task(name=Task.JOB_UPDATE, acks_late=True, ignore_result=True, shared=False)
     def job_update(update: dict) -> None:
         try:
             data = messages.job_update.load(update)
@@ -30,7 +30,7 @@ def register_tasks(celery: Celery, app: Flask) -> None:
         with app.app_context():
             record_job_update(data)
 
-    @celery.task(name=Task.HEARTBEAT, acks_late=True, ignore_result=True)
+    @celery.task(name=Task.HEARTBEAT, acks_late=True, ignore_result=True, shared=False)
     def heartbeat(beat: dict) -> None:
         try:
             data = messages.heartbeat.load(beat)

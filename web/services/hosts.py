@@ -6,6 +6,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import func, select
 
 from queues.arch import Arch
@@ -73,7 +74,7 @@ def _live_host(h: Host) -> LiveHost:
     )
 
 
-class _FleetCache:
+class FleetCache:
     """The fleet summary, recomputed at most every `ttl` seconds per process: routing then costs the same
     whatever the number of hosts, and a dead host still drops out within the liveness window."""
 
@@ -95,7 +96,9 @@ class _FleetCache:
             self._value = None
 
 
-fleet_cache = _FleetCache()
+def fleet_cache() -> FleetCache:
+    """The app's fleet cache (one per app: tests run several apps in one process)."""
+    return current_app.extensions["archq"].fleet_cache
 
 
 def allocations() -> dict[str, tuple[int, int]]:
@@ -134,7 +137,7 @@ def set_drained(name: str, drained: bool) -> Host:
     host = get_host(name)
     host.drained = drained
     db.session.commit()
-    fleet_cache.clear()
+    fleet_cache().clear()
     return host
 
 

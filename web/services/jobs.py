@@ -96,6 +96,16 @@ def cancel_job(job_id: str, claims: ClaimStore, actor: str = "api") -> Job:
     """Cancel a job. Not started yet: its messages become stale and it ends `cancelled`, before any side
     effect. Running: the worker is asked to stop and roll back (a migration is aborted through libvirt);
     the job ends `cancelled` when the worker confirms."""
+    for _attempt in range(5):
+        try:
+            return _cancel_job(job_id, claims, actor)
+        except StaleDataError:
+            # The publisher or the conductor moved the job meanwhile: decide again on its fresh state.
+            db.session.rollback()
+    raise Conflict(f"job {job_id} keeps changing; retry the cancel", code="busy")
+
+
+def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
     job = get_job(job_id)
     if job.state in TERMINAL:
         raise Conflict(f"job {job.id} already ended: {job.state}", code="wrong_state", fields={"state": [job.state]})

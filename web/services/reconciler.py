@@ -49,19 +49,18 @@ def reconcile_host(host: Host, settings: Settings) -> list[str]:
         if vm.id in busy:
             continue
         domain = domains.get(vm.id)
-        actual = domain["state"] if domain else "missing"
-        if actual == "running" and vm.state != "running":
+        if domain is not None and domain["state"] == "running":
             vm.state = "running"
-        elif vm.state == "running" and actual != "running":
-            log.warning("VM %s on %s is %s (%s), archq wants it running", vm.id, host.name, actual, domain)
-            if _wants_restart(vm, domain):
-                vm.state = "stopped"
-                _vm, job = submit_action(vm.id, "start", settings, actor="reconciler")
-                restarts.append(job.id)
-            else:
-                vm.state = "stopped" if domain else "unknown"
-        elif vm.state == "unknown" and domain is not None:
+            continue
+        if vm.desired_state == "running" and _wants_restart(vm, domain):
+            log.warning("VM %s on %s is not running (%s); restart_policy %s restarts it", vm.id, host.name, domain,
+                        vm.restart_policy)  # fmt: skip
             vm.state = "stopped"
+            _vm, job = submit_action(vm.id, "start", settings, actor="reconciler")
+            restarts.append(job.id)
+        elif vm.state != ("stopped" if domain else "unknown"):
+            log.warning("VM %s on %s is %s", vm.id, host.name, domain["state"] if domain else "gone from libvirt")
+            vm.state = "stopped" if domain else "unknown"
     db.session.commit()
     return restarts
 

@@ -126,7 +126,7 @@ def decide(request: dict, arch: Arch, settings: Settings, cursor: Callable[[], i
         return _pinned(request, arch, settings)
     strategy = Placement(request["placement"])
     if strategy == Placement.QUEUE:
-        route = route_create(arch, emulation, fleet_cache.get(settings))
+        route = route_create(arch, emulation, fleet_cache().get(settings))
         if route.waiting_for and settings.refuse_when_no_worker:
             raise Unavailable(
                 f"cannot run {arch} guests now: {route.waiting_for}",
@@ -231,6 +231,7 @@ def submit_action(vm_id: str, kind: str, settings: Settings, actor: str = "api")
         _require_host_up(vm.host, settings)
         job = _new_job(kind, action.task, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
         vm.state = action.during
+        vm.desired_state = {"start": "running", "reboot": "running", "stop": "stopped"}.get(kind, vm.desired_state)
     db.session.add(job)
     db.session.commit()
     return vm, job

@@ -1,0 +1,156 @@
+"""Routing decision time with 10, 1,000 and 10,000 registered hosts, in process: for each count a fresh SQLite
+database gets that many live hosts through the conductor's heartbeat path, then `web.services.vms.decide`
+(default placement `queue`, fleet summary cached) is timed against its raw baseline, the pure
+`queues.routing.route_create` on a fleet summary built beforehand. Also timed: the decision right after the
+fleet cache expired (it re-reads every live host, once per second per API process), the whole
+POST /api/v1/vms handler (Flask test client) and a `least_loaded` placement decision."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flask import Flask
+
+from bench.common import TINY, Samples, alternate, begin, bench_parser, end, median
+from migrations import upgrade
+from queues import messages
+from queues.arch import ALL, Arch
+from queues.config import Settings
+from queues.names import host_queue, native_queue, tcg_queue
+from queues.routing import Emulation, Fleet, route_create
+from tests.support.services import RedisServer
+from web import create_app
+from web.extensions import db
+from web.schemas import VmCreateRequest
+from web.services.hosts import fleet_cache, live_hosts, record_heartbeat
+from web.services.vms import decide
+
+COUNTS = (10, 1_000, 10_000)
+
+
+def register_hosts(count: int) -> None:
+    """`count` live hosts, half amd64 and half arm64, each emulating the other, as heartbeats record them."""
+    for n in range(count):
+        arch = ALL[n % len(ALL)]
+        other = [a.value for a in ALL if a != arch]
+        name = f"host-{n:05d}"
+        beat = {
+            "host": name,
+            "arch": arch.value,
+            "accel": "kvm",
+            "emulators": other,
+            "queues": [native_queue(arch), host_queue(name), *(tcg_queue(Arch(a)) for a in other)],
+            "capacity": {"vcpus": 64, "memory_mib": 262144, "disk_mib": 100_000},
+            "allocated": {"domains": 0},
+            "domains": [],
+            "at": time.time(),
+        }
+        record_heartbeat(messages.heartbeat.load(beat))
+        if n % 1000 == 999:
+            db.session.commit()
+    db.session.commit()
+
+
+def per_call_us(calls: int, call: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def each_ms(times: int, call: Callable[[], object]) -> list[float]:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def measure(app: Flask, settings: Settings, rounds: int, calls: int, singles: int) -> dict[str, Samples]:
+    request = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib).load(
+        {"name": "routed", **TINY}
+    )
+    least_loaded = {**request, "placement": "least_loaded"}
+    arch, emulation = Arch(request["arch"]), Emulation(request["emulation"])
+    client = app.test_client()
+    fleet = Fleet.from_hosts(live_hosts(settings))
+    cache = fleet_cache()
+
+    def cold_decide() -> None:
+        cache.clear()
+        decide(request, arch, settings, lambda: 0)
+
+    def post(round_number: int) -> Callable[[], None]:
+        names = iter(range(singles))
+
+        def call() -> None:
+            response = client.post("/api/v1/vms", json={"name": f"p{round_number}-{next(names)}", **TINY})
+            if response.status_code != 202:
+                raise RuntimeError(f"POST /vms answered {response.status_code}: {response.get_json()}")
+
+        return call
+
+    contenders = {
+        "decide": lambda _n: {"us": [per_call_us(calls, lambda: decide(request, arch, settings, lambda: 0))]},
+        "route_create": lambda _n: {"us": [per_call_us(calls, lambda: route_create(arch, emulation, fleet))]},
+        "refresh": lambda _n: {"ms": each_ms(singles, cold_decide)},
+        "POST": lambda n: {"ms": each_ms(singles, post(n))},
+        "least_loaded": lambda _n: {"ms": each_ms(singles, lambda: decide(least_loaded, arch, settings, lambda: 0))},
+    }
+    return alternate(rounds, contenders, fmt="{:.3f}")
+
+
+def main() -> None:
+    args = bench_parser(__doc__).parse_args()
+    rounds = args.rounds or (2 if args.quick else 7)
+    calls, singles = (200, 3) if args.quick else (2000, 20)
+    started = begin("routing: decision time by number of registered hosts", args, probe_kvm=not args.quick)
+    print(f"{rounds} rounds per count; decide/route_create: mean of {calls} calls per sample; others: {singles} each")
+    table: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="archq-bench-") as tmp:
+        redis_server = RedisServer(Path(tmp))
+        redis_server.start()
+        try:
+            for count in COUNTS:
+                # Hosts stay live for the whole run: the liveness window is hours.
+                settings = Settings(
+                    broker_url=redis_server.url,
+                    redis_url=redis_server.url,
+                    data_dir=Path(tmp) / f"data-{count}",
+                    database_url=f"sqlite:///{tmp}/routing-{count}.db",
+                    heartbeat_interval_s=3600,
+                )
+                upgrade(settings.database_url)
+                app = create_app(settings)
+                with app.app_context():
+                    inserted = time.perf_counter()
+                    register_hosts(count)
+                    print(f"-- {count} hosts (registered in {time.perf_counter() - inserted:.1f} s)")
+                    results = measure(app, settings, rounds, calls, singles)
+                    db.engine.dispose()
+                table[count] = {name: median(next(iter(r.values()))) for name, r in results.items()}
+        finally:
+            redis_server.stop()
+    print("-- medians")
+    print(
+        f"   {'hosts':>6} {'decide us':>10} {'route_create us':>16} {'ratio':>7} {'cache refresh ms':>17} "
+        f"{'POST /vms ms':>13} {'least_loaded ms':>16}"
+    )
+    for count, row in table.items():
+        print(
+            f"   {count:>6} {row['decide']:>10.2f} {row['route_create']:>16.2f} "
+            f"{row['decide'] / row['route_create']:>6.1f}x {row['refresh']:>17.2f} {row['POST']:>13.2f} "
+            f"{row['least_loaded']:>16.2f}"
+        )
+    first, last = table[COUNTS[0]], table[COUNTS[-1]]
+    growth = ", ".join(f"{name} {last[name] / first[name]:.2f}x" for name in first)
+    print(f"   growth {COUNTS[-1]:,} vs {COUNTS[0]:,} hosts: {growth}")
+    end(started)
+
+
+if __name__ == "__main__":
+    main()

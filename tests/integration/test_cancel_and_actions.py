@@ -1,0 +1,53 @@
+"""Cancelling jobs, and the lifecycle actions guarded by the VM's state, through real workers."""
+
+from __future__ import annotations
+
+from tests.support.api import create_vm, wait_host, wait_job
+
+
+def test_a_queued_job_is_cancelled_before_any_side_effect(client, conductor, hypervisor_worker):
+    accepted = create_vm(client, arch="arm64", emulation="native_only")  # no worker can take it yet
+    job_id = accepted["job"]["id"]
+    response = client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 202
+    assert response.get_json()["job"]["state"] == "cancelled"
+    assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 409
+
+    # A native worker arriving later finds the message stale and does nothing.
+    with hypervisor_worker("arm64-host", capabilities="arm64") as worker:
+        wait_host(client, "arm64-host")
+        fresh = create_vm(client, name="after-cancel", arch="arm64")
+        assert wait_job(client, fresh["job"]["id"])["state"] == "succeeded"
+        names = {d.name for d in worker.hypervisor.list_domains()}
+        assert "archq-demo" not in names and "archq-after-cancel" in names
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]
+    assert job["state"] == "cancelled" and job["error"]["code"] == "cancelled"
+    assert client.get(f"/api/v1/vms/{accepted['vm']['id']}").status_code == 404
+
+
+def test_actions_follow_the_vm_state(client, conductor, hypervisor_worker):
+    with hypervisor_worker("amd64-host"):
+        wait_host(client, "amd64-host")
+        vm_id = create_vm(client)["vm"]["id"]
+
+        def act(action: str, expected_state: str) -> None:
+            response = client.post(f"/api/v1/vms/{vm_id}/{action}")
+            assert response.status_code == 202, response.get_json()
+            assert wait_job(client, response.get_json()["job"]["id"])["state"] == "succeeded"
+            assert client.get(f"/api/v1/vms/{vm_id}").get_json()["vm"]["state"] == expected_state
+
+        wait_job(client, client.get("/api/v1/jobs?kind=create").get_json()["jobs"][0]["id"])
+        refused = client.post(f"/api/v1/vms/{vm_id}/start")
+        assert refused.status_code == 409
+        assert refused.get_json()["error"]["fields"]["state"] == ["running"]
+        act("reboot", "running")
+        act("stop", "stopped")
+        assert client.post(f"/api/v1/vms/{vm_id}/reboot").status_code == 409
+        act("start", "running")
+
+
+def test_an_action_while_another_job_runs_is_409(client):
+    vm_id = create_vm(client)["vm"]["id"]
+    response = client.post(f"/api/v1/vms/{vm_id}/stop")
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "vm_busy"

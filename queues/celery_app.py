@@ -34,6 +34,10 @@ def make_celery(settings: Settings, main: str = "archq") -> Celery:
         task_queues=[make_queue(name) for name in STATIC_QUEUES],
         task_default_queue="control",
         worker_send_task_events=True,
+        # Remote control (pidbox) is a Redis pub/sub subscription; kombu's pub/sub reader can crash the whole
+        # worker when Redis goes away mid-read ('NoneType' object has no attribute 'hostname'). archq never
+        # broadcasts to workers (liveness is the heartbeat registry), and Flower follows workers by events.
+        worker_enable_remote_control=False,
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
         broker_heartbeat=0,

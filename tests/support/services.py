@@ -39,9 +39,11 @@ def wait_for(
 class RedisServer:
     """A redis-server of the test's own on a free port; stop() and start() keep the port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
         self.port = free_port()
         self.workdir = workdir
+        # Persistent as production should run it (compose.yaml): an append-only file, synced every write.
+        self.persistent = persistent
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -52,7 +54,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed (apt-get install redis-server)"
         self._proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
              "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
         )  # fmt: skip
         wait_for(self._answers, timeout=10, what="redis-server to answer")

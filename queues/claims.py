@@ -101,6 +101,9 @@ class ClaimStore:
             pipe.set(token_key(job_id), token, ex=_KEEP_S)
         pipe.execute()
 
+    def ping(self) -> None:
+        self._redis.ping()
+
     def incr(self, key: str) -> int:
         return int(self._redis.incr(key))
 

@@ -50,6 +50,8 @@ class Settings:
     heartbeat_interval_s: float = 5.0
     heartbeat_misses: int = 3
     lease_s: float = 60.0
+    # A job whose lease lapsed waits this long for its host to come back before it fails `worker_lost`.
+    worker_lost_after_s: float = 120.0
     dispatch_retry_s: float = 2.0
     visibility_timeout_s: int = 7200
     native_wait_s: float = 60.0
@@ -81,6 +83,7 @@ class Settings:
             heartbeat_interval_s=_float("ARCHQ_HEARTBEAT_INTERVAL_S", cls.heartbeat_interval_s),
             heartbeat_misses=_int("ARCHQ_HEARTBEAT_MISSES", cls.heartbeat_misses),
             lease_s=_float("ARCHQ_LEASE_S", cls.lease_s),
+            worker_lost_after_s=_float("ARCHQ_WORKER_LOST_AFTER_S", cls.worker_lost_after_s),
             dispatch_retry_s=_float("ARCHQ_DISPATCH_RETRY_S", cls.dispatch_retry_s),
             visibility_timeout_s=_int("ARCHQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
             native_wait_s=_float("ARCHQ_NATIVE_WAIT_S", cls.native_wait_s),

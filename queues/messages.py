@@ -68,6 +68,8 @@ class Heartbeat(_Message):
     capacity = fields.Dict(load_default=dict)
     allocated = fields.Dict(load_default=dict)
     domains = fields.List(fields.Dict(), load_default=list)
+    # When this worker process started: messages it took before a crash are lost with it (see recovery).
+    started_at = fields.Float(load_default=0.0)
     at = fields.Float(required=True)
 
 

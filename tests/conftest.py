@@ -54,6 +54,7 @@ def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
         heartbeat_misses=6,
         dispatch_retry_s=0.5,
         lease_s=5,
+        worker_lost_after_s=8,
         stop_timeout_s=5,
     )
 
@@ -129,6 +130,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ARCHQ_HEARTBEAT_MISSES": str(settings.heartbeat_misses),
         "ARCHQ_DISPATCH_RETRY_S": str(settings.dispatch_retry_s),
         "ARCHQ_LEASE_S": str(settings.lease_s),
+        "ARCHQ_WORKER_LOST_AFTER_S": str(settings.worker_lost_after_s),
         "ARCHQ_NATIVE_WAIT_S": str(settings.native_wait_s),
         "ARCHQ_STOP_TIMEOUT_S": str(settings.stop_timeout_s),
     }

@@ -27,6 +27,8 @@ class Host(db.Model):
     allocated: Mapped[dict] = mapped_column(JSON, default=dict)
     domains: Mapped[list] = mapped_column(JSON, default=list)
     drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the host's current worker process started (from its heartbeats).
+    worker_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

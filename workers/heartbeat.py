@@ -16,6 +16,9 @@ from workers.hypervisor import Hypervisor
 log = logging.getLogger(__name__)
 
 
+STARTED_AT = time.time()
+
+
 def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_free_mib: int) -> dict:
     domains = hypervisor.list_domains()
     return messages.heartbeat.dump(
@@ -33,6 +36,7 @@ def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_fre
             },
             "allocated": {"domains": sum(1 for d in domains if d.state == "running")},
             "domains": [{"uuid": d.uuid, "name": d.name, "state": d.state, "reason": d.reason} for d in domains],
+            "started_at": STARTED_AT,
             "at": time.time(),
         }
     )

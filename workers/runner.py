@@ -12,6 +12,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
+import redis
 from celery import Celery
 from marshmallow import ValidationError
 
@@ -27,7 +28,7 @@ Operation = Callable[[WorkerContext, dict], dict]
 
 # Reports must reach the conductor even across a short broker outage; if they do not, the conductor finds the
 # report stored beside the `done` claim.
-_REPORT_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 5}
+_REPORT_RETRY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
 
 
 @dataclass
@@ -83,9 +84,24 @@ class Runner:
         with self.claims.lease(job_id, owner, self.lease_s):
             outcome = self._execute(job_id, msg, operation)
         update = self._update(job_id, outcome)
-        self.claims.finish(job_id, owner, json.dumps(update))
+        self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update)))
         self.report(job_id, update)
         return Claim.CLAIMED.value
+
+    def _until_redis_answers(self, call: Callable[[], object], patience_s: float = 300.0) -> None:
+        """The outcome must reach Redis before the message is acknowledged: a broker outage waits, it does not
+        turn a finished job into a lost one."""
+        deadline = time.monotonic() + patience_s
+        delay = 0.2
+        while True:
+            try:
+                call()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _execute(self, job_id: str, msg: dict, operation: Operation) -> Outcome:
         kind = msg["kind"]

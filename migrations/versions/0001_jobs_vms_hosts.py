@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 12:53:48.490658
+Create Date: 2026-11-22 13:13:58.521329
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("allocated", sa.JSON(), nullable=False),
         sa.Column("domains", sa.JSON(), nullable=False),
         sa.Column("drained", sa.Boolean(), nullable=False),
+        sa.Column("worker_started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("name"),

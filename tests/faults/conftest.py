@@ -3,6 +3,7 @@ scenarios kill and restart, and the tally every scenario prints."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections import Counter
@@ -99,6 +100,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def settings(settings):
+    # Short leases: a killed worker's job is recovered within seconds.
+    return dataclasses.replace(settings, lease_s=3.0)
 
 
 @pytest.fixture

@@ -159,3 +159,39 @@ def test_worker_killed_mid_create_and_delete(stack, start_qemu_worker):
         conn.close()
     assert leftovers == [], "every VM was deleted: no domain may remain"
     assert not any((stack.tmp_path / "data" / "vms" / vm_id).exists() for vm_id in vm_ids), "orphaned files"
+
+
+@pytest.mark.libvirtd
+def test_guest_killed_behind_archqs_back_is_restarted_by_policy(stack, start_qemu_worker):
+    import os
+    import signal
+    import subprocess
+
+    stack.start_api()
+    start_qemu_worker()
+    wait_for(lambda: stack.host_state("qemu-host") == "up", timeout=90)
+    vms = []
+    for i in range(3):
+        status, body = stack.client.request("POST", "/vms", {"name": f"crash-{i}", "restart_policy": "always", **TINY})
+        assert status == 202
+        vms.append(body["vm"]["id"])
+        assert stack.tally("create before the crash", [body["job"]["id"]])["succeeded"] == 1
+    for i in range(3):
+        pid = subprocess.run(["pgrep", "-f", f"guest=archq-crash-{i},"], capture_output=True, text=True).stdout.split()
+        os.kill(int(pid[0]), signal.SIGKILL)
+
+    def restart_jobs() -> list[str]:
+        jobs = stack.client.get("/jobs?kind=start")["jobs"]
+        return [j["id"] for j in jobs if j["vm_id"] in vms and j["events"][0]["actor"] == "reconciler"]
+
+    started = wait_for(lambda: len(restart_jobs()) == 3 and restart_jobs(), timeout=60, what="three restarts")
+    figures = stack.tally("QEMU killed behind archq's back, restart_policy=always", started)
+    assert_clean(figures, accepted_at_least=3)
+    assert figures["succeeded"] == 3
+    deletes = []
+    for vm_id in vms:
+        assert stack.client.get(f"/vms/{vm_id}")["vm"]["state"] == "running"
+        status, body = stack.client.request("DELETE", f"/vms/{vm_id}")
+        assert status == 202
+        deletes.append(body["job"]["id"])
+    assert stack.tally("clean-up", deletes)["succeeded"] == 3

@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from flask import Flask
 
+from web.models import utcnow
 from web.services.dispatch import dispatch_stale_pending
 from web.services.reconciler import mark_down_hosts_unknown
-from web.services.recovery import recover_running, republish_after_broker_loss
+from web.services.recovery import (
+    recover_running,
+    republish_after_broker_loss,
+    republish_swallowed,
+    republish_unclaimed,
+)
 from web.services.rerouting import reroute_stranded
 
 log = logging.getLogger(__name__)
@@ -21,9 +28,27 @@ class Sweeper(threading.Thread):
         self._app = app
         self._interval_s = interval_s
         self._stopping = threading.Event()
+        self._broker_up = True
+        self._broker_back_at = None
+
+    def _watch_broker(self, claims) -> bool:
+        try:
+            claims.ping()
+        except redis.RedisError:
+            self._broker_up = False
+            return False
+        if not self._broker_up:
+            self._broker_up, self._broker_back_at = True, utcnow()
+        return True
+
+    def _recently_back(self, settings) -> bool:
+        back = self._broker_back_at
+        return back is not None and (utcnow() - back).total_seconds() < settings.host_down_after_s * 2
 
     def sweep(self) -> None:
         ext = self._app.extensions["archq"]
+        if not self._watch_broker(ext.claims):
+            return
         with self._app.app_context():
             counts = {
                 "re-sent after the broker lost its data": republish_after_broker_loss(ext.celery, ext.claims),
@@ -31,8 +56,14 @@ class Sweeper(threading.Thread):
                     ext.celery, ext.claims, ext.settings.dispatch_retry_s
                 ),
                 "re-routed to emulation": reroute_stranded(ext.celery, ext.claims, ext.settings),
-                "recovered from a lost worker or report": recover_running(ext.celery, ext.claims, ext.settings),
-                "VMs marked unknown (host down)": mark_down_hosts_unknown(ext.settings),
+                "recovered from a lost worker or report": recover_running(
+                    ext.celery, ext.claims, ext.settings, self._broker_back_at
+                ),
+                "re-sent after their worker restarted": republish_swallowed(ext.celery, ext.claims, ext.settings),
+                "re-sent, unclaimed too long": republish_unclaimed(ext.celery, ext.claims, ext.settings),
+                "VMs marked unknown (host down)": 0
+                if self._recently_back(ext.settings)
+                else mark_down_hosts_unknown(ext.settings),
             }
         for what, count in counts.items():
             if count:

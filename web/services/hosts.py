@@ -41,6 +41,8 @@ def record_heartbeat(beat: dict) -> Host:
     host.capacity = beat["capacity"]
     host.allocated = beat["allocated"]
     host.domains = beat["domains"]
+    if beat["started_at"]:
+        host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
     # The conductor's clock decides liveness; workers' clocks may drift.
     host.last_seen = utcnow()
     db.session.add(host)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from celery import Celery
 from sqlalchemy import select
@@ -31,7 +31,7 @@ from web.services.jobs import record_job_update
 
 log = logging.getLogger(__name__)
 
-MAX_RESUMES = 3
+MAX_RESUMES = 5
 
 
 def republish_after_broker_loss(celery: Celery, claims: ClaimStore) -> int:
@@ -50,7 +50,82 @@ def republish_after_broker_loss(celery: Celery, claims: ClaimStore) -> int:
     return len(jobs)
 
 
-def recover_running(celery: Celery, claims: ClaimStore, settings: Settings) -> int:
+def republish_swallowed(celery: Celery, claims: ClaimStore, settings: Settings) -> int:
+    """A worker takes a message before it claims the job; killed in between, it takes the message with it
+    (Redis would give it back only after the visibility timeout, hours later). A queued job published before
+    a consumer of its queue restarted, and still unclaimed, is sent again (same token: harmless if the
+    message did survive)."""
+    restarts: dict[str, datetime] = {}
+    for host in db.session.scalars(select(Host).where(Host.worker_started_at.is_not(None))):
+        started = _aware(host.worker_started_at)
+        for queue in host.queues:
+            restarts[queue] = max(restarts.get(queue, started), started)
+    if not restarts:
+        return 0
+    grace = utcnow() - timedelta(seconds=1)
+    jobs = [
+        job
+        for job in db.session.scalars(
+            select(Job).where(Job.state == QUEUED, Job.queue.in_(list(restarts)), Job.queued_at <= grace).limit(500)
+        )
+        if _aware(job.queued_at) < restarts[job.queue] and claims.holder(job.id) is None
+    ]
+    if not jobs:
+        return 0
+    try:
+        publish(celery, claims, jobs)
+    except BROKER_ERRORS:
+        return 0
+    now = utcnow()
+    for job in jobs:
+        job.queued_at = now
+        note(job, "conductor", f"a worker consuming {job.queue} restarted after it was sent; sent again")
+    db.session.commit()
+    return len(jobs)
+
+
+def republish_unclaimed(celery: Celery, claims: ClaimStore, settings: Settings) -> int:
+    """The database is the source of truth, the queue only transport: a queued job that no worker claimed
+    although a live worker consumes its queue is published again, with backoff (1, 2, 4 ... 32 leases).
+    Copies are harmless: the claim lets one run."""
+    live_queues = {
+        q for host in db.session.scalars(select(Host)) if host_state(host, settings) == "up" for q in host.queues
+    }
+    now = utcnow()
+    jobs = [
+        job
+        for job in db.session.scalars(
+            select(Job)
+            .where(Job.state == QUEUED, Job.queued_at <= now - timedelta(seconds=settings.lease_s))
+            .limit(200)
+        )
+        if job.queue in live_queues
+        and (now - _aware(job.queued_at)).total_seconds() >= settings.lease_s * 2 ** min(job.attempts - 1, 5)
+        and claims.holder(job.id) is None
+    ]
+    if not jobs:
+        return 0
+    try:
+        publish(celery, claims, jobs)
+    except BROKER_ERRORS:
+        return 0
+    for job in jobs:
+        job.queued_at = now
+        job.attempts += 1
+        note(job, "conductor", f"not claimed although {job.queue} has live workers; sent again")
+    db.session.commit()
+    return len(jobs)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def recover_running(
+    celery: Celery, claims: ClaimStore, settings: Settings, broker_back_at: datetime | None = None
+) -> int:
+    """`broker_back_at`: when the broker last came back after an outage. No heartbeat could arrive during it,
+    so no host is judged lost until they have had time to beat again."""
     cutoff = utcnow() - timedelta(seconds=settings.lease_s)
     jobs = db.session.scalars(select(Job).where(Job.state == RUNNING, Job.started_at <= cutoff).limit(200)).all()
     handled = 0
@@ -62,14 +137,18 @@ def recover_running(celery: Celery, claims: ClaimStore, settings: Settings) -> i
                 record_job_update(messages.job_update.load(json.loads(stored)))
                 handled += 1
         elif holder is None:
-            _lapsed(celery, claims, settings, job)
+            _lapsed(celery, claims, settings, job, broker_back_at)
             handled += 1
     return handled
 
 
-def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job) -> None:
+def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, broker_back_at: datetime | None) -> None:
     host = db.session.get(Host, job.host) if job.host else None
     state = host_state(host, settings) if host is not None else "down"
+    if state == "down" and host is not None:
+        silent_since = max(_aware(host.last_seen), broker_back_at or _aware(host.last_seen))
+        if (utcnow() - silent_since).total_seconds() < settings.worker_lost_after_s:
+            return  # a worker restarting, a host rebooting, the broker back: give the host time to return
     if state != "down" and job.attempts <= MAX_RESUMES:
         job.token = uuid.uuid4().hex
         job.queue = host_queue(job.host)
@@ -87,7 +166,11 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job) ->
         )
         db.session.commit()
         return
-    reason = f"host {job.host} is {state}" if state == "down" else f"it was resumed {MAX_RESUMES} times"
+    reason = (
+        f"host {job.host} is down (no heartbeat for {settings.worker_lost_after_s:.0f}s)"
+        if state == "down"
+        else f"it was resumed {MAX_RESUMES} times"
+    )
     advance(job, FAILED, "conductor", f"worker lost: {reason}")
     job.error_code = "worker_lost"
     job.error_message = (

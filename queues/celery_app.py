@@ -15,7 +15,9 @@ def make_queue(name: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
-def make_celery(settings: Settings, main: str = "archq") -> Celery:
+def make_celery(settings: Settings, main: str = "archq", *, send_sent_events: bool = False) -> Celery:
+    """`send_sent_events` only where one thread publishes (the API's publisher): the event dispatcher's
+    connection is shared, and threads publishing through it at once hang it."""
     app = Celery(main, broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -28,7 +30,15 @@ def make_celery(settings: Settings, main: str = "archq") -> Celery:
         worker_prefetch_multiplier=1,
         # Redis re-delivers an unacknowledged message after this long (celery#5935); it must exceed the
         # longest job, and claim checks make the re-delivery harmless anyway.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Without socket timeouts a client can wait forever on a connection that died with a Redis restart.
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "socket_keepalive": True,
+            "retry_on_timeout": True,
+            "health_check_interval": 10,
+        },
         broker_connection_retry_on_startup=True,
         task_create_missing_queues=False,
         task_queues=[make_queue(name) for name in STATIC_QUEUES],
@@ -38,7 +48,7 @@ def make_celery(settings: Settings, main: str = "archq") -> Celery:
         # worker when Redis goes away mid-read ('NoneType' object has no attribute 'hostname'). archq never
         # broadcasts to workers (liveness is the heartbeat registry), and Flower follows workers by events.
         worker_enable_remote_control=False,
-        task_send_sent_event=True,
+        task_send_sent_event=send_sent_events,
         worker_hijack_root_logger=False,
         broker_heartbeat=0,
     )

@@ -33,7 +33,7 @@ class Archq:
         return self.claims.incr("archq:placement:round_robin")
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, *, sent_events: bool = True) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     app.config.update(
@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app)
     app.extensions["archq"] = Archq(
         settings=settings,
-        celery=make_celery(settings, main="archq-web"),
+        # Task-sent events let Flower show a job from its submission; only the API's publisher thread sends
+        # them (the conductor's app, built by the same factory, publishes from two threads).
+        celery=make_celery(settings, main="archq-web", send_sent_events=sent_events),
         claims=ClaimStore.from_url(settings.redis_url),
         publisher=Publisher(app),
         fleet_cache=FleetCache(),

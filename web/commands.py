@@ -56,7 +56,7 @@ def conductor() -> None:
     from web import create_app
     from web.conductor.service import run_conductor
 
-    run_conductor(create_app())
+    run_conductor(create_app(sent_events=False))
 
 
 @click.command()

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import click
+import redis
 from celery import Celery
 
 from queues.arch import Arch, to_libvirt
@@ -27,6 +33,7 @@ from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
 from workers.tasks import register_tasks
+from workers.watchdog import ConsumerWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +127,9 @@ class WorkerService:
             ", ".join(self.profile.queues),
         )
         self.heartbeat.start()
+        ConsumerWatchdog(
+            redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.profile.queues, self.runner.activity
+        ).start()
         try:
             self.app.Worker(
                 hostname=f"archq@{self.profile.name}",
@@ -149,7 +159,9 @@ def worker(
     accel: str | None,
     concurrency: int | None,
 ) -> None:
-    """Run a hypervisor worker on this host."""
+    """Run a hypervisor worker on this host (supervised: a crashed or wedged worker is restarted)."""
+    if os.environ.get(_CHILD) != "1":
+        sys.exit(supervise([sys.executable, "-m", "queues.cli", *sys.argv[1:]]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {
         "libvirt_uri": libvirt_uri,
@@ -173,3 +185,32 @@ def build_tiny(arches: tuple[str, ...]) -> None:
     for arch in [Arch(a) for a in arches] or list(ALL):
         guest = ensure_tiny_guest(arch, settings.images_dir / "tiny")
         click.echo(f"{arch}: {guest.kernel} {guest.initrd}")
+
+
+_CHILD = "ARCHQ_SUPERVISED_CHILD"
+
+
+def supervise(command: list[str]) -> int:
+    """Run the worker in a child process and start it again whenever it dies on its own."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stopping = False
+    child: subprocess.Popen | None = None
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    backoff = 1.0
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(command, env={**os.environ, _CHILD: "1"})
+        code = child.wait()
+        if stopping:
+            return code
+        log.error("worker exited with %s; starting it again in %.0fs", code, backoff)
+        time.sleep(backoff)
+        backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)

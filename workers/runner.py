@@ -21,6 +21,7 @@ from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from workers.errors import JobFailed
 from workers.operations import ROLLBACKS, WorkerContext
+from workers.watchdog import Activity
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Runner:
     claims: ClaimStore
     lease_s: float
     time_limits: dict[str, float] = field(default_factory=dict)
+    activity: Activity = field(default_factory=Activity)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
     def _update(self, job_id: str, outcome: Outcome) -> dict:
@@ -69,6 +71,13 @@ class Runner:
 
     def run(self, raw: dict, operation: Operation) -> str:
         """Returns what happened, for the log: claimed, stale, taken, done or malformed."""
+        self.activity.started()
+        try:
+            return self._run(raw, operation)
+        finally:
+            self.activity.finished()
+
+    def _run(self, raw: dict, operation: Operation) -> str:
         try:
             msg = messages.job_message.load(raw)
         except ValidationError as exc:

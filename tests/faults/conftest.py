@@ -105,7 +105,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def settings(settings):
     # Short leases: a killed worker's job is recovered within seconds.
-    return dataclasses.replace(settings, lease_s=3.0)
+    return dataclasses.replace(settings, lease_s=3.0, worker_lost_after_s=30.0)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from queues.celery_app import declare_queue
@@ -65,7 +66,7 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
     faster than this commit); optimistic locking catches that, and the fresh state is kept."""
     now = utcnow()
     for _attempt in range(5):
-        jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids))).all()
+        jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids)).options(selectinload(Job.events))).all()
         for job in jobs:
             job.attempts += 1
             advance(job, QUEUED, actor, f"published to {job.queue}", at=now)

@@ -137,7 +137,21 @@ def _recipe_id() -> str:
     return hashlib.sha256(f"{_FORMAT_VERSION}\n{_INIT_SCRIPT}".encode()).hexdigest()[:16]
 
 
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}
+
+
 def _sha256(path: Path) -> str:
+    """SHA256 of a file, remembered while the file is unchanged (same inode, size and mtime): every create
+    checks the guest, and hashing 15-28 MB each time was most of a create's own cost."""
+    stat = path.stat()
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    known = _VERIFIED.get(key)
+    if known is None:
+        known = _VERIFIED[key] = _hash_file(path)
+    return known
+
+
+def _hash_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -2,6 +2,9 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 -t archq .
 # Nothing here names an architecture: Debian's packages and PyPI's wheels resolve per platform.
 FROM python:3.11-slim-bookworm
+# Set by buildx per platform; recorded so `docker inspect` tells which build an image is.
+ARG TARGETARCH
+LABEL org.opencontainers.image.title="archq" io.archq.arch="${TARGETARCH}"
 
 # libvirt-dev + pkg-config + gcc build libvirt-python; the QEMU and libvirt daemons are for the worker
 # service when it runs libvirtd inside the container (see compose.yaml).

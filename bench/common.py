@@ -231,6 +231,8 @@ class Stack:
             "ARCHQ_CAPABILITIES_FILE": str(CAPABILITIES_FILE),
             "ARCHQ_ACCEL": "tcg",
             "ARCHQ_HOSTNAME": TEST_HOST,
+            # The benchmarks pause and ping workers through Celery's remote control.
+            "ARCHQ_REMOTE_CONTROL": "1",
             **env,
         }
         self.children: list[Child] = []
@@ -266,6 +268,7 @@ class Stack:
             hostname=self.env["ARCHQ_HOSTNAME"],
             capabilities_file=self.env["ARCHQ_CAPABILITIES_FILE"],
             accel=self.env["ARCHQ_ACCEL"],
+            remote_control=True,
         )
 
     def spawn(self, name: str, argv: list[str], **env: str) -> Child:

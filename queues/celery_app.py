@@ -47,7 +47,7 @@ def make_celery(settings: Settings, main: str = "archq", *, send_sent_events: bo
         # Remote control (pidbox) is a Redis pub/sub subscription; kombu's pub/sub reader can crash the whole
         # worker when Redis goes away mid-read ('NoneType' object has no attribute 'hostname'). archq never
         # broadcasts to workers (liveness is the heartbeat registry), and Flower follows workers by events.
-        worker_enable_remote_control=False,
+        worker_enable_remote_control=settings.remote_control,
         task_send_sent_event=send_sent_events,
         worker_hijack_root_logger=False,
         broker_heartbeat=0,

@@ -57,6 +57,9 @@ class Settings:
     native_wait_s: float = 60.0
     refuse_when_no_worker: bool = False
     worker_concurrency: int = 4
+    # Celery remote control (pidbox: `celery inspect`, consumer add/cancel). Off: it is a Redis pub/sub
+    # subscription, and kombu's pub/sub reader can crash a worker when Redis goes away mid-read.
+    remote_control: bool = False
     stop_timeout_s: float = 30.0
     time_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
     flower_address: str = "127.0.0.1"
@@ -89,6 +92,7 @@ class Settings:
             native_wait_s=_float("ARCHQ_NATIVE_WAIT_S", cls.native_wait_s),
             refuse_when_no_worker=os.environ.get("ARCHQ_REFUSE_WHEN_NO_WORKER", "") in ("1", "true", "yes"),
             worker_concurrency=_int("ARCHQ_WORKER_CONCURRENCY", cls.worker_concurrency),
+            remote_control=os.environ.get("ARCHQ_REMOTE_CONTROL", "") in ("1", "true", "yes"),
             stop_timeout_s=_float("ARCHQ_STOP_TIMEOUT_S", cls.stop_timeout_s),
             time_limits=_time_limits(os.environ.get("ARCHQ_TIME_LIMITS", "")),
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),

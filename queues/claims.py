@@ -51,7 +51,17 @@ return 0
 
 _REVOKE_UNLESS_CLAIMED = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[1], 'revoked', 'EX', ARGV[1])
+return 1
+"""
+
+# A publisher that read the job before it was cancelled must not bring its token back.
+_SET_TOKENS = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) ~= 'revoked' then
+    redis.call('SET', key, ARGV[i], 'EX', ARGV[#KEYS + 1])
+  end
+end
 return 1
 """
 
@@ -89,17 +99,17 @@ class ClaimStore:
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
         self._revoke_unless_claimed = client.register_script(_REVOKE_UNLESS_CLAIMED)
+        self._set_tokens = client.register_script(_SET_TOKENS)
 
     @classmethod
     def from_url(cls, url: str) -> ClaimStore:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2))
 
     def set_tokens(self, tokens: Iterable[tuple[str, str]]) -> None:
-        """Make these (job id, token) pairs current, in one round trip."""
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id, token in tokens:
-            pipe.set(token_key(job_id), token, ex=_KEEP_S)
-        pipe.execute()
+        """Make these (job id, token) pairs current, in one round trip; a revoked job stays revoked."""
+        pairs = list(tokens)
+        if pairs:
+            self._set_tokens(keys=[token_key(j) for j, _ in pairs], args=[t for _, t in pairs] + [_KEEP_S])
 
     def ping(self) -> None:
         self._redis.ping()
@@ -109,7 +119,7 @@ class ClaimStore:
 
     def revoke_unless_claimed(self, job_id: str) -> bool:
         """Make every message of this job stale, unless a worker already claimed it (then False)."""
-        return bool(self._revoke_unless_claimed(keys=[token_key(job_id), claim_key(job_id)]))
+        return bool(self._revoke_unless_claimed(keys=[token_key(job_id), claim_key(job_id)], args=[_KEEP_S]))
 
     def request_cancel(self, job_id: str) -> None:
         self._redis.set(cancel_key(job_id), "1", ex=_KEEP_S)

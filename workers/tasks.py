@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import Celery
 
 from queues.names import Task
 from workers import operations
-from workers.runner import Runner
+from workers.runner import Operation, Runner
+
+OPERATIONS: dict[str, Operation] = {
+    Task.CREATE_VM: operations.create_vm,
+    Task.DELETE_VM: operations.delete_vm,
+    Task.START_VM: operations.start_vm,
+    Task.STOP_VM: operations.stop_vm,
+    Task.REBOOT_VM: operations.reboot_vm,
+}
 
 
 def register_tasks(app: Celery, runner: Runner) -> None:
-    @app.task(name=Task.CREATE_VM, acks_late=True, ignore_result=True, shared=False)
-    def create_vm(job: dict) -> str:
-        return runner.run(job, operations.create_vm)
+    for name, operation in OPERATIONS.items():
+        app.task(name=name, acks_late=True, ignore_result=True, shared=False)(_task(runner, operation))
 
-    @app.task(name=Task.DELETE_VM, acks_late=True, ignore_result=True, shared=False)
-    def delete_vm(job: dict) -> str:
-        return runner.run(job, operations.delete_vm)
 
-    @app.task(name=Task.START_VM, acks_late=True, ignore_result=True, shared=False)
-    def start_vm(job: dict) -> str:
-        return runner.run(job, operations.start_vm)
+def _task(runner: Runner, operation: Operation) -> Callable[[dict], str]:
+    def run(job: dict) -> str:
+        return runner.run(job, operation)
 
-    @app.task(name=Task.STOP_VM, acks_late=True, ignore_result=True, shared=False)
-    def stop_vm(job: dict) -> str:
-        return runner.run(job, operations.stop_vm)
-
-    @app.task(name=Task.REBOOT_VM, acks_late=True, ignore_result=True, shared=False)
-    def reboot_vm(job: dict) -> str:
-        return runner.run(job, operations.reboot_vm)
+    run.__name__ = operation.__name__
+    return run

@@ -55,6 +55,13 @@ def test_a_claimed_job_cannot_be_revoked(claims):
     assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.CLAIMED
 
 
+def test_a_publisher_that_read_the_job_before_the_cancel_cannot_revive_it(claims):
+    claims.set_tokens([("job-1", "t")])
+    assert claims.revoke_unless_claimed("job-1")
+    claims.set_tokens([("job-1", "t")])
+    assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.STALE
+
+
 def test_a_revoked_job_is_stale_for_every_message(claims):
     claims.set_tokens([("job-1", "t")])
     assert claims.revoke_unless_claimed("job-1")

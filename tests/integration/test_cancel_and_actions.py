@@ -51,3 +51,15 @@ def test_an_action_while_another_job_runs_is_409(client):
     response = client.post(f"/api/v1/vms/{vm_id}/stop")
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "vm_busy"
+
+
+def test_a_job_over_its_time_limit_fails_with_timeout_and_is_rolled_back(client, conductor, hypervisor_worker):
+    # A limit no create can meet: the worker waits for the operation, then undoes it.
+    with hypervisor_worker("amd64-host", time_limits={"create": 1e-6}) as worker:
+        wait_host(client, "amd64-host")
+        accepted = create_vm(client, name="too-slow")
+        job = wait_job(client, accepted["job"]["id"])
+        assert (job["state"], job["error"]["code"]) == ("failed", "timeout")
+        assert "rolled back" in job["error"]["message"]
+        assert worker.hypervisor.domain(accepted["vm"]["id"]) is None
+        assert client.get(f"/api/v1/vms/{accepted['vm']['id']}").get_json()["vm"]["state"] == "failed"

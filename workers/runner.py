@@ -115,12 +115,14 @@ class Runner:
     def _execute(self, job_id: str, msg: dict, operation: Operation) -> Outcome:
         kind = msg["kind"]
         limit = self.time_limits.get(kind)
+        started = time.monotonic()
         future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], job_id, self.ctx.host.name)
         try:
             outcome = future.result(timeout=limit)
         except FutureTimeout:
             # libvirt calls cannot be interrupted: wait for the operation, then undo what it did.
-            future.result()
+            outcome = future.result()
+        if limit is not None and time.monotonic() - started > limit:
             self._rollback(kind, msg["vm"])
             return Outcome(
                 "failed",

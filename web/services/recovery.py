@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from queues import messages
 from queues.claims import DONE, ClaimStore
@@ -127,7 +127,12 @@ def recover_running(
     """`broker_back_at`: when the broker last came back after an outage. No heartbeat could arrive during it,
     so no host is judged lost until they have had time to beat again."""
     cutoff = utcnow() - timedelta(seconds=settings.lease_s)
-    jobs = db.session.scalars(select(Job).where(Job.state == RUNNING, Job.started_at <= cutoff).limit(200)).all()
+    # A job resumed less than a lease ago gets that lease to be claimed again before it is judged.
+    jobs = db.session.scalars(
+        select(Job)
+        .where(Job.state == RUNNING, Job.started_at <= cutoff, or_(Job.queued_at.is_(None), Job.queued_at <= cutoff))
+        .limit(200)
+    ).all()
     handled = 0
     for job in jobs:
         holder = claims.holder(job.id)
@@ -154,6 +159,7 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         job.queue = host_queue(job.host)
         job.payload = {**job.payload, "token": job.token}
         job.attempts += 1
+        job.queued_at = utcnow()
         try:
             publish(celery, claims, [job])
         except BROKER_ERRORS:

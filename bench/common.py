@@ -384,3 +384,15 @@ def none_in_state(http: Http, state: str) -> bool:
 def timestamp(value: str) -> float:
     """Seconds since the epoch of one of the API's ISO 8601 datetimes."""
     return datetime.fromisoformat(value).timestamp()
+
+
+def start_archq_and_raw(stack: Stack) -> tuple[str, Http, Child, Celery]:
+    """The API, the conductor and an archq worker on the test driver beside the raw baseline's worker;
+    returns (API base URL, a client, the archq worker, the raw app) once the archq host heartbeats."""
+    _api, base = stack.api()
+    stack.archq("conductor")
+    worker = stack.archq("worker")
+    _raw, raw_app = start_raw_worker(stack)
+    http = Http(base)
+    wait_host(http, TEST_HOST, child=worker)
+    return base, http, worker, raw_app

@@ -14,7 +14,6 @@ import redis
 from bench.common import (
     TEST_HOST,
     TINY,
-    Http,
     Samples,
     Stack,
     alternate,
@@ -24,9 +23,8 @@ from bench.common import (
     end,
     median,
     percentile,
-    start_raw_worker,
+    start_archq_and_raw,
     timestamp,
-    wait_host,
     wait_job,
     wait_worker,
 )
@@ -44,12 +42,7 @@ def main() -> None:
     per_round = args.per_round or (5 if args.quick else 30)
     started = begin("dispatch: submit -> task started on the worker", args, probe_kvm=not args.quick)
     with Stack() as stack:
-        _api, base = stack.api()
-        stack.archq("conductor")
-        worker = stack.archq("worker")
-        _raw, raw_app = start_raw_worker(stack)
-        http = Http(base)
-        wait_host(http, TEST_HOST, child=worker)
+        _base, http, worker, raw_app = start_archq_and_raw(stack)
         wait_worker(make_celery(stack.settings(), main="bench-control"), f"archq@{TEST_HOST}", worker)
         replies = redis.Redis.from_url(stack.redis_url(1))
         numbers = itertools.count()

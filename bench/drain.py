@@ -25,9 +25,8 @@ from bench.common import (
     compare,
     end,
     none_in_state,
-    start_raw_worker,
+    start_archq_and_raw,
     timestamp,
-    wait_host,
     wait_worker,
 )
 from bench.raw_worker import HOSTNAME, NOOP, QUEUE
@@ -64,12 +63,7 @@ def main() -> None:
     count = args.jobs or (20 if args.quick else 300)
     started = begin("drain: create jobs per second through a worker", args, probe_kvm=not args.quick)
     with Stack() as stack:
-        _api, base = stack.api()
-        stack.archq("conductor")
-        worker = stack.archq("worker")
-        _raw, raw_app = start_raw_worker(stack)
-        http = Http(base)
-        wait_host(http, TEST_HOST, child=worker)
+        base, http, worker, raw_app = start_archq_and_raw(stack)
         archq_worker = f"archq@{TEST_HOST}"
         control = make_celery(stack.settings(), main="bench-control")
         wait_worker(control, archq_worker, worker)

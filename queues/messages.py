@@ -29,6 +29,7 @@ class VmSpec(_Message):
     memory_mib = fields.Integer(required=True, validate=validate.Range(min=1))
     image = fields.String(required=True)
     emulated = fields.Boolean(load_default=False)
+    cpu_mode = fields.String(load_default="host-model", validate=validate.OneOf(["host-model", "host-passthrough"]))
 
 
 class JobMessage(_Message):

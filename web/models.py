@@ -52,6 +52,17 @@ class Vm(db.Model):
     restart_policy: Mapped[str] = mapped_column(String(16), default="never")
     emulated: Mapped[bool] = mapped_column(Boolean, default=False)
     emulation_warning: Mapped[str] = mapped_column(Text, default="")
+    # What the user asked for: "host-model" (default, migratable) or "host-passthrough".
+    cpu_mode: Mapped[str] = mapped_column(String(32), default="host-model")
+    # What the running domain XML really has (reported by the worker), e.g. "host-model" or
+    # "custom:cortex-a57" when TCG needs a named model whatever was asked.
+    cpu_mode_effective: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The VM's disk: "qcow2" (an overlay on the image), "raw", or None for a diskless direct-boot guest.
+    disk_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # "uefi" (pflash NVRAM) or "direct" (kernel + initrd); None until the worker reports it.
+    firmware: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # "internal" or "external" once the first snapshot exists: one VM's chain never mixes the two.
+    snapshot_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

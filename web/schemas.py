@@ -10,6 +10,7 @@ from queues.arch import UnknownArch, parse_arch
 from queues.images import BUILTIN_IMAGES
 from queues.placement import Placement
 from queues.routing import Emulation
+from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
@@ -51,6 +52,7 @@ class VmCreateRequest(Schema):
         load_default=Emulation.PREFER_NATIVE.value, validate=validate.OneOf([e.value for e in Emulation])
     )
     restart_policy = fields.String(load_default="never", validate=validate.OneOf(["always", "on-failure", "never"]))
+    cpu_mode = fields.String(load_default=HOST_MODEL, validate=validate.OneOf(CPU_MODES))
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
     host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
@@ -131,6 +133,14 @@ class VmOut(Schema):
     restart_policy = fields.String()
     emulated = fields.Boolean()
     emulation_warning = fields.String()
+    cpu_mode = fields.String()
+    cpu_mode_effective = fields.Function(effective_cpu_mode)
+    disk_format = fields.String(allow_none=True)
+    firmware = fields.String(allow_none=True)
+    migratable = fields.Function(lambda vm: vm_flags(vm).migratable)
+    memory_snapshot_ok = fields.Function(lambda vm: vm_flags(vm).memory_snapshot_ok)
+    revertable = fields.Function(lambda vm: vm_flags(vm).revertable)
+    capability_reasons = fields.Function(lambda vm: vm_flags(vm).reasons)
     queue = fields.Function(lambda vm: vm.jobs[-1].queue if vm.jobs else None, allow_none=True)
     created_at = UtcDateTime()
     updated_at = UtcDateTime()

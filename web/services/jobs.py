@@ -16,6 +16,10 @@ from web.services.job_states import CANCELLED, FAILED, PENDING, QUEUED, RUNNING,
 
 log = logging.getLogger(__name__)
 
+# Facts about a VM that only its worker knows (read from the domain XML it runs); a job result carrying one
+# of these keys updates the VM.
+REPORTED_VM_FIELDS = ("cpu_mode_effective", "disk_format", "firmware", "snapshot_kind")
+
 
 def get_job(job_id: str) -> Job:
     job = db.session.get(Job, job_id)
@@ -40,6 +44,9 @@ def _apply_to_vm(vm: Vm, job: Job, state: str, host: str) -> None:
             vm.state = "creating"
     elif state == SUCCEEDED:
         result = job.result
+        for column in REPORTED_VM_FIELDS:
+            if column in result:
+                setattr(vm, column, result[column])
         if job.kind == "create":
             vm.state = result.get("state", "running")
             vm.host = result.get("host", host)

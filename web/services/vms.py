@@ -51,6 +51,7 @@ def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str 
                 "memory_mib": vm.memory_mib,
                 "image": vm.image,
                 "emulated": emulated,
+                "cpu_mode": vm.cpu_mode,
             },
         }
     )
@@ -168,6 +169,7 @@ def submit_create(
         state="pending",
         emulation=request["emulation"],
         restart_policy=request["restart_policy"],
+        cpu_mode=request["cpu_mode"],
         emulated=decision.emulated,
         emulation_warning=decision.warning,
         accel=decision.accel,

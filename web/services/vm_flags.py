@@ -1,0 +1,53 @@
+"""What a VM can do, derived from its CPU mode, emulation, disk and firmware: the flags the VM JSON shows
+and the API checks before it queues a migration, a memory snapshot or a revert."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from web.models import Vm
+
+HOST_PASSTHROUGH = "host-passthrough"
+HOST_MODEL = "host-model"
+CPU_MODES = (HOST_MODEL, HOST_PASSTHROUGH)
+
+
+@dataclass(frozen=True)
+class VmFlags:
+    migratable: bool
+    memory_snapshot_ok: bool
+    revertable: bool
+    # Why a flag is false, in words a user can act on; keyed by the flag's name.
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def effective_cpu_mode(vm: Vm) -> str:
+    """The mode in the running domain when the worker reported it, else what the VM was created with."""
+    return vm.cpu_mode_effective or vm.cpu_mode
+
+
+def vm_flags(vm: Vm) -> VmFlags:
+    reasons: dict[str, str] = {}
+    if effective_cpu_mode(vm) == HOST_PASSTHROUGH:
+        reasons["migratable"] = (
+            "the VM runs with cpu_mode host-passthrough: its CPU features are this host's exactly, so it cannot "
+            "be live-migrated; stop it and migrate cold, or recreate it with cpu_mode host-model"
+        )
+    if vm.firmware == "uefi":
+        reasons["memory_snapshot_ok"] = (
+            "the VM boots with UEFI (pflash NVRAM): libvirt 9.0 cannot take internal snapshots of it"
+        )
+    elif vm.disk_format == "raw":
+        reasons["memory_snapshot_ok"] = "the VM's disk is raw: internal snapshots need a qcow2 disk"
+    elif vm.disk_format is None:
+        reasons["memory_snapshot_ok"] = "the VM has no disk to hold the snapshot's memory state"
+    if "memory_snapshot_ok" in reasons:
+        reasons["revertable"] = reasons["memory_snapshot_ok"].replace("take", "revert")
+    elif vm.snapshot_kind == "external":
+        reasons["revertable"] = "the VM's snapshots are external: reverting them needs libvirt >= 9.9"
+    return VmFlags(
+        migratable="migratable" not in reasons,
+        memory_snapshot_ok="memory_snapshot_ok" not in reasons,
+        revertable="revertable" not in reasons,
+        reasons=reasons,
+    )

@@ -40,8 +40,6 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
     app.config.update(
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
-        # Views dump what they just committed; expiring it would re-read every row.
-        SQLALCHEMY_SESSION_OPTIONS={"expire_on_commit": False},
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     if settings.database_url.startswith("sqlite:///"):

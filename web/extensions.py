@@ -10,4 +10,6 @@ class Base(DeclarativeBase):
     pass
 
 
-db = SQLAlchemy(model_class=Base)
+# Views dump what they just committed, and the publisher hands committed jobs on: expiring them at commit
+# would re-read every row. (Flask-SQLAlchemy 3 takes session options here, not from app.config.)
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})

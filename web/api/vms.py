@@ -9,13 +9,14 @@ from web.idempotency import idempotent
 from web.models import Vm
 from web.schemas import VmCreateRequest, job_out, vm_out
 from web.services import vms
+from web.services.dispatch import outgoing
 
 bp = Blueprint("vms", __name__)
 
 
 def accepted(vm: Vm, job) -> tuple:
     if job.state == "pending":
-        archq().publisher.notify(job.id)
+        archq().publisher.notify(outgoing(job))
     body = {"vm": vm_out.dump(vm), "job": job_out.dump(job)}
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
 

@@ -9,27 +9,42 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 import redis
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy import insert, select, update
 
 from queues.celery_app import declare_queue
 from queues.claims import ClaimStore
 from web.extensions import db
-from web.models import Job, utcnow
-from web.services.job_states import PENDING, QUEUED, advance
+from web.models import Job, JobEvent, utcnow
+from web.services.job_states import PENDING, QUEUED
 
 log = logging.getLogger(__name__)
 
 BROKER_ERRORS = (OperationalError, KombuError, redis.RedisError, ConnectionError, OSError)
 
 
-def publish(celery: Celery, claims: ClaimStore, jobs: Sequence[Job]) -> None:
+@dataclass(frozen=True)
+class Outgoing:
+    """What publishing a job needs, detached from any database session: the API's request threads hand
+    these to the publisher thread without it reading the jobs back."""
+
+    id: str
+    token: str
+    task: str
+    payload: dict
+    queue: str
+
+
+def outgoing(job: Job) -> Outgoing:
+    return Outgoing(job.id, job.token, job.task, job.payload, job.queue)
+
+
+def publish(celery: Celery, claims: ClaimStore, jobs: Sequence[Job | Outgoing]) -> None:
     """Send the jobs' messages; raises one of BROKER_ERRORS if the broker cannot take them."""
     if not jobs:
         return
@@ -48,9 +63,8 @@ def publish(celery: Celery, claims: ClaimStore, jobs: Sequence[Job]) -> None:
             )
 
 
-def dispatch(celery: Celery, claims: ClaimStore, jobs: Sequence[Job], actor: str) -> int:
+def dispatch(celery: Celery, claims: ClaimStore, jobs: Sequence[Job | Outgoing], actor: str) -> int:
     """Publish pending jobs and record them as queued; returns how many went out."""
-    jobs = [job for job in jobs if job.state == PENDING]
     try:
         publish(celery, claims, jobs)
     except BROKER_ERRORS as exc:
@@ -62,20 +76,28 @@ def dispatch(celery: Celery, claims: ClaimStore, jobs: Sequence[Job], actor: str
 
 
 def mark_published(job_ids: Sequence[str], actor: str) -> None:
-    """Record the jobs as queued. A worker's report may have moved a job on already (the message was
-    faster than this commit); optimistic locking catches that, and the fresh state is kept."""
+    """Record the jobs as queued, in two statements for the whole batch. Only jobs still `pending` move:
+    a worker's report may have moved one on already (the message was faster than this commit), and the
+    version bump makes a concurrent ORM write based on the old row fail instead of undoing this one."""
+    if not job_ids:
+        return
     now = utcnow()
-    for _attempt in range(5):
-        jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids)).options(selectinload(Job.events))).all()
-        for job in jobs:
-            job.attempts += 1
-            advance(job, QUEUED, actor, f"published to {job.queue}", at=now)
-        try:
-            db.session.commit()
-            return
-        except StaleDataError:
-            db.session.rollback()
-    log.warning("could not record %d job(s) as queued after repeated conflicts", len(job_ids))
+    rows = db.session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.state == PENDING)
+        .values(state=QUEUED, queued_at=now, attempts=Job.attempts + 1, version=Job.version + 1)
+        .returning(Job.id, Job.queue)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if rows:
+        db.session.execute(
+            insert(JobEvent),
+            [
+                {"job_id": j, "at": now, "state": QUEUED, "actor": actor, "message": f"published to {q}"}
+                for j, q in rows
+            ],
+        )
+    db.session.commit()
 
 
 def dispatch_ids(celery: Celery, claims: ClaimStore, job_ids: Sequence[str], actor: str) -> int:

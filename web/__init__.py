@@ -13,8 +13,10 @@ from queues.claims import ClaimStore
 from queues.config import Settings
 from web.errors import register_error_handlers
 from web.extensions import db
+from web.group_commit import GroupCommit
 from web.publisher import Publisher
 from web.services.hosts import FleetCache
+from web.services.vms import write_creates
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -28,6 +30,8 @@ class Archq:
     claims: ClaimStore
     publisher: Publisher
     fleet_cache: FleetCache
+    # Concurrent create requests of this process commit together.
+    creates: GroupCommit
 
     def round_robin_cursor(self) -> int:
         """A cluster-wide counter, so every API process takes the next host in turn."""
@@ -56,6 +60,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
         claims=ClaimStore.from_url(settings.redis_url),
         publisher=Publisher(app),
         fleet_cache=FleetCache(),
+        creates=GroupCommit(write_creates),
     )
     register_error_handlers(app)
 

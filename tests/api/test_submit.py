@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from tests.support.api import TINY
@@ -47,3 +48,18 @@ def test_system_info_reports_the_api_host_and_broker(client):
     assert info["is_x86"] == (info["host_arch"] == "amd64")
     assert info["broker"]["reachable"] is True
     assert set(info["architectures"]) == {"amd64", "arm64"}
+
+
+def test_concurrent_creates_with_one_name_make_one_vm(app, client):
+    answers: list[int] = []
+
+    def create() -> None:
+        answers.append(app.test_client().post("/api/v1/vms", json={**TINY, "name": "same"}).status_code)
+
+    threads = [threading.Thread(target=create) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [202] + [409] * 7
+    assert [vm["name"] for vm in client.get("/api/v1/vms").get_json()["vms"]] == ["same"]

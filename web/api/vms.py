@@ -26,7 +26,10 @@ def accepted(vm: Vm, job) -> tuple:
 def create_vm():
     settings = archq().settings
     schema = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib)
-    vm, job = vms.submit_create(schema.load(json_body()), settings, cursor=archq().round_robin_cursor)
+    ext = archq()
+    vm, job = vms.submit_create(
+        schema.load(json_body()), settings, cursor=ext.round_robin_cursor, group=ext.creates, actor="api"
+    )
     return accepted(vm, job)
 
 

@@ -14,8 +14,9 @@ from queues.config import Settings
 from queues.names import Task, host_queue
 from queues.placement import Demand, NoHostFits, Placement, place
 from queues.routing import Emulation, emulation_warning, route_create
-from web.errors import Conflict, NotFound, Unavailable, Unprocessable
+from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable
 from web.extensions import db
+from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
 from web.services.hosts import fleet_cache, host_loads, host_state
 from web.services.job_states import PENDING, TERMINAL, complete_without_worker
@@ -151,12 +152,14 @@ def decide(request: dict, arch: Arch, settings: Settings, cursor: Callable[[], i
 
 
 def submit_create(
-    request: dict, settings: Settings, cursor: Callable[[], int] = lambda: 0, actor: str = "api"
+    request: dict,
+    settings: Settings,
+    cursor: Callable[[], int] = lambda: 0,
+    actor: str = "api",
+    group: GroupCommit[tuple[Vm, Job]] | None = None,
 ) -> tuple[Vm, Job]:
-    """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox."""
-    taken = db.session.scalar(select(Vm.id).where(Vm.name == request["name"], Vm.state.in_(LIVE_VM_STATES)).limit(1))
-    if taken:
-        raise Conflict(f"a VM named {request['name']!r} already exists ({taken})", code="name_taken")
+    """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox.
+    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
     arch = Arch(request["arch"])
     decision = decide(request, arch, settings, cursor)
     vm = Vm(
@@ -180,9 +183,29 @@ def submit_create(
         "create", Task.CREATE_VM, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated
     )
     job.waiting_for = decision.waiting_for
-    db.session.add_all([vm, job])
-    db.session.commit()
+    if group is not None:
+        group.submit((vm, job))
+    elif error := write_creates([(vm, job)])[0]:
+        raise error
     return vm, job
+
+
+def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
+    """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
+    by an earlier item of the batch) is left out and gets its Conflict."""
+    names = {vm.name for vm, _ in items}
+    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
+    taken = {name: vm_id for name, vm_id in rows}
+    errors: list[ApiError | None] = []
+    for vm, job in items:
+        if vm.name in taken:
+            errors.append(Conflict(f"a VM named {vm.name!r} already exists ({taken[vm.name]})", code="name_taken"))
+            continue
+        taken[vm.name] = vm.id
+        db.session.add_all([vm, job])
+        errors.append(None)
+    db.session.commit()
+    return errors
 
 
 @dataclass(frozen=True)

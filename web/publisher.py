@@ -1,8 +1,13 @@
-"""The API process's publisher thread: it drains committed job ids and dispatches them in batches.
+"""The API process's publisher: committed jobs reach the broker at once when it is idle, in batches when
+requests arrive faster than one publish.
 
-A request only commits its job and hands its message over, so the response never waits on the broker. When
-requests arrive faster than one publish, the ids accumulate and the next round sends them together, with
-one connection and one token pipeline for the whole batch.
+A request commits its job and hands the job's message here. If nothing is being published, the request's
+own thread publishes it right away: no hand-off to another thread, so the worker can start while the
+response is still being written. Otherwise the message joins the queue of the publisher thread, which sends
+everything waiting in one round (one connection, one token pipeline). Either way the publisher thread then
+records the jobs as `queued`, a whole batch in one transaction, off the request path. Only one thread
+publishes at a time: Celery's task-sent event dispatcher shares one connection, which concurrent publishers
+hang.
 """
 
 from __future__ import annotations
@@ -11,53 +16,87 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from flask import Flask
 
-from web.services.dispatch import Outgoing, dispatch
+from web.services.dispatch import BROKER_ERRORS, Outgoing, mark_published, publish
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 
 
+@dataclass(frozen=True)
+class _Entry:
+    job: Outgoing
+    sent: bool
+
+
 class Publisher:
     def __init__(self, app: Flask) -> None:
         self._app = app
-        self._jobs: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
+        self._entries: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
+        self._sending = threading.Lock()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def notify(self, job: Outgoing) -> None:
         self._ensure_thread()
-        self._jobs.put(job)
+        sent = False
+        if self._sending.acquire(blocking=False):
+            try:
+                sent = self._send([job])
+            finally:
+                self._sending.release()
+        self._entries.put(_Entry(job, sent))
+
+    def _send(self, jobs: Sequence[Outgoing]) -> bool:
+        ext = self._app.extensions["archq"]
+        try:
+            publish(ext.celery, ext.claims, jobs)
+        except BROKER_ERRORS as exc:
+            # They stay pending; the conductor's sweep publishes them when the broker is back.
+            log.warning("broker unavailable, %d job(s) stay pending: %s", len(jobs), exc)
+            return False
+        return True
 
     def _ensure_thread(self) -> None:
         # gunicorn forks its workers after the app is built: each process needs its own thread.
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._jobs = queue.SimpleQueue()
+                self._entries = queue.SimpleQueue()
+                self._sending = threading.Lock()
                 self._pid = os.getpid()
                 self._thread = threading.Thread(target=self._run, name="archq-publisher", daemon=True)
                 self._thread.start()
 
-    def _next_batch(self) -> list[Outgoing]:
-        batch = [self._jobs.get()]
+    def _next_batch(self) -> list[_Entry]:
+        batch = [self._entries.get()]
         while len(batch) < MAX_BATCH:
             try:
-                batch.append(self._jobs.get_nowait())
+                batch.append(self._entries.get_nowait())
             except queue.Empty:
                 break
         return batch
 
     def _run(self) -> None:
-        ext = self._app.extensions["archq"]
         while True:
             batch = self._next_batch()
             try:
-                with self._app.app_context():
-                    dispatch(ext.celery, ext.claims, batch, actor="api")
+                self._publish_and_record(batch)
             except Exception:
                 # Whatever is left pending is swept up by the conductor; the thread must live on.
                 log.exception("publishing %d job(s) failed", len(batch))
+
+    def _publish_and_record(self, batch: list[_Entry]) -> None:
+        published = [entry.job.id for entry in batch if entry.sent]
+        unsent = [entry.job for entry in batch if not entry.sent]
+        if unsent:
+            with self._sending:
+                if self._send(unsent):
+                    published += [job.id for job in unsent]
+        with self._app.app_context():
+            mark_published(published, actor="api")

@@ -1,8 +1,10 @@
 """Dispatch tokens and claims in Redis: how a job runs at most once per dispatch.
 
-The dispatcher writes a job's current token before it publishes the message that carries it. A worker
-claims the job in one atomic step that checks the token is still current (a re-routed or cancelled job's
-old message is stale) and that nobody else holds a live lease. The lease is renewed while the job runs;
+A re-dispatch (a re-route, a re-send) writes the job's new current token before it publishes the message
+that carries it; a job's first message needs no write beforehand: the first claim adopts the token it
+carries, and a cancel before that leaves `revoked` in its place. A worker claims the job in one atomic step
+that checks the token is still current (a re-routed or cancelled job's old message is stale) and that
+nobody else holds a live lease. The lease is renewed while the job runs;
 when the job ends the claim becomes `done`, so any later re-delivery of the message is a no-op.
 """
 
@@ -21,7 +23,12 @@ DONE = "done"
 _KEEP_S = 7 * 24 * 3600
 
 _CLAIM = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'stale' end
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
+elseif current ~= ARGV[1] then
+  return 'stale'
+end
 local holder = redis.call('GET', KEYS[2])
 if not holder then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -141,7 +148,7 @@ class ClaimStore:
         self._redis.set(EPOCH_KEY, "1")
 
     def claim(self, job_id: str, token: str, owner: str, lease_s: float) -> Claim:
-        result = self._claim(keys=[token_key(job_id), claim_key(job_id)], args=[token, owner, _ms(lease_s)])
+        result = self._claim(keys=[token_key(job_id), claim_key(job_id)], args=[token, owner, _ms(lease_s), _KEEP_S])
         return Claim(result.decode() if isinstance(result, bytes) else result)
 
     def holder(self, job_id: str) -> str | None:

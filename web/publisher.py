@@ -4,7 +4,8 @@ requests arrive faster than one publish.
 A request commits its job and hands the job's message here. If nothing is being published, the request's
 own thread publishes it right away: no hand-off to another thread, so the worker can start while the
 response is still being written. Otherwise the message joins the queue of the publisher thread, which sends
-everything waiting in one round (one connection, one token pipeline). Either way the publisher thread then
+everything waiting in one round on one connection. A job's first message needs no token written before
+it (see queues/claims.py), so a publish is one broker round trip per message. Either way the publisher thread then
 records the jobs as `queued`, a whole batch in one transaction, off the request path. Only one thread
 publishes at a time: Celery's task-sent event dispatcher shares one connection, which concurrent publishers
 hang.
@@ -56,7 +57,7 @@ class Publisher:
     def _send(self, jobs: Sequence[Outgoing]) -> bool:
         ext = self._app.extensions["archq"]
         try:
-            publish(ext.celery, ext.claims, jobs)
+            publish(ext.celery, ext.claims, jobs, first=True)
         except BROKER_ERRORS as exc:
             # They stay pending; the conductor's sweep publishes them when the broker is back.
             log.warning("broker unavailable, %d job(s) stay pending: %s", len(jobs), exc)

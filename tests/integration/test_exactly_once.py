@@ -24,6 +24,22 @@ def test_only_the_current_token_can_claim(claims):
     assert claims.claim("job-1", "token-a", "w1", lease_s=5) is Claim.CLAIMED
 
 
+def test_a_first_message_needs_no_token_written_and_its_claim_fixes_the_token(claims):
+    assert claims.claim("job-1", "token-a", "w1", lease_s=5) is Claim.CLAIMED
+    assert claims.claim("job-1", "token-b", "w2", lease_s=5) is Claim.STALE
+
+
+def test_a_job_cancelled_before_its_first_message_is_claimed_stays_cancelled(claims):
+    assert claims.revoke_unless_claimed("job-1")
+    assert claims.claim("job-1", "token-a", "w1", lease_s=5) is Claim.STALE
+
+
+def test_a_re_dispatch_makes_the_first_message_stale(claims):
+    claims.set_tokens([("job-1", "token-b")])
+    assert claims.claim("job-1", "token-a", "w1", lease_s=5) is Claim.STALE
+    assert claims.claim("job-1", "token-b", "w1", lease_s=5) is Claim.CLAIMED
+
+
 def test_a_live_lease_keeps_others_out_and_done_is_final(claims):
     claims.set_tokens([("job-1", "t")])
     assert claims.claim("job-1", "t", "w1", lease_s=5) is Claim.CLAIMED

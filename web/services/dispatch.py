@@ -44,12 +44,14 @@ def outgoing(job: Job) -> Outgoing:
     return Outgoing(job.id, job.token, job.task, job.payload, job.queue)
 
 
-def publish(celery: Celery, claims: ClaimStore, jobs: Sequence[Job | Outgoing]) -> None:
-    """Send the jobs' messages; raises one of BROKER_ERRORS if the broker cannot take them."""
+def publish(celery: Celery, claims: ClaimStore, jobs: Sequence[Job | Outgoing], *, first: bool = False) -> None:
+    """Send the jobs' messages; raises one of BROKER_ERRORS if the broker cannot take them. `first`: no
+    message of these jobs was ever sent, so their tokens need no write (the first claim adopts the token)."""
     if not jobs:
         return
-    # The token goes first: a worker that receives the message must find it current.
-    claims.set_tokens((job.id, job.token) for job in jobs)
+    if not first:
+        # The token goes first: a worker that receives the message must find it current.
+        claims.set_tokens((job.id, job.token) for job in jobs)
     with celery.producer_or_acquire() as producer:
         for job in jobs:
             declare_queue(celery, job.queue)

@@ -142,6 +142,7 @@ class VmOut(Schema):
     cpu_mode_effective = fields.Function(effective_cpu_mode)
     disk_format = fields.String(allow_none=True)
     firmware = fields.String(allow_none=True)
+    snapshot_kind = fields.String(allow_none=True)
     migratable = fields.Function(lambda vm: vm_flags(vm).migratable)
     memory_snapshot_ok = fields.Function(lambda vm: vm_flags(vm).memory_snapshot_ok)
     revertable = fields.Function(lambda vm: vm_flags(vm).revertable)

@@ -197,16 +197,15 @@ class Hypervisor:
                 return False
             if dom.isActive():
                 dom.destroy()
-            flags = (
-                libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-            )
+            snapshots = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
             try:
-                dom.undefineFlags(flags)
+                dom.undefineFlags(
+                    snapshots | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                )
             except libvirt.libvirtError:
-                # The test driver and some older daemons reject flags they do not support.
-                dom.undefine()
+                # The test driver and some older daemons reject flags they do not support (the test driver:
+                # NVRAM); snapshot metadata must still go, or the undefine is refused.
+                dom.undefineFlags(snapshots)
             return True
         except libvirt.libvirtError as exc:
             raise HypervisorError("domain_remove_failed", f"libvirt could not remove the domain: {exc}") from exc

@@ -292,7 +292,15 @@ class Hypervisor:
         return progress
 
     def list_domains(self) -> list[DomainInfo]:
-        return [_info(dom) for dom in self._conn.listAllDomains()]
+        infos = []
+        for dom in self._conn.listAllDomains():
+            try:
+                infos.append(_info(dom))
+            except libvirt.libvirtError as exc:
+                # Undefined between the listing and the question (a VM being deleted): it is gone.
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return infos
 
     @contextmanager
     def transient(self, xml: str) -> Iterator[bool]:

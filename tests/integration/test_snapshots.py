@@ -225,6 +225,16 @@ def test_the_same_snapshot_job_delivered_twice_takes_one_snapshot(client, settin
     assert [s.name for s in worker.hypervisor.snapshots(vm_id)] == ["once"]
 
 
+def test_a_snapshot_over_its_time_limit_fails_and_leaves_no_snapshot(client, conductor, hypervisor_worker):
+    with hypervisor_worker("amd64-host", time_limits={"create": 600.0, "snapshot": 0.0}) as worker:
+        wait_host(client, "amd64-host")
+        vm_id = running_vm(client)
+        job = take(client, vm_id, "too-slow", memory=True)
+        assert (job["state"], job["error"]["code"]) == ("failed", "timeout"), job
+        assert worker.hypervisor.snapshots(vm_id) == [], "the snapshot it took was rolled back"
+        assert snapshots(client, vm_id)["too-slow"]["state"] == "failed"
+
+
 def test_a_progress_report_changes_figures_not_state(app):
     from web.extensions import db
     from web.models import Job, JobEvent, Vm

@@ -8,6 +8,8 @@ takes no external ones: libvirt < 9.9 cannot revert them, and one chain never mi
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import select
 
 from queues.config import Settings
@@ -145,6 +147,8 @@ def settle_snapshot(job: Job) -> None:
     succeeded = job.state == SUCCEEDED
     if job.kind == "snapshot" and snapshot.job_id == job.id:
         snapshot.state = "ready" if succeeded else "failed"
+        if succeeded and job.result.get("created_at"):
+            snapshot.created_at = datetime.fromtimestamp(job.result["created_at"], UTC)
     elif job.kind == "snapshot_delete" and succeeded:
         db.session.delete(snapshot)
         db.session.flush()

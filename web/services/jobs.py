@@ -61,9 +61,7 @@ def _apply_to_vm(vm: Vm, job: Job, state: str, host: str) -> None:
             vm.state = "deleted"
         else:
             vm.state = result.get("state", vm.state)
-    elif state == FAILED and job.kind in KEEP_VM_STATE_ON_FAILURE:
-        pass
-    elif state == FAILED:
+    elif state == FAILED and job.kind not in KEEP_VM_STATE_ON_FAILURE:
         # A failed create leaves nothing to run; after a failed action archq cannot vouch for the VM's state
         # until the host's next report (the reconciler) says what it is.
         vm.state = "failed" if job.kind == "create" else "unknown"

@@ -149,6 +149,9 @@ def settle_snapshot(job: Job) -> None:
         snapshot.state = "ready" if succeeded else "failed"
         if succeeded and job.result.get("created_at"):
             snapshot.created_at = datetime.fromtimestamp(job.result["created_at"], UTC)
+    elif job.kind == "revert" and succeeded and job.result.get("state") in ("running", "stopped"):
+        # The user asked for the VM as it was: running after a memory snapshot, stopped after a disk-only one.
+        job.vm.desired_state = job.result["state"]
     elif job.kind == "snapshot_delete" and succeeded:
         db.session.delete(snapshot)
         db.session.flush()

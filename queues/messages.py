@@ -39,6 +39,8 @@ class JobMessage(_Message):
     token = fields.String(required=True)
     kind = fields.String(required=True)
     vm = fields.Nested(VmSpec, required=True)
+    # What the kind needs beyond the VM, e.g. a snapshot's {"snapshot": name, "memory": bool}.
+    params = fields.Dict(load_default=dict)
 
 
 class JobError(_Message):
@@ -55,6 +57,8 @@ class JobUpdate(_Message):
     at = fields.Float(required=True)
     result = fields.Dict(load_default=dict)
     error = fields.Nested(JobError, allow_none=True, load_default=None)
+    # A `running` report may carry how far the job got ({"phase", "percent", "bytes_remaining", ...}).
+    progress = fields.Dict(allow_none=True, load_default=None)
 
 
 class Heartbeat(_Message):
@@ -71,6 +75,9 @@ class Heartbeat(_Message):
     domains = fields.List(fields.Dict(), load_default=list)
     # When this worker process started: messages it took before a crash are lost with it (see recovery).
     started_at = fields.Float(load_default=0.0)
+    # libvirt's version on the host (9.0.0 is 9000000) and what its snapshots can do there.
+    libvirt_version = fields.Integer(load_default=0)
+    snapshot_support = fields.Dict(keys=fields.String(), values=fields.Boolean(), load_default=dict)
     at = fields.Float(required=True)
 
 

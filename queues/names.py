@@ -41,5 +41,8 @@ class Task:
     START_VM = "archq.vm.start"
     STOP_VM = "archq.vm.stop"
     REBOOT_VM = "archq.vm.reboot"
+    SNAPSHOT_VM = "archq.vm.snapshot"
+    REVERT_VM = "archq.vm.revert"
+    DELETE_SNAPSHOT = "archq.vm.snapshot_delete"
     JOB_UPDATE = "archq.control.job_update"
     HEARTBEAT = "archq.control.heartbeat"

@@ -155,9 +155,9 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Arch
 @pytest.fixture
 def start_qemu_worker(settings: Settings, conductor, processes) -> Callable[..., ArchqProcess]:
     """Starts `archq worker` processes on the real libvirtd (qemu:///system)."""
-    # libvirt's QEMU runs as an unprivileged user that must reach the VM's console log.
+    # libvirt's QEMU runs as an unprivileged user that must reach the VM's disk (any --basetemp under /tmp).
     for directory in (settings.data_dir, *settings.data_dir.parents):
-        if str(directory).startswith("/tmp/pytest-of"):
+        if directory.is_relative_to("/tmp") and directory != Path("/tmp"):
             directory.chmod(0o755)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o755)

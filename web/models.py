@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from web.extensions import db
@@ -29,6 +29,9 @@ class Host(db.Model):
     drained: Mapped[bool] = mapped_column(Boolean, default=False)
     # When the host's current worker process started (from its heartbeats).
     worker_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # From heartbeats: libvirt's version (9.0.0 is 9000000) and what snapshots can do on the host.
+    libvirt_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    snapshot_support: Mapped[dict] = mapped_column(JSON, default=dict)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -88,6 +91,8 @@ class Job(db.Model):
     result: Mapped[dict] = mapped_column(JSON, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The latest progress a worker reported while the job runs ({"phase", "percent", ...}).
+    progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -115,6 +120,25 @@ class JobEvent(db.Model):
     message: Mapped[str] = mapped_column(Text, default="")
 
     job: Mapped[Job] = relationship(back_populates="events")
+
+
+class Snapshot(db.Model):
+    """A VM's snapshot as archq knows it; its libvirt name is `name`, its description the job id."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("vm_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    memory: Mapped[bool] = mapped_column(Boolean)
+    kind: Mapped[str] = mapped_column(String(16), default="internal")
+    # creating -> ready -> deleting (row removed when the delete succeeds); creating -> failed.
+    state: Mapped[str] = mapped_column(String(16))
+    # The job that took it (its identity in libvirt), then the last job that acted on it.
+    job_id: Mapped[str] = mapped_column(String(36))
+    last_job_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class IdempotencyKey(db.Model):

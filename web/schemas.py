@@ -76,7 +76,11 @@ class VmCreateRequest(Schema):
 
 class JobQuery(Schema):
     state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
-    kind = fields.String(validate=validate.OneOf(["create", "delete", "start", "stop", "reboot"]))
+    kind = fields.String(
+        validate=validate.OneOf(
+            ["create", "delete", "start", "stop", "reboot", "snapshot", "revert", "snapshot_delete"]
+        )
+    )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
@@ -106,6 +110,7 @@ class JobOut(Schema):
     waiting_for = fields.String()
     error = fields.Method("_error", allow_none=True)
     result = fields.Dict()
+    progress = fields.Dict(allow_none=True)
     attempts = fields.Integer()
     created_at = UtcDateTime()
     queued_at = UtcDateTime(allow_none=True)
@@ -137,6 +142,7 @@ class VmOut(Schema):
     cpu_mode_effective = fields.Function(effective_cpu_mode)
     disk_format = fields.String(allow_none=True)
     firmware = fields.String(allow_none=True)
+    snapshot_kind = fields.String(allow_none=True)
     migratable = fields.Function(lambda vm: vm_flags(vm).migratable)
     memory_snapshot_ok = fields.Function(lambda vm: vm_flags(vm).memory_snapshot_ok)
     revertable = fields.Function(lambda vm: vm_flags(vm).revertable)
@@ -158,8 +164,31 @@ class HostOut(Schema):
     state = fields.String()
     last_seen = UtcDateTime()
     unmanaged_domains = fields.List(fields.Dict())
+    libvirt_version = fields.Integer(allow_none=True)
+    snapshot_support = fields.Dict()
+
+
+class SnapshotCreateRequest(Schema):
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            NAME_PATTERN, error="must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        ),
+    )
+    memory = fields.Boolean(required=True)
+
+
+class SnapshotOut(Schema):
+    name = fields.String()
+    memory = fields.Boolean()
+    kind = fields.String()
+    state = fields.String()
+    job_id = fields.String()
+    last_job_id = fields.String(allow_none=True)
+    created_at = UtcDateTime()
 
 
 job_out = JobOut()
 vm_out = VmOut()
 host_out = HostOut()
+snapshot_out = SnapshotOut()

@@ -28,11 +28,21 @@ class DomainSpec:
     serial_log: Path
     # libvirt's domain type: "kvm" (or "hvf") for hardware acceleration, "qemu" for TCG.
     domain_type: str
+    # The VM's own disk (internal snapshots keep RAM and device state in it); None: a diskless guest.
+    disk: Path | None = None
+    disk_format: str = "qcow2"
 
 
 def domain_name(vm_name: str) -> str:
     """The libvirt name of an archq VM: prefixed so that `virsh list` tells archq's domains apart."""
     return f"archq-{vm_name}"
+
+
+def effective_cpu_mode(spec: DomainSpec) -> str:
+    """The CPU mode the built XML gives the guest, as the API reports it (`cpu_mode_effective`)."""
+    if spec.domain_type == "qemu":
+        return f"custom:{TCG_CPU_MODELS[spec.arch]}"
+    return "host-passthrough"
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -59,6 +69,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(domain, "on_crash").text = "destroy"
 
     devices = ET.SubElement(domain, "devices")
+    if spec.disk is not None:
+        disk = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(disk, "driver", name="qemu", type=spec.disk_format)
+        ET.SubElement(disk, "source", file=str(spec.disk))
+        ET.SubElement(disk, "target", dev="vda", bus="virtio")
     serial = ET.SubElement(devices, "serial", type="file")
     ET.SubElement(serial, "source", path=str(spec.serial_log), append="on")
     ET.SubElement(serial, "target", port="0")

@@ -12,6 +12,7 @@ from queues import messages
 from queues.names import CONTROL, Task
 from workers.host import HostProfile, free_disk_mib
 from workers.hypervisor import Hypervisor
+from workers.snapshots import snapshot_support
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_fre
             "allocated": {"domains": sum(1 for d in domains if d.state == "running")},
             "domains": [{"uuid": d.uuid, "name": d.name, "state": d.state, "reason": d.reason} for d in domains],
             "started_at": STARTED_AT,
+            "libvirt_version": profile.libvirt_version,
+            "snapshot_support": snapshot_support(profile.libvirt_version),
             "at": time.time(),
         }
     )

@@ -31,6 +31,8 @@ class HostProfile:
     memory_mib: int
     # CPU modes libvirt supports per guest arch here (native under its accelerator, foreign under TCG).
     cpu_modes: dict[Arch, tuple[str, ...]] = field(default_factory=dict)
+    # libvirt's version here (9.0.0 is 9000000): which snapshot features work depends on it.
+    libvirt_version: int = 0
 
     @property
     def queues(self) -> list[str]:

@@ -32,6 +32,7 @@ from workers.hypervisor import Hypervisor, HypervisorError
 from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
+from workers.snapshots import snapshot_support
 from workers.tasks import register_tasks
 from workers.watchdog import ConsumerWatchdog
 
@@ -60,7 +61,8 @@ def discover_host(settings: Settings, hypervisor: Hypervisor) -> HostProfile:
         )
 
     accel = decide_accel(settings, caps, probe)
-    return build_profile(settings, caps, accel, cpu_modes(settings, hypervisor, caps, accel))
+    profile = build_profile(settings, caps, accel, cpu_modes(settings, hypervisor, caps, accel))
+    return dataclasses.replace(profile, libvirt_version=hypervisor.lib_version())
 
 
 def cpu_modes(
@@ -119,11 +121,13 @@ class WorkerService:
 
     def run(self) -> None:
         log.info(
-            "host %s: arch %s, accel %s, emulates %s; consuming %s",
+            "host %s: arch %s, accel %s, emulates %s, libvirt %s, snapshots %s; consuming %s",
             self.profile.name,
             self.profile.arch,
             self.profile.accel,
             ", ".join(self.profile.emulators) or "nothing",
+            self.profile.libvirt_version,
+            snapshot_support(self.profile.libvirt_version),
             ", ".join(self.profile.queues),
         )
         self.heartbeat.start()

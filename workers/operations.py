@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from queues.arch import Arch
-from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
+from workers.domain_xml import DomainSpec, build_domain_xml, domain_name, effective_cpu_mode
 from workers.errors import JobFailed
 from workers.guest.tiny import TinyGuest, TinyGuestError, ensure_tiny_guest
 from workers.host import HostProfile
 from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
 
 KNOWN_IMAGES = ("tiny",)
+STATE_DISK_NAME = "disk.qcow2"
+STATE_DISK_SIZE = "64M"
 
 
 @dataclass
@@ -39,6 +42,24 @@ def boot_artifacts(ctx: WorkerContext, image: str, arch: Arch) -> TinyGuest:
         raise JobFailed("image_unavailable", f"could not prepare image {image!r} for {arch}: {exc}") from exc
 
 
+def ensure_state_disk(vm_dir: Path) -> Path:
+    """A blank qcow2 disk for the VM (it holds internal snapshots, RAM included); kept if it exists."""
+    disk = vm_dir / STATE_DISK_NAME
+    if disk.exists():
+        return disk
+    partial = disk.with_suffix(".partial")
+    try:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(partial), STATE_DISK_SIZE],
+            check=True, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or exc
+        raise JobFailed("disk_create_failed", f"qemu-img could not create {disk}: {detail}") from exc
+    partial.replace(disk)
+    return disk
+
+
 def create_vm(ctx: WorkerContext, vm: dict) -> dict:
     """Make the VM run on this host. Re-running it for the same VM id converges on the same domain."""
     arch = Arch(vm["arch"])
@@ -52,6 +73,8 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
     vm_dir = ctx.vm_dir(str(vm["id"]))
     vm_dir.mkdir(parents=True, exist_ok=True)
     domain_type = ctx.host.domain_type(arch)
+    # The test driver opens no files: it needs the path, not the disk.
+    disk = vm_dir / STATE_DISK_NAME if ctx.hypervisor.simulated else ensure_state_disk(vm_dir)
     spec = DomainSpec(
         uuid=str(vm["id"]),
         name=vm["name"],
@@ -63,6 +86,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         cmdline=guest.cmdline,
         serial_log=vm_dir / "console.log",
         domain_type=domain_type,
+        disk=disk,
     )
     try:
         info = ctx.hypervisor.ensure_running(spec.uuid, build_domain_xml(spec))
@@ -74,6 +98,9 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         "emulated": arch != ctx.host.arch,
         "state": info.state,
         "domain": info.name,
+        "disk_format": spec.disk_format,
+        "firmware": "direct",
+        "cpu_mode_effective": effective_cpu_mode(spec),
     }
 
 

@@ -20,7 +20,9 @@ from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from workers.errors import JobFailed
+from workers.job_run import JobRun, call
 from workers.operations import ROLLBACKS, WorkerContext
+from workers.snapshots import SNAPSHOT_ROLLBACKS
 from workers.watchdog import Activity
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,13 @@ class Runner:
                 "error": outcome.error,
             }
         )
+
+    def progress(self, job_id: str, report: dict) -> None:
+        """A running job's progress, best effort: a lost report only leaves the figures older."""
+        update = messages.job_update.dump(
+            {"job_id": job_id, "state": "running", "host": self.ctx.host.name, "at": time.time(), "progress": report}
+        )
+        self.report(job_id, update)
 
     def report(self, job_id: str, update: dict) -> None:
         try:
@@ -116,14 +125,15 @@ class Runner:
         kind = msg["kind"]
         limit = self.time_limits.get(kind)
         started = time.monotonic()
-        future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], job_id, self.ctx.host.name)
+        run = JobRun(job_id, msg["params"], lambda report: self.progress(job_id, report))
+        future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], run, self.ctx.host.name)
         try:
             outcome = future.result(timeout=limit)
         except FutureTimeout:
             # libvirt calls cannot be interrupted: wait for the operation, then undo what it did.
             outcome = future.result()
         if limit is not None and time.monotonic() - started > limit:
-            self._rollback(kind, msg["vm"])
+            self._rollback(kind, msg["vm"], run)
             return Outcome(
                 "failed",
                 error={
@@ -133,24 +143,25 @@ class Runner:
                 },
             )
         if outcome.state == "succeeded" and self.claims.cancel_requested(job_id):
-            self._rollback(kind, msg["vm"])
+            self._rollback(kind, msg["vm"], run)
             return Outcome("cancelled", error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
         return outcome
 
-    def _rollback(self, kind: str, vm: dict) -> None:
-        rollback = ROLLBACKS.get(kind)
+    def _rollback(self, kind: str, vm: dict, run: JobRun) -> None:
+        rollback = ROLLBACKS.get(kind) or SNAPSHOT_ROLLBACKS.get(kind)
         if rollback is None:
             return
         try:
-            rollback(self.ctx, vm)
+            call(rollback, self.ctx, vm, run)
         except Exception:
             log.exception("rollback of %s for VM %s failed", kind, vm.get("id"))
 
 
-def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, job_id: str, host: str) -> Outcome:
+def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, run: JobRun, host: str) -> Outcome:
+    job_id = run.job_id
     threading.current_thread().name = f"archq-op-{job_id[:8]}"
     try:
-        return Outcome("succeeded", operation(ctx, vm))
+        return Outcome("succeeded", call(operation, ctx, vm, run))
     except JobFailed as exc:
         return Outcome("failed", error={"code": exc.code, "message": exc.message})
     except Exception as exc:

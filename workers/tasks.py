@@ -7,7 +7,7 @@ from collections.abc import Callable
 from celery import Celery
 
 from queues.names import Task
-from workers import operations
+from workers import operations, snapshots
 from workers.runner import Operation, Runner
 
 OPERATIONS: dict[str, Operation] = {
@@ -16,6 +16,9 @@ OPERATIONS: dict[str, Operation] = {
     Task.START_VM: operations.start_vm,
     Task.STOP_VM: operations.stop_vm,
     Task.REBOOT_VM: operations.reboot_vm,
+    Task.SNAPSHOT_VM: snapshots.snapshot_vm,
+    Task.REVERT_VM: snapshots.revert_vm,
+    Task.DELETE_SNAPSHOT: snapshots.delete_snapshot_vm,
 }
 
 

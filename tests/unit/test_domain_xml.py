@@ -63,3 +63,13 @@ def test_libvirt_accepts_the_xml():
         dom.undefine()
     finally:
         conn.close()
+
+
+def test_a_vm_disk_is_qcow2_on_virtio():
+    root = ET.fromstring(build_domain_xml(spec(disk=Path("/vms/x/disk.qcow2"))))
+    disk = root.find("devices/disk")
+    assert disk.attrib == {"type": "file", "device": "disk"}
+    assert disk.find("driver").attrib == {"name": "qemu", "type": "qcow2"}
+    assert disk.find("source").get("file") == "/vms/x/disk.qcow2"
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    assert ET.fromstring(build_domain_xml(spec())).find("devices/disk") is None

@@ -14,10 +14,10 @@ from web.services.dispatch import outgoing
 bp = Blueprint("vms", __name__)
 
 
-def accepted(vm: Vm, job) -> tuple:
+def accepted(vm: Vm, job, **extra: dict) -> tuple:
     if job.state == "pending":
         archq().publisher.notify(outgoing(job))
-    body = {"vm": vm_out.dump(vm), "job": job_out.dump(job)}
+    body = {"vm": vm_out.dump(vm), "job": job_out.dump(job), **extra}
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
 
 

@@ -41,6 +41,8 @@ def record_heartbeat(beat: dict) -> Host:
     host.capacity = beat["capacity"]
     host.allocated = beat["allocated"]
     host.domains = beat["domains"]
+    host.libvirt_version = beat["libvirt_version"] or None
+    host.snapshot_support = beat["snapshot_support"]
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
     # The conductor's clock decides liveness; workers' clocks may drift.
@@ -163,6 +165,8 @@ def host_view(host: Host, settings: Settings) -> dict:
         "state": host_state(host, settings),
         "last_seen": _aware(host.last_seen),
         "unmanaged_domains": unmanaged_domains(host),
+        "libvirt_version": host.libvirt_version,
+        "snapshot_support": host.snapshot_support or {},
     }
 
 

@@ -13,12 +13,17 @@ from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job, Vm
 from web.services.job_states import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TERMINAL, advance, note
+from web.services.snapshots import SNAPSHOT_KINDS, settle_snapshot
 
 log = logging.getLogger(__name__)
 
 # Facts about a VM that only its worker knows (read from the domain XML it runs); a job result carrying one
 # of these keys updates the VM.
 REPORTED_VM_FIELDS = ("cpu_mode_effective", "disk_format", "firmware", "snapshot_kind")
+
+
+# Jobs that, failed, leave the VM as it was: taking or deleting a snapshot never changes the domain's state.
+KEEP_VM_STATE_ON_FAILURE = ("snapshot", "snapshot_delete")
 
 
 def get_job(job_id: str) -> Job:
@@ -56,7 +61,7 @@ def _apply_to_vm(vm: Vm, job: Job, state: str, host: str) -> None:
             vm.state = "deleted"
         else:
             vm.state = result.get("state", vm.state)
-    elif state == FAILED:
+    elif state == FAILED and job.kind not in KEEP_VM_STATE_ON_FAILURE:
         # A failed create leaves nothing to run; after a failed action archq cannot vouch for the VM's state
         # until the host's next report (the reconciler) says what it is.
         vm.state = "failed" if job.kind == "create" else "unknown"
@@ -84,17 +89,27 @@ def _record_job_update(update: dict) -> bool:
     error = update.get("error")
     message = error["message"] if error else ""
     at = datetime.fromtimestamp(update["at"], UTC)
+    progress = update.get("progress")
+    if progress is not None and state == RUNNING == job.state:
+        # A progress report: the figures change, the state does not (no event either).
+        job.progress = progress
+        db.session.commit()
+        return True
     if not advance(job, state, actor=f"worker:{update['host']}", message=message, at=at):
         log.info("job %s: %s report ignored, job is %s", job.id, state, job.state)
         db.session.rollback()
         return False
     job.host = update["host"]
+    if progress is not None:
+        job.progress = progress
     if state == SUCCEEDED:
         job.result = update.get("result") or {}
     if error:
         job.error_code, job.error_message = error["code"], error["message"]
     if job.vm is not None:
         _apply_to_vm(job.vm, job, state, update["host"])
+    if state in TERMINAL:
+        settle_snapshot(job)
     db.session.commit()
     return True
 
@@ -121,8 +136,9 @@ def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
         job.error_code, job.error_message = "cancelled", "cancelled before it started"
         if job.vm is not None and job.kind == "create":
             job.vm.state = "deleted"
-        elif job.vm is not None:
+        elif job.vm is not None and job.kind not in SNAPSHOT_KINDS:
             job.vm.state = _state_before(job)
+        settle_snapshot(job)
         db.session.commit()
         return job
     claims.request_cancel(job.id)

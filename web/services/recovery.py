@@ -28,6 +28,7 @@ from web.services.dispatch import BROKER_ERRORS, publish
 from web.services.hosts import host_state
 from web.services.job_states import FAILED, QUEUED, RUNNING, advance, note
 from web.services.jobs import record_job_update
+from web.services.snapshots import settle_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -186,4 +187,5 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
     )
     if job.vm is not None:
         job.vm.state = "unknown"
+    settle_snapshot(job)
     db.session.commit()

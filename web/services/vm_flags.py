@@ -26,7 +26,9 @@ def effective_cpu_mode(vm: Vm) -> str:
     return vm.cpu_mode_effective or vm.cpu_mode
 
 
-def vm_flags(vm: Vm) -> VmFlags:
+def vm_flags(vm: Vm, snapshot_support: dict[str, bool] | None = None) -> VmFlags:
+    """`snapshot_support`: what the VM's host says its libvirt can do (from its heartbeat), when known."""
+    support = snapshot_support or {}
     reasons: dict[str, str] = {}
     if effective_cpu_mode(vm) == HOST_PASSTHROUGH:
         reasons["migratable"] = (
@@ -41,9 +43,11 @@ def vm_flags(vm: Vm) -> VmFlags:
         reasons["memory_snapshot_ok"] = "the VM's disk is raw: internal snapshots need a qcow2 disk"
     elif vm.disk_format is None:
         reasons["memory_snapshot_ok"] = "the VM has no disk to hold the snapshot's memory state"
+    elif support and not support.get("internal_memory"):
+        reasons["memory_snapshot_ok"] = f"libvirt on host {vm.host} cannot take internal snapshots with memory"
     if "memory_snapshot_ok" in reasons:
         reasons["revertable"] = reasons["memory_snapshot_ok"].replace("take", "revert")
-    elif vm.snapshot_kind == "external":
+    elif vm.snapshot_kind == "external" and not support.get("external_revert"):
         reasons["revertable"] = "the VM's snapshots are external: reverting them needs libvirt >= 9.9"
     return VmFlags(
         migratable="migratable" not in reasons,

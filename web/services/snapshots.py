@@ -1,0 +1,162 @@
+"""Snapshot jobs: every refusal is decided here, against the VM, its host's libvirt and the snapshots archq
+knows, before anything is stored or queued; and what a finished snapshot job changes in the database.
+
+Policy (README, Snapshots): archq takes only internal snapshots, in the VM's qcow2 disk. `memory: true`
+needs the VM running (RAM and device state are saved; a revert resumes the guest there); `memory: false`
+needs it stopped (libvirt 9.0 cannot take an internal disk-only snapshot of a running domain, and archq
+takes no external ones: libvirt < 9.9 cannot revert them, and one chain never mixes the two kinds)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+
+from queues.config import Settings
+from queues.names import Task, host_queue
+from web.errors import Conflict, NotFound
+from web.extensions import db
+from web.models import Host, Job, Snapshot, Vm
+from web.services.job_states import SUCCEEDED
+from web.services.vm_flags import vm_flags
+from web.services.vms import _new_job, _require_host_up, _require_idle, get_vm
+
+SNAPSHOT_KINDS = ("snapshot", "revert", "snapshot_delete")
+REVERT_FROM = ("running", "stopped", "unknown")
+
+
+def list_snapshots(vm_id: str) -> list[Snapshot]:
+    vm = get_vm(vm_id)
+    return list(db.session.scalars(select(Snapshot).where(Snapshot.vm_id == vm.id).order_by(Snapshot.created_at)))
+
+
+def get_snapshot(vm: Vm, name: str) -> Snapshot:
+    snapshot = _find(vm, name)
+    if snapshot is None:
+        raise NotFound(f"VM {vm.id} has no snapshot named {name!r}")
+    return snapshot
+
+
+def _find(vm: Vm, name: str) -> Snapshot | None:
+    return db.session.scalar(select(Snapshot).where(Snapshot.vm_id == vm.id, Snapshot.name == name))
+
+
+def _support(vm: Vm) -> dict[str, bool]:
+    host = db.session.get(Host, vm.host) if vm.host else None
+    return (host.snapshot_support or {}) if host is not None else {}
+
+
+def _on_a_host(vm: Vm, settings: Settings) -> None:
+    if vm.host is None:
+        raise Conflict(f"VM {vm.id} never reached a host", code="wrong_state", fields={"state": [vm.state]})
+    _require_host_up(vm.host, settings)
+
+
+def _job(kind: str, task: str, vm: Vm, params: dict, actor: str) -> Job:
+    job = _new_job(kind, task, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
+    job.payload = {**job.payload, "params": params}
+    return job
+
+
+def submit_snapshot(vm_id: str, request: dict, settings: Settings, actor: str = "api") -> tuple[Vm, Job, Snapshot]:
+    vm = get_vm(vm_id)
+    name, memory = request["name"], request["memory"]
+    _require_idle(vm)
+    _on_a_host(vm, settings)
+    flags = vm_flags(vm, _support(vm))
+    if not flags.memory_snapshot_ok:
+        # The same limits hold for disk-only internal snapshots: a qcow2 disk without UEFI pflash.
+        raise Conflict(
+            f"cannot snapshot VM {vm.id}: {flags.reasons['memory_snapshot_ok']}", code="snapshot_unsupported"
+        )
+    if vm.snapshot_kind not in (None, "internal"):
+        raise Conflict(
+            f"VM {vm.id} already has {vm.snapshot_kind} snapshots; archq takes internal ones and never mixes the "
+            "two kinds in one chain (later deletes break); delete its snapshots first",
+            code="snapshot_chain_mixed",
+        )
+    needed = "running" if memory else "stopped"
+    if vm.state != needed:
+        why = (
+            "a snapshot with memory saves a running guest's RAM"
+            if memory
+            else "libvirt 9.0 takes an internal disk-only snapshot only of a stopped VM; stop it, or take the "
+            "snapshot with memory: true"
+        )
+        raise Conflict(f"VM {vm.id} is {vm.state}; {why}", code="wrong_state", fields={"state": [vm.state]})
+    existing = _find(vm, name)
+    if existing is not None and existing.state != "failed":
+        raise Conflict(f"VM {vm.id} already has a snapshot named {name!r} ({existing.state})", code="snapshot_exists")
+    if existing is not None:
+        # A failed attempt left only its record: the name is free again.
+        db.session.delete(existing)
+        db.session.flush()
+    job = _job("snapshot", Task.SNAPSHOT_VM, vm, {"snapshot": name, "memory": memory}, actor)
+    snapshot = Snapshot(vm_id=vm.id, name=name, memory=memory, kind="internal", state="creating", job_id=job.id)
+    db.session.add_all([job, snapshot])
+    db.session.commit()
+    return vm, job, snapshot
+
+
+def submit_revert(vm_id: str, name: str, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+    vm = get_vm(vm_id)
+    snapshot = get_snapshot(vm, name)
+    _require_idle(vm)
+    if snapshot.state != "ready":
+        raise Conflict(
+            f"snapshot {name!r} of VM {vm.id} is {snapshot.state}; only a ready snapshot can be reverted to",
+            code="snapshot_not_ready",
+            fields={"state": [snapshot.state]},
+        )
+    if vm.state not in REVERT_FROM:
+        raise Conflict(
+            f"cannot revert VM {vm.id} while it is {vm.state}; allowed from: {', '.join(REVERT_FROM)}",
+            code="wrong_state",
+            fields={"state": [vm.state]},
+        )
+    _on_a_host(vm, settings)
+    flags = vm_flags(vm, _support(vm))
+    if not flags.revertable:
+        raise Conflict(f"cannot revert VM {vm.id}: {flags.reasons['revertable']}", code="revert_unsupported")
+    job = _job("revert", Task.REVERT_VM, vm, {"snapshot": name, "memory": snapshot.memory}, actor)
+    snapshot.last_job_id = job.id
+    db.session.add(job)
+    db.session.commit()
+    return vm, job
+
+
+def submit_snapshot_delete(vm_id: str, name: str, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+    vm = get_vm(vm_id)
+    snapshot = get_snapshot(vm, name)
+    _require_idle(vm)
+    _on_a_host(vm, settings)
+    job = _job("snapshot_delete", Task.DELETE_SNAPSHOT, vm, {"snapshot": name, "memory": snapshot.memory}, actor)
+    snapshot.state, snapshot.last_job_id = "deleting", job.id
+    db.session.add(job)
+    db.session.commit()
+    return vm, job
+
+
+def settle_snapshot(job: Job) -> None:
+    """A snapshot-family job ended (`job.state` is terminal): bring the snapshot's record in line."""
+    if job.kind not in SNAPSHOT_KINDS or job.vm is None:
+        return
+    snapshot = _find(job.vm, job.payload.get("params", {}).get("snapshot", ""))
+    if snapshot is None:
+        return
+    succeeded = job.state == SUCCEEDED
+    if job.kind == "snapshot" and snapshot.job_id == job.id:
+        snapshot.state = "ready" if succeeded else "failed"
+        if succeeded and job.result.get("created_at"):
+            snapshot.created_at = datetime.fromtimestamp(job.result["created_at"], UTC)
+    elif job.kind == "revert" and succeeded and job.result.get("state") in ("running", "stopped"):
+        # The user asked for the VM as it was: running after a memory snapshot, stopped after a disk-only one.
+        job.vm.desired_state = job.result["state"]
+    elif job.kind == "snapshot_delete" and succeeded:
+        db.session.delete(snapshot)
+        db.session.flush()
+        if not db.session.scalar(select(Snapshot.id).where(Snapshot.vm_id == job.vm.id).limit(1)):
+            job.vm.snapshot_kind = None
+    elif job.kind == "snapshot_delete":
+        # Whether libvirt still has it is unknown; a retried delete converges either way.
+        snapshot.state = "ready"

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from queues.celery_app import make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
+from queues.console import ConsoleChannel
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.publisher import Publisher
@@ -28,6 +29,8 @@ class Archq:
     claims: ClaimStore
     publisher: Publisher
     fleet_cache: FleetCache
+    # Console tails from workers (request/reply over Redis: the API cannot read hosts' files).
+    console: ConsoleChannel
 
     def round_robin_cursor(self) -> int:
         """A cluster-wide counter, so every API process takes the next host in turn."""
@@ -58,6 +61,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
         claims=ClaimStore.from_url(settings.redis_url),
         publisher=Publisher(app),
         fleet_cache=FleetCache(),
+        console=ConsoleChannel.from_url(settings.redis_url),
     )
     register_error_handlers(app)
 

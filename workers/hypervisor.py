@@ -111,6 +111,14 @@ class Hypervisor:
         dom = self._lookup(uuid)
         return _info(dom) if dom is not None else None
 
+    def xml_desc(self, uuid: str, inactive: bool = False) -> str:
+        """The domain's XML: as it runs (live), or its persistent definition (`inactive`). A running
+        host-model CPU appears expanded to a named model in the live XML, as host-model in the other."""
+        try:
+            return self._existing(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"cannot read the domain XML: {exc}") from exc
+
     def ensure_running(self, uuid: str, xml: str) -> DomainInfo:
         """Define and start the domain unless a domain with this UUID already exists; then make sure it
         runs. Calling it twice never makes a second VM: the UUID is the VM's identity."""

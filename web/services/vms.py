@@ -17,7 +17,9 @@ from queues.routing import Emulation, emulation_warning, route_create
 from web.errors import Conflict, NotFound, Unavailable, Unprocessable
 from web.extensions import db
 from web.models import Host, Job, JobEvent, Vm
+from web.services.cpu_modes import check_cpu_mode
 from web.services.hosts import fleet_cache, host_loads, host_state
+from web.services.images import artifact_for
 from web.services.job_states import PENDING, TERMINAL, complete_without_worker
 
 # Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
@@ -52,6 +54,7 @@ def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str 
                 "image": vm.image,
                 "emulated": emulated,
                 "cpu_mode": vm.cpu_mode,
+                "artifact": vm.artifact,
             },
         }
     )
@@ -158,7 +161,16 @@ def submit_create(
     if taken:
         raise Conflict(f"a VM named {request['name']!r} already exists ({taken})", code="name_taken")
     arch = Arch(request["arch"])
+    artifact = artifact_for(request["image"], arch)
     decision = decide(request, arch, settings, cursor)
+    check_cpu_mode(
+        request["cpu_mode"],
+        arch,
+        host=decision.host,
+        accel=decision.accel,
+        pinned=bool(request.get("host")),
+        settings=settings,
+    )
     vm = Vm(
         id=str(uuid.uuid4()),
         name=request["name"],
@@ -170,6 +182,7 @@ def submit_create(
         emulation=request["emulation"],
         restart_policy=request["restart_policy"],
         cpu_mode=request["cpu_mode"],
+        artifact=artifact,
         emulated=decision.emulated,
         emulation_warning=decision.warning,
         accel=decision.accel,

@@ -37,7 +37,7 @@ def vms_using(name: str) -> list[str]:
 
 def vm_counts() -> dict[str, int]:
     rows = db.session.execute(select(Vm.image, func.count()).where(_HOLDS_IMAGE).group_by(Vm.image))
-    return dict(rows.tuples())
+    return {name: count for name, count in rows}
 
 
 def create_image(request: dict) -> Image:

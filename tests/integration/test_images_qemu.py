@@ -90,8 +90,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterato
     tmp = tmp_path_factory.mktemp("img-qemu")
     # libvirt's QEMU runs as an unprivileged user that must reach the VM directories.
     for directory in (tmp, *tmp.parents):
-        if str(directory).startswith("/tmp/pytest-of"):
-            directory.chmod(0o755)
+        if directory in (Path("/tmp"), Path("/")):
+            break
+        directory.chmod(0o755)
     (tmp / "redis").mkdir()
     redis_server = RedisServer(tmp / "redis")
     redis_server.start()
@@ -108,7 +109,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterato
         hostname=HOST,
         accel="auto",
         heartbeat_interval_s=0.5,
-        heartbeat_misses=6,
+        # A wide liveness window: two cores shared with guests booting under TCG delay heartbeats by seconds.
+        heartbeat_misses=30,
         dispatch_retry_s=0.5,
         lease_s=5,
         worker_lost_after_s=8,

@@ -173,10 +173,11 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Arch
 @pytest.fixture
 def start_qemu_worker(settings: Settings, conductor, processes) -> Callable[..., ArchqProcess]:
     """Starts `archq worker` processes on the real libvirtd (qemu:///system)."""
-    # libvirt's QEMU runs as an unprivileged user that must reach the VM's console log.
-    for directory in (settings.data_dir, *settings.data_dir.parents):
-        if str(directory).startswith("/tmp/pytest-of"):
-            directory.chmod(0o755)
+    # libvirt's QEMU runs as an unprivileged user that must reach the VM's disk (under any --basetemp).
+    for directory in settings.data_dir.parents:
+        if directory in (Path("/tmp"), Path("/")):
+            break
+        directory.chmod(0o755)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o755)
 

@@ -69,6 +69,9 @@ class ArtifactStore:
             # Another worker may have fetched it while this one waited for the lock.
             if self._verified(final, sha256):
                 return final
+            # Under the lock, any partial file of this hash belongs to a fetcher that died (kill -9) mid-way.
+            for stale in (self.root / ".tmp").glob(f"{sha256}.*.part"):
+                stale.unlink(missing_ok=True)
             final.unlink(missing_ok=True)
             self._fetch(source, sha256, final)
         return final

@@ -97,7 +97,7 @@ def build_domain_xml(spec: DomainSpec) -> str:
 
 
 def cpu_mode_in(domain_xml: str) -> str:
-    """The CPU mode a (running) domain's XML really has: `host-model`, `host-passthrough`, `maximum`, or
+    """The CPU mode a domain's XML has: `host-model`, `host-passthrough`, `maximum`, or
     `custom:<model>` for a named model."""
     cpu = ET.fromstring(domain_xml).find("cpu")
     if cpu is None:

@@ -158,3 +158,13 @@ def test_a_state_disk_is_a_blank_64_mib_qcow2(store, tmp_path):
     create_state_disk(store, disk)
     info = qemu_img_info(disk)
     assert (info["format"], info["virtual-size"]) == ("qcow2", 64 << 20) and "backing-filename" not in info
+
+
+def test_a_partial_file_left_by_a_killed_fetcher_is_removed(store, tmp_path):
+    source = tmp_path / "sources" / "disk"
+    source.write_bytes(PAYLOAD)
+    (store.root / ".tmp").mkdir(parents=True)
+    leftover = store.root / ".tmp" / f"{sha(PAYLOAD)}.dead.part"
+    leftover.write_bytes(PAYLOAD[:10])
+    store.ensure(str(source), sha(PAYLOAD))
+    assert list((store.root / ".tmp").iterdir()) == []

@@ -157,3 +157,11 @@ def test_an_image_used_by_a_vm_cannot_be_deleted_until_the_vm_is(client):
     error = error_of(client.delete("/api/v1/images/used"), 409)
     assert error["code"] == "image_in_use" and error["fields"]["vms"] == [vm["id"]]
     assert client.get("/api/v1/images/used").get_json()["image"]["vms"] == 1
+
+
+def test_a_retried_registration_with_its_idempotency_key_answers_the_original(client):
+    body = {"name": "retried", "artifacts": {"amd64": disk("http://m.example/a")}}
+    first = client.post("/api/v1/images", json=body, headers={"Idempotency-Key": "img-1"})
+    again = client.post("/api/v1/images", json=body, headers={"Idempotency-Key": "img-1"})
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == first.get_json()

@@ -44,7 +44,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
     hits: list[str] = []
     handler = type("Handler", (_Files,), {"hits": hits})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **kw: handler(*a, directory=str(root), **kw))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", hits
     server.shutdown()

@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from web.api import archq, json_body
+from web.idempotency import idempotent
 from web.schemas import ImageCreateRequest, image_out
 from web.services import images
 
@@ -14,6 +15,7 @@ def _dump(image, counts: dict[str, int]) -> dict:
 
 
 @bp.post("/images")
+@idempotent
 def create_image():
     request = ImageCreateRequest(allowed_dirs=archq().settings.allowed_image_dirs).load(json_body())
     image = images.create_image(request)

@@ -80,11 +80,18 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         cpu_mode=vm.get("cpu_mode") or "host-model",
         nvram=boot.nvram,
     )
+    existed = ctx.hypervisor.domain(spec.uuid) is not None
     try:
         info = ctx.hypervisor.ensure_running(spec.uuid, build_domain_xml(spec))
         cpu_mode = cpu_mode_in(ctx.hypervisor.xml_desc(spec.uuid, inactive=True))
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; delete the VM to remove its disk") from exc
+        if existed:
+            raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; the domain was kept") from exc
+        # What this attempt defined and made is undone: a failed create leaves nothing on the host.
+        with contextlib.suppress(HypervisorError):
+            ctx.hypervisor.remove(spec.uuid)
+        shutil.rmtree(vm_dir, ignore_errors=True)
+        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; nothing was left on the host") from exc
     return {
         "host": ctx.host.name,
         "accel": "tcg" if domain_type == "qemu" else domain_type,

@@ -4,10 +4,14 @@ architecture (422 naming the ones the image has); sources and SHA256s are valida
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from migrations import upgrade
 from tests.support.api import TINY
 
 SHA = "ab" * 32
@@ -165,3 +169,21 @@ def test_a_retried_registration_with_its_idempotency_key_answers_the_original(cl
     again = client.post("/api/v1/images", json=body, headers={"Idempotency-Key": "img-1"})
     assert (first.status_code, again.status_code) == (201, 201)
     assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == first.get_json()
+
+
+def run_cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    from tests.conftest import settings_env
+
+    return subprocess.run(
+        [sys.executable, "-m", "queues.cli", *args], env={**os.environ, **settings_env(settings), **env},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_archq_images_register_tiny_reads_the_built_manifests(settings, tmp_path, tiny_built):
+    upgrade(settings.database_url)
+    done = run_cli(settings, "images", "register-tiny")
+    assert done.returncode == 0, done.stderr
+    assert "image tiny registered for amd64, arm64" in done.stdout
+    missing = run_cli(settings, "images", "register-tiny", ARCHQ_IMAGES_DIR=str(tmp_path / "empty"))
+    assert missing.returncode != 0 and "run `archq build-tiny`" in missing.stderr

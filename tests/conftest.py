@@ -122,6 +122,8 @@ def hypervisor_worker(settings: Settings) -> Callable:
                 service.heartbeat.stop()
                 service.console.stop()
                 service.heartbeat.join(timeout=5)
+                # A console thread still waiting on Redis would answer the next test's requests.
+                service.console.join(timeout=5)
                 # Every connection to test:///default in this process shares one state: leave it clean.
                 for domain in service.hypervisor.list_domains():
                     if domain.name.startswith("archq-"):

@@ -6,12 +6,12 @@ FROM python:3.11-slim-bookworm
 ARG TARGETARCH
 LABEL org.opencontainers.image.title="archq" io.archq.arch="${TARGETARCH}"
 
-# libvirt-dev + pkg-config + gcc build libvirt-python; the QEMU and libvirt daemons are for the worker
-# service when it runs libvirtd inside the container (see compose.yaml).
+# libvirt-dev + pkg-config + gcc build libvirt-python; the QEMU and libvirt daemons (and AAVMF, UEFI for
+# arm64 disk images) are for the worker service when it runs libvirtd inside the container (see compose.yaml).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libvirt-dev libvirt-clients libvirt-daemon-system pkg-config gcc \
-      qemu-system-x86 qemu-system-arm qemu-utils busybox-static ca-certificates curl \
+      qemu-system-x86 qemu-system-arm qemu-utils qemu-efi-aarch64 busybox-static ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

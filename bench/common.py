@@ -242,6 +242,13 @@ class Stack:
 
         self.redis.start()
         upgrade(self.env["ARCHQ_DATABASE_URL"])
+        # Every benchmark creates `tiny` VMs: put the built guest in this stack's image catalog.
+        subprocess.run(
+            [sys.executable, "-m", "queues.cli", "images", "register-tiny"],
+            env={**os.environ, **self.env},
+            check=True,
+            capture_output=True,
+        )
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from bench.common import TINY, Samples, alternate, begin, bench_parser, end, median, percentile
+from bench.common import IMAGES_DIR, TINY, Samples, alternate, begin, bench_parser, end, median, percentile
 from migrations import upgrade
 from queues import messages
 from queues.arch import ALL, Arch
@@ -26,6 +26,7 @@ from web import create_app
 from web.extensions import db
 from web.schemas import VmCreateRequest
 from web.services.hosts import fleet_cache, live_hosts, record_heartbeat
+from web.services.images import register_tiny
 from web.services.vms import decide
 
 COUNTS = (10, 1_000, 10_000)
@@ -136,6 +137,7 @@ def main() -> None:
                 upgrade(settings.database_url)
                 app = create_app(settings)
                 with app.app_context():
+                    register_tiny(IMAGES_DIR)
                     inserted = time.perf_counter()
                     register_hosts(count)
                     print(f"-- {count} hosts (registered in {time.perf_counter() - inserted:.1f} s)")

@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "conductor": "web.commands:conductor",
     "migrate": "web.commands:migrate",
     "up": "web.commands:up",
+    "images": "web.commands:images",
     "worker": "workers.main:worker",
     "build-tiny": "workers.main:build_tiny",
 }

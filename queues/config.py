@@ -22,6 +22,10 @@ def _time_limits(text: str) -> dict[str, float]:
     return limits
 
 
+def _paths(text: str) -> tuple[Path, ...]:
+    return tuple(Path(p) for p in text.split(":") if p)
+
+
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
@@ -38,6 +42,10 @@ class Settings:
     data_dir: Path = Path("/var/lib/archq")
     # Content-addressed artifacts and built guests; shared by every VM on the host.
     images_dir: Path = Path("/var/lib/archq/images")
+    # Local image sources must lie under one of these (default: the images directory).
+    image_source_dirs: tuple[Path, ...] = ()
+    # An artifact larger than this is refused while it is downloaded or copied into a host's store.
+    max_image_bytes: int = 20 * 1024**3
     database_url: str = ""
     libvirt_uri: str = "qemu:///system"
     hostname: str = field(default_factory=socket.gethostname)
@@ -69,12 +77,15 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(os.environ.get("ARCHQ_DATA_DIR", str(cls.data_dir)))
+        images_dir = Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images")
         broker = os.environ.get("ARCHQ_BROKER_URL", cls.broker_url)
         return cls(
             broker_url=broker,
             redis_url=os.environ.get("ARCHQ_REDIS_URL") or (broker if broker.startswith("redis") else ""),
             data_dir=data_dir,
-            images_dir=Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images"),
+            images_dir=images_dir,
+            image_source_dirs=_paths(os.environ.get("ARCHQ_IMAGE_SOURCE_DIRS", "")),
+            max_image_bytes=_int("ARCHQ_MAX_IMAGE_BYTES", cls.max_image_bytes),
             database_url=os.environ.get("ARCHQ_DATABASE_URL") or f"sqlite:///{data_dir / 'archq.db'}",
             libvirt_uri=os.environ.get("ARCHQ_LIBVIRT_URI", cls.libvirt_uri),
             hostname=os.environ.get("ARCHQ_HOSTNAME") or socket.gethostname(),
@@ -99,6 +110,11 @@ class Settings:
             flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
         )
+
+    @property
+    def allowed_image_dirs(self) -> tuple[Path, ...]:
+        """Where local image sources may be: the configured directories, else the images directory."""
+        return self.image_source_dirs or (self.images_dir,)
 
     @property
     def host_down_after_s(self) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields, validate
 
 from queues.arch import ALL
+from queues.images import Artifact
 
 MESSAGE_VERSION = 1
 
@@ -30,6 +31,9 @@ class VmSpec(_Message):
     image = fields.String(required=True)
     emulated = fields.Boolean(load_default=False)
     cpu_mode = fields.String(load_default="host-model", validate=validate.OneOf(["host-model", "host-passthrough"]))
+    # What the VM boots from, copied from the image catalog when it was created: workers never need the DB,
+    # and a VM keeps its base image even if the catalog entry changes or goes.
+    artifact = fields.Nested(Artifact, allow_none=True, load_default=None)
 
 
 class JobMessage(_Message):

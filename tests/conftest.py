@@ -18,6 +18,7 @@ from queues.config import Settings
 from tests.support.services import ArchqProcess, RedisServer
 from web import create_app
 from web.extensions import db
+from web.services.images import register_tiny
 
 DATA = Path(__file__).parent / "data"
 # Built guests are kept between runs: building them downloads ~30 MB of Debian packages.
@@ -59,10 +60,23 @@ def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_built() -> Path:
+    """Both tiny guests built (once; cached in IMAGES_CACHE), so every test database can list `tiny`."""
+    from queues.arch import ALL
+    from workers.guest.tiny import ensure_tiny_guest
+
+    for arch in ALL:
+        ensure_tiny_guest(arch, IMAGES_CACHE / "tiny")
+    return IMAGES_CACHE
+
+
 @pytest.fixture
-def app(settings: Settings):
+def app(settings: Settings, tiny_built: Path):
     upgrade(settings.database_url)
     app = create_app(settings)
+    with app.app_context():
+        assert register_tiny(settings.images_dir) is not None
     yield app
     with app.app_context():
         db.engine.dispose()
@@ -101,11 +115,15 @@ def hypervisor_worker(settings: Settings) -> Callable:
             shutdown_timeout=20,
         ):
             service.heartbeat.start()
+            service.console.start()
             try:
                 yield service
             finally:
                 service.heartbeat.stop()
+                service.console.stop()
                 service.heartbeat.join(timeout=5)
+                # A console thread still waiting on Redis would answer the next test's requests.
+                service.console.join(timeout=5)
                 # Every connection to test:///default in this process shares one state: leave it clean.
                 for domain in service.hypervisor.list_domains():
                     if domain.name.startswith("archq-"):
@@ -133,6 +151,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ARCHQ_WORKER_LOST_AFTER_S": str(settings.worker_lost_after_s),
         "ARCHQ_NATIVE_WAIT_S": str(settings.native_wait_s),
         "ARCHQ_STOP_TIMEOUT_S": str(settings.stop_timeout_s),
+        "ARCHQ_IMAGE_SOURCE_DIRS": ":".join(str(d) for d in settings.image_source_dirs),
+        "ARCHQ_MAX_IMAGE_BYTES": str(settings.max_image_bytes),
     }
 
 
@@ -155,10 +175,11 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Arch
 @pytest.fixture
 def start_qemu_worker(settings: Settings, conductor, processes) -> Callable[..., ArchqProcess]:
     """Starts `archq worker` processes on the real libvirtd (qemu:///system)."""
-    # libvirt's QEMU runs as an unprivileged user that must reach the VM's disk (any --basetemp under /tmp).
-    for directory in (settings.data_dir, *settings.data_dir.parents):
-        if directory.is_relative_to("/tmp") and directory != Path("/tmp"):
-            directory.chmod(0o755)
+    # libvirt's QEMU runs as an unprivileged user that must reach the VM's disk (under any --basetemp).
+    for directory in settings.data_dir.parents:
+        if directory in (Path("/tmp"), Path("/")):
+            break
+        directory.chmod(0o755)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.data_dir.chmod(0o755)
 

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from queues.celery_app import make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
+from queues.console import ConsoleChannel
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.group_commit import GroupCommit
@@ -32,6 +33,8 @@ class Archq:
     fleet_cache: FleetCache
     # Concurrent create requests of this process commit together.
     creates: GroupCommit
+    # Console tails from workers (request/reply over Redis: the API cannot read hosts' files).
+    console: ConsoleChannel
 
     def round_robin_cursor(self) -> int:
         """A cluster-wide counter, so every API process takes the next host in turn."""
@@ -61,6 +64,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
         publisher=Publisher(app),
         fleet_cache=FleetCache(),
         creates=GroupCommit(write_creates),
+        console=ConsoleChannel.from_url(settings.redis_url),
     )
     register_error_handlers(app)
 

@@ -30,6 +30,26 @@ def migrate() -> None:
     click.echo("database is at the latest revision")
 
 
+@click.group()
+def images() -> None:
+    """The image catalog."""
+
+
+@images.command("register-tiny")
+def register_tiny() -> None:
+    """Register (or update) the `tiny` image from the guests `archq build-tiny` built in the images directory."""
+    from web import create_app
+    from web.services.images import register_tiny as register
+
+    settings = Settings.from_env()
+    app = create_app(settings, sent_events=False)
+    with app.app_context():
+        image = register(settings.images_dir)
+        if image is None:
+            raise click.ClickException(f"no tiny guest built in {settings.images_dir / 'tiny'}; run `archq build-tiny`")
+        click.echo(f"image tiny registered for {', '.join(sorted(image.artifacts))}")
+
+
 @click.command()
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to listen on")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes")
@@ -68,6 +88,8 @@ def up(bind: str, no_worker: bool) -> None:
     log = logging.getLogger("archq.up")
     settings = Settings.from_env()
     subprocess.run([sys.executable, "-m", "queues.cli", "migrate"], check=True)
+    # The tiny guest is in the catalog whenever it is built here (not fatal: it may be built later).
+    subprocess.run([sys.executable, "-m", "queues.cli", "images", "register-tiny"], check=False)
     archq = [sys.executable, "-m", "queues.cli"]
     flower = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower",
               f"--address={settings.flower_address}", f"--port={settings.flower_port}"]  # fmt: skip

@@ -66,10 +66,26 @@ class Vm(db.Model):
     firmware: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # "internal" or "external" once the first snapshot exists: one VM's chain never mixes the two.
     snapshot_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The image artifact this VM boots from (format, sources, sha256s), copied from the catalog at create:
+    # its hosts keep that base whatever later happens to the catalog entry.
+    artifact: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="vm", order_by="Job.created_at")
+
+
+class Image(db.Model):
+    """A catalog entry: one name, an artifact per architecture (`amd64`, `arm64`; either may be missing)."""
+
+    __tablename__ = "images"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    # {"amd64": {"format": ..., "source"/"sha256" or "kernel"/"initrd"/"cmdline"}, "arm64": {...}}
+    artifacts: Mapped[dict] = mapped_column(JSON, default=dict)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class Job(db.Model):

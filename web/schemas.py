@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from queues.arch import UnknownArch, parse_arch
-from queues.images import BUILTIN_IMAGES
+from queues.console import DEFAULT_BYTES, MAX_BYTES
+from queues.image_sources import validate_source
+from queues.images import DISK_FORMATS, FORMATS, KERNEL_INITRD, MAX_CMDLINE, SHA256_PATTERN
 from queues.placement import Placement
 from queues.routing import Emulation
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
@@ -45,9 +47,8 @@ class VmCreateRequest(Schema):
     arch = ArchField(required=True)
     vcpus = fields.Integer(required=True, strict=True)
     memory_mib = fields.Integer(required=True, strict=True)
-    image = fields.String(
-        required=True, validate=validate.OneOf(BUILTIN_IMAGES, error="unknown image; known: {choices}")
-    )
+    # Looked up in the image catalog when the VM is submitted (unknown: 422 naming the known ones).
+    image = fields.String(required=True, validate=validate.Length(min=1, max=63))
     emulation = fields.String(
         load_default=Emulation.PREFER_NATIVE.value, validate=validate.OneOf([e.value for e in Emulation])
     )
@@ -72,6 +73,94 @@ class VmCreateRequest(Schema):
             errors["memory_mib"] = [f"must be between 64 and {self.max_memory_mib} MiB"]
         if errors:
             raise ValidationError(errors)
+
+
+_NAME_ERROR = "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+_SHA256 = validate.Regexp(SHA256_PATTERN, error="must be the SHA256 as 64 hex digits")
+
+
+class FileIn(Schema):
+    source = fields.String(required=True)
+    sha256 = fields.String(required=True, validate=_SHA256)
+
+
+class ArtifactIn(Schema):
+    format = fields.String(required=True, validate=validate.OneOf(FORMATS))
+    source = fields.String()
+    sha256 = fields.String(validate=_SHA256)
+    kernel = fields.Nested(FileIn)
+    initrd = fields.Nested(FileIn)
+    cmdline = fields.String(validate=validate.Length(max=MAX_CMDLINE))
+
+    @validates_schema
+    def fields_of_format(self, data: dict, **_kwargs) -> None:
+        if data.get("format") == KERNEL_INITRD:
+            required, refused = ("kernel", "initrd"), ("source", "sha256")
+        elif data.get("format") in DISK_FORMATS:
+            required, refused = ("source", "sha256"), ("kernel", "initrd", "cmdline")
+        else:
+            return
+        errors = {key: [f"required for format {data['format']}"] for key in required if key not in data}
+        errors |= {key: [f"not used by format {data['format']}"] for key in refused if key in data}
+        if errors:
+            raise ValidationError(errors)
+
+
+class ArtifactsIn(Schema):
+    amd64 = fields.Nested(ArtifactIn)
+    arm64 = fields.Nested(ArtifactIn)
+
+
+class ImageCreateRequest(Schema):
+    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    description = fields.String(load_default="", validate=validate.Length(max=1024))
+    artifacts = fields.Nested(ArtifactsIn, required=True)
+
+    def __init__(self, *, allowed_dirs, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.allowed_dirs = tuple(allowed_dirs)
+
+    @validates_schema
+    def sources_allowed(self, data: dict, **_kwargs) -> None:
+        artifacts = data.get("artifacts")
+        if artifacts is None:
+            return
+        if not artifacts:
+            raise ValidationError({"artifacts": ["give an artifact for amd64, arm64 or both"]})
+        errors: dict = {}
+        for arch, artifact in artifacts.items():
+            for role, holder in (
+                ("source", artifact),
+                ("kernel", artifact.get("kernel")),
+                ("initrd", artifact.get("initrd")),
+            ):
+                source = holder.get("source") if holder else None
+                if source is None:
+                    continue
+                try:
+                    validate_source(source, self.allowed_dirs)
+                except ValueError as exc:
+                    path = [role] if role == "source" else [role, "source"]
+                    _put(errors, ["artifacts", arch, *path], str(exc))
+        if errors:
+            raise ValidationError(errors)
+
+    @post_load
+    def canonical(self, data: dict, **_kwargs) -> dict:
+        for artifact in data["artifacts"].values():
+            for holder in (artifact, artifact.get("kernel"), artifact.get("initrd")):
+                if holder and "source" in holder:
+                    holder["source"] = validate_source(holder["source"], self.allowed_dirs)
+                    holder["sha256"] = holder["sha256"].lower()
+            if artifact["format"] == KERNEL_INITRD:
+                artifact.setdefault("cmdline", "")
+        return data
+
+
+def _put(errors: dict, path: list[str], message: str) -> None:
+    for key in path[:-1]:
+        errors = errors.setdefault(key, {})
+    errors.setdefault(path[-1], []).append(message)
 
 
 class JobQuery(Schema):
@@ -140,6 +229,7 @@ class VmOut(Schema):
     emulation_warning = fields.String()
     cpu_mode = fields.String()
     cpu_mode_effective = fields.Function(effective_cpu_mode)
+    cpu_mode_note = fields.Function(lambda vm: vm_flags(vm).cpu_mode_note)
     disk_format = fields.String(allow_none=True)
     firmware = fields.String(allow_none=True)
     snapshot_kind = fields.String(allow_none=True)
@@ -188,7 +278,22 @@ class SnapshotOut(Schema):
     created_at = UtcDateTime()
 
 
+class ImageOut(Schema):
+    name = fields.String()
+    description = fields.String()
+    native_arch = fields.String(allow_none=True)
+    artifacts = fields.Dict()
+    vms = fields.Integer()
+    created_at = UtcDateTime()
+    updated_at = UtcDateTime()
+
+
+class ConsoleQuery(Schema):
+    bytes = fields.Integer(load_default=DEFAULT_BYTES, validate=validate.Range(min=1, max=MAX_BYTES))
+
+
 job_out = JobOut()
+image_out = ImageOut()
 vm_out = VmOut()
 host_out = HostOut()
 snapshot_out = SnapshotOut()

@@ -22,27 +22,32 @@ class DomainSpec:
     arch: Arch
     vcpus: int
     memory_mib: int
-    kernel: Path
-    initrd: Path
+    # Direct kernel boot when set; otherwise the guest boots from `disk` (BIOS on amd64, UEFI on arm64).
+    kernel: Path | None
+    initrd: Path | None
     cmdline: str
     serial_log: Path
     # libvirt's domain type: "kvm" (or "hvf") for hardware acceleration, "qemu" for TCG.
     domain_type: str
-    # The VM's own disk (internal snapshots keep RAM and device state in it); None: a diskless guest.
+    # The VM's own disk (an overlay on the image, or a blank state disk for direct boot), virtio `vda`.
     disk: Path | None = None
     disk_format: str = "qcow2"
+    # What the user asked for; under TCG (`domain_type` "qemu") a named model is used whatever was asked.
+    cpu_mode: str = "host-model"
+    # UEFI variable store of a guest booting from disk on arm64 (kept in the VM's directory).
+    nvram: Path | None = None
+
+
+def firmware_of(spec: DomainSpec) -> str:
+    """`direct` (kernel + initrd), `uefi` (arm64 from disk: AAVMF) or `bios` (amd64 from disk: SeaBIOS)."""
+    if spec.kernel is not None:
+        return "direct"
+    return "uefi" if spec.arch is Arch.ARM64 else "bios"
 
 
 def domain_name(vm_name: str) -> str:
     """The libvirt name of an archq VM: prefixed so that `virsh list` tells archq's domains apart."""
     return f"archq-{vm_name}"
-
-
-def effective_cpu_mode(spec: DomainSpec) -> str:
-    """The CPU mode the built XML gives the guest, as the API reports it (`cpu_mode_effective`)."""
-    if spec.domain_type == "qemu":
-        return f"custom:{TCG_CPU_MODELS[spec.arch]}"
-    return "host-passthrough"
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -52,17 +57,23 @@ def build_domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(domain, "memory", unit="MiB").text = str(spec.memory_mib)
     ET.SubElement(domain, "vcpu").text = str(spec.vcpus)
 
-    os_el = ET.SubElement(domain, "os")
+    firmware = firmware_of(spec)
+    os_el = ET.SubElement(domain, "os", firmware="efi") if firmware == "uefi" else ET.SubElement(domain, "os")
     ET.SubElement(os_el, "type", arch=to_libvirt(spec.arch), machine=MACHINES[spec.arch]).text = "hvm"
-    ET.SubElement(os_el, "kernel").text = str(spec.kernel)
-    ET.SubElement(os_el, "initrd").text = str(spec.initrd)
-    ET.SubElement(os_el, "cmdline").text = spec.cmdline
+    if firmware == "direct":
+        ET.SubElement(os_el, "kernel").text = str(spec.kernel)
+        ET.SubElement(os_el, "initrd").text = str(spec.initrd)
+        ET.SubElement(os_el, "cmdline").text = spec.cmdline
+    else:
+        if firmware == "uefi" and spec.nvram is not None:
+            ET.SubElement(os_el, "nvram").text = str(spec.nvram)
+        ET.SubElement(os_el, "boot", dev="hd")
 
     if spec.domain_type == "qemu":
         cpu = ET.SubElement(domain, "cpu", mode="custom", match="exact")
         ET.SubElement(cpu, "model", fallback="forbid").text = TCG_CPU_MODELS[spec.arch]
     else:
-        ET.SubElement(domain, "cpu", mode="host-passthrough")
+        ET.SubElement(domain, "cpu", mode=spec.cpu_mode)
 
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
@@ -83,3 +94,15 @@ def build_domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(devices, "controller", type="usb", model="none")
     ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(domain, encoding="unicode")
+
+
+def cpu_mode_in(domain_xml: str) -> str:
+    """The CPU mode a domain's XML has: `host-model`, `host-passthrough`, `maximum`, or
+    `custom:<model>` for a named model."""
+    cpu = ET.fromstring(domain_xml).find("cpu")
+    if cpu is None:
+        return "custom:default"
+    mode = cpu.get("mode", "custom")
+    if mode == "custom":
+        return f"custom:{(cpu.findtext('model') or 'default').strip()}"
+    return mode

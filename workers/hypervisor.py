@@ -96,11 +96,6 @@ class Hypervisor:
                 "libvirt_unreachable", f"cannot open libvirt at {uri}: {exc}; is libvirtd running?"
             ) from exc
 
-    @property
-    def simulated(self) -> bool:
-        """libvirt's test driver: it runs nothing and opens no files."""
-        return self.uri.startswith("test:")
-
     def close(self) -> None:
         try:
             self._conn.close()
@@ -127,6 +122,14 @@ class Hypervisor:
     def domain(self, uuid: str) -> DomainInfo | None:
         dom = self._lookup(uuid)
         return _info(dom) if dom is not None else None
+
+    def xml_desc(self, uuid: str, inactive: bool = False) -> str:
+        """The domain's XML: as it runs (live), or its persistent definition (`inactive`). A running
+        host-model CPU appears expanded to a named model in the live XML, as host-model in the other."""
+        try:
+            return self._existing(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"cannot read the domain XML: {exc}") from exc
 
     def ensure_running(self, uuid: str, xml: str) -> DomainInfo:
         """Define and start the domain unless a domain with this UUID already exists; then make sure it

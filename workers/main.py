@@ -26,6 +26,7 @@ from workers.capabilities import (
     parse_cpu_modes,
     read_capabilities_file,
 )
+from workers.console import ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.hypervisor import Hypervisor, HypervisorError
@@ -91,6 +92,7 @@ class WorkerService:
     hypervisor: Hypervisor
     runner: Runner
     heartbeat: HeartbeatThread
+    console: ConsoleThread
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerService:
@@ -105,6 +107,8 @@ class WorkerService:
             data_dir=settings.data_dir,
             images_dir=settings.images_dir,
             stop_timeout_s=settings.stop_timeout_s,
+            image_source_dirs=settings.allowed_image_dirs,
+            max_image_bytes=settings.max_image_bytes,
         )
         runner = Runner(
             app=app,
@@ -115,8 +119,15 @@ class WorkerService:
         )
         register_tasks(app, runner)
         heartbeat = HeartbeatThread(app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s)
+        console = ConsoleThread(settings.redis_url, profile.name, settings.data_dir)
         return cls(
-            settings=settings, app=app, profile=profile, hypervisor=hypervisor, runner=runner, heartbeat=heartbeat
+            settings=settings,
+            app=app,
+            profile=profile,
+            hypervisor=hypervisor,
+            runner=runner,
+            heartbeat=heartbeat,
+            console=console,
         )
 
     def run(self) -> None:
@@ -131,6 +142,7 @@ class WorkerService:
             ", ".join(self.profile.queues),
         )
         self.heartbeat.start()
+        self.console.start()
         ConsumerWatchdog(
             redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.profile.queues, self.runner.activity
         ).start()
@@ -147,6 +159,7 @@ class WorkerService:
             ).start()
         finally:
             self.heartbeat.stop()
+            self.console.stop()
             self.hypervisor.close()
 
 
@@ -188,7 +201,10 @@ def build_tiny(arches: tuple[str, ...]) -> None:
     settings = Settings.from_env()
     for arch in [Arch(a) for a in arches] or list(ALL):
         guest = ensure_tiny_guest(arch, settings.images_dir / "tiny")
-        click.echo(f"{arch}: {guest.kernel} {guest.initrd}")
+        click.echo(f"{arch}: kernel {guest.kernel} sha256 {guest.kernel_sha256}")
+        click.echo(f"{arch}: initrd {guest.initrd} sha256 {guest.initrd_sha256}")
+        click.echo(f"{arch}: manifest {guest.kernel.parent / 'manifest.json'}")
+    click.echo("add it to the image catalog with `archq images register-tiny` (`archq up` does it)")
 
 
 _CHILD = "ARCHQ_SUPERVISED_CHILD"

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from queues.arch import Arch
-from workers.domain_xml import DomainSpec, build_domain_xml, domain_name, effective_cpu_mode
+from workers.artifacts import ArtifactError, ArtifactStore
+from workers.boot import CONSOLE_NAME, fetch_artifact, prepare_disk
+from workers.domain_xml import DomainSpec, build_domain_xml, cpu_mode_in, domain_name, firmware_of
 from workers.errors import JobFailed
-from workers.guest.tiny import TinyGuest, TinyGuestError, ensure_tiny_guest
 from workers.host import HostProfile
 from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
-
-KNOWN_IMAGES = ("tiny",)
-STATE_DISK_NAME = "disk.qcow2"
-STATE_DISK_SIZE = "64M"
 
 
 @dataclass
@@ -28,36 +25,15 @@ class WorkerContext:
     images_dir: Path
     # The guest gets this long to power off after an ACPI shutdown before it is forced off.
     stop_timeout_s: float = 30.0
+    # Where local image sources may be read from on this host (empty: the images directory).
+    image_source_dirs: tuple[Path, ...] = ()
+    max_image_bytes: int = 20 * 1024**3
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.data_dir / "vms" / vm_id
 
-
-def boot_artifacts(ctx: WorkerContext, image: str, arch: Arch) -> TinyGuest:
-    if image not in KNOWN_IMAGES:
-        raise JobFailed("image_unknown", f"image {image!r} is not known on host {ctx.host.name}")
-    try:
-        return ensure_tiny_guest(arch, ctx.images_dir / "tiny")
-    except TinyGuestError as exc:
-        raise JobFailed("image_unavailable", f"could not prepare image {image!r} for {arch}: {exc}") from exc
-
-
-def ensure_state_disk(vm_dir: Path) -> Path:
-    """A blank qcow2 disk for the VM (it holds internal snapshots, RAM included); kept if it exists."""
-    disk = vm_dir / STATE_DISK_NAME
-    if disk.exists():
-        return disk
-    partial = disk.with_suffix(".partial")
-    try:
-        subprocess.run(
-            ["qemu-img", "create", "-q", "-f", "qcow2", str(partial), STATE_DISK_SIZE],
-            check=True, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail = getattr(exc, "stderr", "") or exc
-        raise JobFailed("disk_create_failed", f"qemu-img could not create {disk}: {detail}") from exc
-    partial.replace(disk)
-    return disk
+    def store(self) -> ArtifactStore:
+        return ArtifactStore(self.images_dir, self.image_source_dirs or (self.images_dir,), self.max_image_bytes)
 
 
 def create_vm(ctx: WorkerContext, vm: dict) -> dict:
@@ -69,38 +45,62 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
             f"host {ctx.host.name} ({ctx.host.arch}) can neither run nor emulate {arch} guests; "
             "the job was routed to the wrong queue",
         )
-    guest = boot_artifacts(ctx, vm["image"], arch)
+    artifact = vm.get("artifact")
+    if not artifact:
+        raise JobFailed(
+            "image_unknown", f"the job names image {vm['image']!r} but carries no artifact for {arch}; resubmit it"
+        )
+    store = ctx.store()
+    try:
+        # Before anything of the VM exists: a bad download leaves nothing behind.
+        files = fetch_artifact(store, artifact)
+    except ArtifactError as exc:
+        raise JobFailed(exc.code, f"image {vm['image']!r} ({arch}) on host {ctx.host.name}: {exc}") from exc
     vm_dir = ctx.vm_dir(str(vm["id"]))
     vm_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        boot = prepare_disk(store, artifact, files, vm_dir, arch)
+    except ArtifactError as exc:
+        shutil.rmtree(vm_dir, ignore_errors=True)
+        raise JobFailed(exc.code, f"host {ctx.host.name}: {exc}") from exc
     domain_type = ctx.host.domain_type(arch)
-    # The test driver opens no files: it needs the path, not the disk.
-    disk = vm_dir / STATE_DISK_NAME if ctx.hypervisor.simulated else ensure_state_disk(vm_dir)
     spec = DomainSpec(
         uuid=str(vm["id"]),
         name=vm["name"],
         arch=arch,
         vcpus=vm["vcpus"],
         memory_mib=vm["memory_mib"],
-        kernel=guest.kernel,
-        initrd=guest.initrd,
-        cmdline=guest.cmdline,
-        serial_log=vm_dir / "console.log",
+        kernel=boot.kernel,
+        initrd=boot.initrd,
+        cmdline=boot.cmdline,
+        serial_log=vm_dir / CONSOLE_NAME,
         domain_type=domain_type,
-        disk=disk,
+        disk=boot.disk,
+        disk_format=boot.disk_format,
+        cpu_mode=vm.get("cpu_mode") or "host-model",
+        nvram=boot.nvram,
     )
+    existed = ctx.hypervisor.domain(spec.uuid) is not None
     try:
         info = ctx.hypervisor.ensure_running(spec.uuid, build_domain_xml(spec))
+        cpu_mode = cpu_mode_in(ctx.hypervisor.xml_desc(spec.uuid, inactive=True))
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}, nothing else was changed") from exc
+        if existed:
+            raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; the domain was kept") from exc
+        # What this attempt defined and made is undone: a failed create leaves nothing on the host.
+        with contextlib.suppress(HypervisorError):
+            ctx.hypervisor.remove(spec.uuid)
+        shutil.rmtree(vm_dir, ignore_errors=True)
+        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; nothing was left on the host") from exc
     return {
         "host": ctx.host.name,
         "accel": "tcg" if domain_type == "qemu" else domain_type,
         "emulated": arch != ctx.host.arch,
         "state": info.state,
         "domain": info.name,
+        "cpu_mode_effective": cpu_mode,
         "disk_format": spec.disk_format,
-        "firmware": "direct",
-        "cpu_mode_effective": effective_cpu_mode(spec),
+        "firmware": firmware_of(spec),
     }
 
 
@@ -123,7 +123,11 @@ def _lifecycle(action: str, call: Callable[[], DomainInfo], ctx: WorkerContext) 
 
 
 def start_vm(ctx: WorkerContext, vm: dict) -> dict:
-    return _lifecycle("start", lambda: ctx.hypervisor.start(str(vm["id"])), ctx)
+    result = _lifecycle("start", lambda: ctx.hypervisor.start(str(vm["id"])), ctx)
+    # An existing VM keeps the CPU mode it was defined with; report the one its running domain really has.
+    with contextlib.suppress(HypervisorError):
+        result["cpu_mode_effective"] = cpu_mode_in(ctx.hypervisor.xml_desc(str(vm["id"]), inactive=True))
+    return result
 
 
 def stop_vm(ctx: WorkerContext, vm: dict) -> dict:

@@ -10,7 +10,7 @@ import libvirt
 import pytest
 
 from queues.arch import Arch
-from workers.domain_xml import DomainSpec, build_domain_xml
+from workers.domain_xml import DomainSpec, build_domain_xml, cpu_mode_in, firmware_of
 
 
 def spec(**overrides) -> DomainSpec:
@@ -40,9 +40,49 @@ def test_arm64_tcg_guest_uses_virt_and_a_model_tcg_runs():
     assert root.findtext("cpu/model") == "cortex-a57"
 
 
-def test_accelerated_guest_passes_the_host_cpu_through():
-    root = ET.fromstring(build_domain_xml(spec(domain_type="kvm")))
-    assert root.get("type") == "kvm" and root.find("cpu").get("mode") == "host-passthrough"
+@pytest.mark.parametrize("mode", ["host-model", "host-passthrough"])
+def test_accelerated_guest_gets_the_cpu_mode_it_asked_for(mode):
+    root = ET.fromstring(build_domain_xml(spec(domain_type="kvm", cpu_mode=mode)))
+    assert root.get("type") == "kvm" and root.find("cpu").attrib == {"mode": mode}
+    assert cpu_mode_in(build_domain_xml(spec(domain_type="kvm", cpu_mode=mode))) == mode
+
+
+@pytest.mark.parametrize("arch", list(Arch))
+def test_tcg_guest_gets_a_named_model_whatever_was_asked(arch):
+    xml = build_domain_xml(spec(arch=arch, domain_type="qemu", cpu_mode="host-passthrough"))
+    assert ET.fromstring(xml).find("cpu").get("mode") == "custom"
+    assert cpu_mode_in(xml) == {Arch.AMD64: "custom:qemu64", Arch.ARM64: "custom:cortex-a57"}[arch]
+
+
+def test_direct_boot_guest_has_its_state_disk_on_virtio():
+    built = spec(disk=Path("/vms/x/disk.qcow2"))
+    root = ET.fromstring(build_domain_xml(built))
+    disk = root.find("devices/disk")
+    assert disk.attrib == {"type": "file", "device": "disk"}
+    assert disk.find("driver").attrib == {"name": "qemu", "type": "qcow2"}
+    assert disk.find("source").attrib == {"file": "/vms/x/disk.qcow2"}
+    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    assert root.findtext("os/kernel") == "/images/vmlinuz" and firmware_of(built) == "direct"
+
+
+def test_arm64_disk_guest_boots_uefi_with_its_nvram_in_the_vm_directory():
+    built = spec(
+        arch=Arch.ARM64, kernel=None, initrd=None, cmdline="", disk=Path("/vms/x/disk.qcow2"),
+        nvram=Path("/vms/x/nvram.fd"),
+    )  # fmt: skip
+    root = ET.fromstring(build_domain_xml(built))
+    assert root.find("os").get("firmware") == "efi"
+    assert root.findtext("os/nvram") == "/vms/x/nvram.fd"
+    assert root.find("os/kernel") is None and root.find("os/boot").get("dev") == "hd"
+    assert firmware_of(built) == "uefi"
+
+
+def test_amd64_disk_guest_boots_from_its_disk_with_the_bios():
+    built = spec(kernel=None, initrd=None, cmdline="", disk=Path("/vms/x/disk.qcow2"), disk_format="raw")
+    root = ET.fromstring(build_domain_xml(built))
+    assert root.find("os").get("firmware") is None and root.find("os/boot").get("dev") == "hd"
+    assert root.find("devices/disk/driver").get("type") == "raw"
+    assert firmware_of(built) == "bios"
 
 
 @pytest.mark.parametrize("hostile", ["<evil/>", "a&b", "x'y", 'q"r', "]]><inject>", "</name><devices/>"])
@@ -58,7 +98,7 @@ def test_metacharacters_in_names_and_paths_stay_text(hostile):
 def test_libvirt_accepts_the_xml():
     conn = libvirt.open("test:///default")
     try:
-        dom = conn.defineXML(build_domain_xml(spec(name="xml-check")))
+        dom = conn.defineXML(build_domain_xml(spec(name="xml-check", disk=Path("/vms/x/disk.qcow2"))))
         assert dom.UUIDString() == "6f1b9a3e-8a51-4a2e-9d3c-2b1a7d0e4f11"
         dom.undefine()
     finally:

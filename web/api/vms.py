@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from web.api import archq, json_body
 from web.extensions import db
 from web.idempotency import idempotent
 from web.models import Vm
-from web.schemas import VmCreateRequest, job_out, vm_out
-from web.services import vms
+from web.schemas import ConsoleQuery, VmCreateRequest, job_out, vm_out
+from web.services import console, vms
 from web.services.dispatch import outgoing
 
 bp = Blueprint("vms", __name__)
@@ -53,3 +53,24 @@ def delete_vm(vm_id: str):
 @idempotent
 def vm_action(vm_id: str, action: str):
     return accepted(*vms.submit_action(vm_id, action, archq().settings))
+
+
+@bp.get("/vms/<vm_id>/console")
+def vm_console(vm_id: str):
+    """The tail of the VM's serial console log (`?bytes=`, default 16 KiB, at most 64 KiB)."""
+    ext = archq()
+    nbytes = ConsoleQuery().load(request.args)["bytes"]
+    tail = console.console_tail(vm_id, nbytes, ext.console, ext.settings)
+    return jsonify(
+        {
+            "console": {
+                "vm_id": vm_id,
+                "host": tail.host,
+                "text": tail.text,
+                "offset": tail.offset,
+                "size": tail.size,
+                "truncated": tail.offset > 0,
+                "read_at": tail.read_at,
+            }
+        }
+    )

@@ -19,11 +19,25 @@ class VmFlags:
     revertable: bool
     # Why a flag is false, in words a user can act on; keyed by the flag's name.
     reasons: dict[str, str] = field(default_factory=dict)
+    # Set when the VM runs with another CPU than it asked for (TCG uses a named model), saying why.
+    cpu_mode_note: str = ""
 
 
 def effective_cpu_mode(vm: Vm) -> str:
     """The mode in the running domain when the worker reported it, else what the VM was created with."""
     return vm.cpu_mode_effective or vm.cpu_mode
+
+
+def cpu_mode_note(vm: Vm) -> str:
+    effective = vm.cpu_mode_effective
+    if not effective or effective == vm.cpu_mode:
+        return ""
+    if effective.startswith("custom:") and vm.accel == "tcg":
+        return (
+            f"asked for cpu_mode {vm.cpu_mode}, but the guest runs under TCG (software emulation), which cannot "
+            f"expose a host CPU: archq uses the named model {effective.removeprefix('custom:')} instead"
+        )
+    return f"asked for cpu_mode {vm.cpu_mode}; its domain runs with {effective}"
 
 
 def vm_flags(vm: Vm, snapshot_support: dict[str, bool] | None = None) -> VmFlags:
@@ -50,6 +64,7 @@ def vm_flags(vm: Vm, snapshot_support: dict[str, bool] | None = None) -> VmFlags
     elif vm.snapshot_kind == "external" and not support.get("external_revert"):
         reasons["revertable"] = "the VM's snapshots are external: reverting them needs libvirt >= 9.9"
     return VmFlags(
+        cpu_mode_note=cpu_mode_note(vm),
         migratable="migratable" not in reasons,
         memory_snapshot_ok="memory_snapshot_ok" not in reasons,
         revertable="revertable" not in reasons,

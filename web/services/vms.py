@@ -18,7 +18,9 @@ from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable
 from web.extensions import db
 from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
+from web.services.cpu_modes import check_cpu_mode
 from web.services.hosts import fleet_cache, host_loads, host_state
+from web.services.images import artifact_for
 from web.services.job_states import PENDING, TERMINAL, complete_without_worker
 
 # Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
@@ -53,6 +55,7 @@ def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str 
                 "image": vm.image,
                 "emulated": emulated,
                 "cpu_mode": vm.cpu_mode,
+                "artifact": vm.artifact,
             },
         }
     )
@@ -161,7 +164,16 @@ def submit_create(
     """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox.
     With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
     arch = Arch(request["arch"])
+    artifact = artifact_for(request["image"], arch)
     decision = decide(request, arch, settings, cursor)
+    check_cpu_mode(
+        request["cpu_mode"],
+        arch,
+        host=decision.host,
+        accel=decision.accel,
+        pinned=bool(request.get("host")),
+        settings=settings,
+    )
     vm = Vm(
         id=str(uuid.uuid4()),
         name=request["name"],
@@ -173,6 +185,7 @@ def submit_create(
         emulation=request["emulation"],
         restart_policy=request["restart_policy"],
         cpu_mode=request["cpu_mode"],
+        artifact=artifact,
         emulated=decision.emulated,
         emulation_warning=decision.warning,
         accel=decision.accel,

@@ -1,0 +1,57 @@
+"""Whether the host a create goes to can give the VM the CPU mode it asked for (from the `cpu_modes` each
+host reports from libvirt's domain capabilities). Only hardware-accelerated guests use the mode: under TCG
+archq always uses a named model, so an emulated or TCG guest never fails this check."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from queues.arch import Arch
+from queues.config import Settings
+from web.errors import Conflict, Unprocessable
+from web.extensions import db
+from web.models import Host, utcnow
+
+
+def lacks_mode(host: Host, arch: Arch, mode: str) -> bool:
+    """True when `host` would run an `arch` guest accelerated and says it cannot use `mode`. A host that
+    reported no modes (captured capabilities, the test driver) is not judged."""
+    if Arch(host.arch) != arch or host.accel == "tcg":
+        return False
+    modes = (host.cpu_modes or {}).get(arch.value)
+    return bool(modes) and mode not in modes
+
+
+def check_cpu_mode(
+    mode: str, arch: Arch, *, host: str | None, accel: str | None, pinned: bool, settings: Settings
+) -> None:
+    """Raise when the VM's host (chosen or pinned) or, for a queue whose hosts all accelerate, every live
+    native host lacks `mode`: 422 for a pinned host (the request is wrong for it), 409 otherwise (the fleet
+    cannot, for now)."""
+    if accel in (None, "tcg") and host is None:
+        return
+    if host is not None:
+        row = db.session.get(Host, host)
+        if row is not None and lacks_mode(row, arch, mode):
+            message = (
+                f"host {host!r} cannot run {arch} guests with cpu_mode {mode} (it supports: "
+                f"{', '.join(row.cpu_modes[arch.value])}); choose another cpu_mode or host"
+            )
+            if pinned:
+                raise Unprocessable(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
+            raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
+        return
+    since = utcnow() - timedelta(seconds=settings.host_down_after_s)
+    natives = list(
+        db.session.scalars(
+            select(Host).where(Host.last_seen >= since, Host.arch == arch.value, Host.accel != "tcg", ~Host.drained)
+        )
+    )
+    if natives and all(lacks_mode(h, arch, mode) for h in natives):
+        message = (
+            f"no live accelerated {arch} host supports cpu_mode {mode} "
+            f"({', '.join(sorted(h.name for h in natives))} do not); use cpu_mode host-model"
+        )
+        raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})

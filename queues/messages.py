@@ -39,6 +39,8 @@ class JobMessage(_Message):
     token = fields.String(required=True)
     kind = fields.String(required=True)
     vm = fields.Nested(VmSpec, required=True)
+    # What the kind needs beyond the VM (a migration's target, say).
+    params = fields.Dict(load_default=dict)
 
 
 class JobError(_Message):
@@ -55,6 +57,9 @@ class JobUpdate(_Message):
     at = fields.Float(required=True)
     result = fields.Dict(load_default=dict)
     error = fields.Nested(JobError, allow_none=True, load_default=None)
+    # A running job's progress (`percent`, `bytes_remaining`, `bytes_total`, `phase`): sent with state
+    # `running` while it runs, recorded without a state transition.
+    progress = fields.Dict(allow_none=True, load_default=None)
 
 
 class Heartbeat(_Message):
@@ -71,6 +76,8 @@ class Heartbeat(_Message):
     domains = fields.List(fields.Dict(), load_default=list)
     # When this worker process started: messages it took before a crash are lost with it (see recovery).
     started_at = fields.Float(load_default=0.0)
+    # How other hosts migrate VMs here: address, ssh_port, shared_storage (see queues/config.py).
+    migration = fields.Dict(load_default=dict)
     at = fields.Float(required=True)
 
 

@@ -41,5 +41,6 @@ class Task:
     START_VM = "archq.vm.start"
     STOP_VM = "archq.vm.stop"
     REBOOT_VM = "archq.vm.reboot"
+    MIGRATE_VM = "archq.vm.migrate"
     JOB_UPDATE = "archq.control.job_update"
     HEARTBEAT = "archq.control.heartbeat"

@@ -74,9 +74,17 @@ class VmCreateRequest(Schema):
             raise ValidationError(errors)
 
 
+class MigrateRequest(Schema):
+    # Without a target the least loaded live host that can take the VM is picked.
+    target_host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    live = fields.Boolean(load_default=True)
+    # A cap on the migration's bandwidth (libvirt's `bandwidth` parameter), to spare the hosts' network.
+    max_bandwidth_mib_s = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+
+
 class JobQuery(Schema):
     state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
-    kind = fields.String(validate=validate.OneOf(["create", "delete", "start", "stop", "reboot"]))
+    kind = fields.String(validate=validate.OneOf(["create", "delete", "start", "stop", "reboot", "migrate"]))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
@@ -106,6 +114,7 @@ class JobOut(Schema):
     waiting_for = fields.String()
     error = fields.Method("_error", allow_none=True)
     result = fields.Dict()
+    progress = fields.Dict(allow_none=True)
     attempts = fields.Integer()
     created_at = UtcDateTime()
     queued_at = UtcDateTime(allow_none=True)

@@ -29,6 +29,7 @@ from workers.capabilities import (
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.hypervisor import Hypervisor, HypervisorError
+from workers.migration import migration_endpoint
 from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
@@ -103,6 +104,7 @@ class WorkerService:
             data_dir=settings.data_dir,
             images_dir=settings.images_dir,
             stop_timeout_s=settings.stop_timeout_s,
+            settings=settings,
         )
         runner = Runner(
             app=app,
@@ -112,7 +114,9 @@ class WorkerService:
             time_limits=settings.time_limits,
         )
         register_tasks(app, runner)
-        heartbeat = HeartbeatThread(app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s)
+        heartbeat = HeartbeatThread(
+            app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s, migration_endpoint(settings)
+        )
         return cls(
             settings=settings, app=app, profile=profile, hypervisor=hypervisor, runner=runner, heartbeat=heartbeat
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from queues.arch import Arch
+from queues.config import Settings
 from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
 from workers.errors import JobFailed
 from workers.guest.tiny import TinyGuest, TinyGuestError, ensure_tiny_guest
@@ -25,6 +26,8 @@ class WorkerContext:
     images_dir: Path
     # The guest gets this long to power off after an ACPI shutdown before it is forced off.
     stop_timeout_s: float = 30.0
+    # Transport, SSH trust and storage of this host for migrations (queues/config.py); None: defaults.
+    settings: Settings | None = None
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.data_dir / "vms" / vm_id
@@ -117,3 +120,5 @@ def reboot_vm(ctx: WorkerContext, vm: dict) -> dict:
 
 # What undoes each kind when it is cancelled or times out after doing its work.
 ROLLBACKS: dict[str, Callable[[WorkerContext, dict], dict]] = {"create": delete_vm}
+# Kinds whose success cannot be undone by a late cancel: a finished migration is where the VM now is.
+COMMITTED_ON_SUCCESS = frozenset({"migrate"})

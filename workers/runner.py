@@ -19,8 +19,9 @@ from marshmallow import ValidationError
 from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
-from workers.errors import JobFailed
-from workers.operations import ROLLBACKS, WorkerContext
+from workers.errors import JobCancelled, JobFailed
+from workers.job_handle import JobHandle, set_current_job
+from workers.operations import COMMITTED_ON_SUCCESS, ROLLBACKS, WorkerContext
 from workers.watchdog import Activity
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class Runner:
     activity: Activity = field(default_factory=Activity)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
-    def _update(self, job_id: str, outcome: Outcome) -> dict:
+    def _update(self, job_id: str, outcome: Outcome, progress: dict | None = None) -> dict:
         return messages.job_update.dump(
             {
                 "job_id": job_id,
@@ -58,8 +59,15 @@ class Runner:
                 "at": time.time(),
                 "result": outcome.result,
                 "error": outcome.error,
+                "progress": progress,
             }
         )
+
+    def _handle(self, job_id: str, params: dict) -> JobHandle:
+        def progress(values: dict) -> None:
+            self.report(job_id, self._update(job_id, Outcome("running"), progress=values))
+
+        return JobHandle(job_id, params, progress, lambda: self.claims.cancel_requested(job_id))
 
     def report(self, job_id: str, update: dict) -> None:
         try:
@@ -116,7 +124,8 @@ class Runner:
         kind = msg["kind"]
         limit = self.time_limits.get(kind)
         started = time.monotonic()
-        future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], job_id, self.ctx.host.name)
+        handle = self._handle(job_id, msg["params"])
+        future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], handle, self.ctx.host.name)
         try:
             outcome = future.result(timeout=limit)
         except FutureTimeout:
@@ -132,7 +141,7 @@ class Runner:
                     "what it did was rolled back",
                 },
             )
-        if outcome.state == "succeeded" and self.claims.cancel_requested(job_id):
+        if outcome.state == "succeeded" and kind not in COMMITTED_ON_SUCCESS and self.claims.cancel_requested(job_id):
             self._rollback(kind, msg["vm"])
             return Outcome("cancelled", error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
         return outcome
@@ -147,12 +156,16 @@ class Runner:
             log.exception("rollback of %s for VM %s failed", kind, vm.get("id"))
 
 
-def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, job_id: str, host: str) -> Outcome:
+def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, handle: JobHandle, host: str) -> Outcome:
+    job_id = handle.job_id
     threading.current_thread().name = f"archq-op-{job_id[:8]}"
+    set_current_job(handle)
     try:
         return Outcome("succeeded", operation(ctx, vm))
+    except JobCancelled as exc:
+        return Outcome("cancelled", exc.result, error={"code": exc.code, "message": exc.message})
     except JobFailed as exc:
-        return Outcome("failed", error={"code": exc.code, "message": exc.message})
+        return Outcome("failed", exc.result, error={"code": exc.code, "message": exc.message})
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
         return Outcome(

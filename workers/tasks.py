@@ -7,7 +7,7 @@ from collections.abc import Callable
 from celery import Celery
 
 from queues.names import Task
-from workers import operations
+from workers import migration, operations
 from workers.runner import Operation, Runner
 
 OPERATIONS: dict[str, Operation] = {
@@ -16,6 +16,7 @@ OPERATIONS: dict[str, Operation] = {
     Task.START_VM: operations.start_vm,
     Task.STOP_VM: operations.stop_vm,
     Task.REBOOT_VM: operations.reboot_vm,
+    Task.MIGRATE_VM: migration.migrate_vm,
 }
 
 

@@ -21,7 +21,7 @@ def json_body() -> dict:
 
 
 def register_blueprints(app: Flask) -> None:
-    from web.api import hosts, jobs, system, vms
+    from web.api import hosts, jobs, migrations, system, vms
 
-    for module in (system, hosts, vms, jobs):
+    for module in (system, hosts, vms, jobs, migrations):
         app.register_blueprint(module.bp, url_prefix="/api/v1")

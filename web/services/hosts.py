@@ -28,6 +28,7 @@ ALLOCATING_STATES = (
     "rebooting",
     "deleting",
     "unknown",
+    "migrating",
 )
 
 
@@ -41,6 +42,7 @@ def record_heartbeat(beat: dict) -> Host:
     host.capacity = beat["capacity"]
     host.allocated = beat["allocated"]
     host.domains = beat["domains"]
+    host.migration = beat.get("migration") or {}
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
     # The conductor's clock decides liveness; workers' clocks may drift.

@@ -217,6 +217,12 @@ class _Migration:
     def run(self) -> dict:
         try:
             return self._run()
+        except JobFailed as exc:
+            if not exc.result:
+                # Even a refused pre-check says where the VM is, so the conductor never has to guess.
+                with contextlib.suppress(libvirt.libvirtError, JobFailed):
+                    exc.result = self.located()
+            raise
         finally:
             if self.dconn is not None:
                 with contextlib.suppress(libvirt.libvirtError):

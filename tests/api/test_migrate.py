@@ -184,10 +184,10 @@ def test_the_vm_moves_only_when_the_worker_says_where_it_is(client, fleet):
                                                                               "message": "x"})  # fmt: skip
     assert (db.session.get(Vm, vm_id).host, db.session.get(Vm, vm_id).state) == ("a", "running")
 
-    # Refused by a pre-check: untouched, as it was.
+    # No location report (a worker timeout): unknown until a heartbeat says where it runs.
     vm_id, job_id = accepted_job(client)
-    report(job_id, "failed", error={"code": "target_ssh_host_key_changed", "message": "x"})
-    assert (db.session.get(Vm, vm_id).host, db.session.get(Vm, vm_id).state) == ("a", "running")
+    report(job_id, "failed", error={"code": "timeout", "message": "x"})
+    assert (db.session.get(Vm, vm_id).host, db.session.get(Vm, vm_id).state) == ("a", "unknown")
 
 
 def test_the_location_check_records_a_vm_where_it_runs(client, fleet):

@@ -155,16 +155,14 @@ def apply_migration_report(vm: Vm, job: Job, state: str, update: dict) -> None:
         return
     result = update.get("result") or {}
     params = job.payload.get("params", {})
+    if state == SUCCEEDED and not result.get("host"):
+        result = {"host": params.get("target", {}).get("name"), "state": "running"}
     if result.get("host"):
         vm.host = result["host"]
         vm.state = result["state"] if result.get("state") in _LOCATED_STATES else "unknown"
-    elif state == SUCCEEDED:
-        vm.host = params.get("target", {}).get("name", vm.host)
-        vm.state = "running"
     else:
-        # Refused before the VM was touched (a failed pre-check): it is where and as it was.
-        vm.host = params.get("from_host", vm.host)
-        vm.state = params.get("from_state", "unknown")
+        # No location report (the worker timed out or crashed): unknown until a heartbeat says where it runs.
+        vm.state = "unknown"
 
 
 def adopt_moved_vms(host: Host) -> int:

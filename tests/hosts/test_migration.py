@@ -258,3 +258,18 @@ def test_a_source_worker_killed_mid_migration_leaves_the_vm_recorded_where_it_ru
               + "; ".join(e["message"] for e in done["events"] if e["message"]))  # fmt: skip
     finally:
         delete(lab, vm_id)
+
+
+def test_the_ssh_transport_migrates_with_the_workers_key_and_known_hosts(lab: Cluster):
+    """qemu+ssh between the libvirtds (what production runs instead of the lab's plain tcp)."""
+    lab.stop_worker("h1")
+    lab.start_worker("h1", ARCHQ_MIGRATION_TRANSPORT="ssh")
+    vm_id = running_vm(lab, "mig-ssh")
+    try:
+        done = wait_job(lab, migrate(lab, vm_id, target_host="h2")["id"])
+        assert done["state"] == "succeeded", done["error"]
+        assert lab.where(vm_id) == {"h1": None, "h2": "running"}
+    finally:
+        delete(lab, vm_id)
+        lab.stop_worker("h1")
+        lab.start_worker("h1")

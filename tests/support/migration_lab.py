@@ -72,12 +72,12 @@ class Cluster:
             "ARCHQ_KNOWN_HOSTS": str(self.known_hosts(host.name)),
         }
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str, **env: str) -> subprocess.Popen:
         host = self.hosts[name]
         log = (self.workdir / f"worker-{name}-{time.monotonic_ns()}.log").open("wb")
         proc = host.popen(
             [sys.executable, "-m", "queues.cli", "worker"],
-            env=self.worker_env(host),
+            env={**self.worker_env(host), **env},
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -109,15 +109,19 @@ class Cluster:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
+    def stop_worker(self, name: str) -> None:
+        proc = self.workers[name]
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill_worker(name)
+        self.workers.pop(name, None)
+
     def stop_workers(self) -> None:
-        for name, proc in list(self.workers.items()):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.kill_worker(name)
-        self.workers.clear()
+        for name in list(self.workers):
+            self.stop_worker(name)
 
     def where(self, vm_id: str) -> dict[str, str | None]:
         """What each host's libvirt says of the domain: running, stopped, or None (absent)."""

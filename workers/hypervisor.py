@@ -199,7 +199,13 @@ class Hypervisor:
             raise HypervisorError("domain_remove_failed", f"libvirt could not remove the domain: {exc}") from exc
 
     def list_domains(self) -> list[DomainInfo]:
-        return [_info(dom) for dom in self._conn.listAllDomains()]
+        infos = []
+        for dom in self._conn.listAllDomains():
+            try:
+                infos.append(_info(dom))
+            except libvirt.libvirtError:
+                continue  # gone between the listing and the look (migrated away, destroyed)
+        return infos
 
     @contextmanager
     def transient(self, xml: str) -> Iterator[bool]:

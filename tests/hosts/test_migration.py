@@ -273,3 +273,17 @@ def test_the_ssh_transport_migrates_with_the_workers_key_and_known_hosts(lab: Cl
         delete(lab, vm_id)
         lab.stop_worker("h1")
         lab.start_worker("h1")
+
+
+def test_a_cold_migration_of_a_running_vm_shuts_it_down_moves_it_and_boots_it_on_b(lab: Cluster):
+    vm_id = running_vm(lab, "mig-cold")
+    try:
+        done = wait_job(lab, migrate(lab, vm_id, target_host="h2", live=False)["id"])
+        assert done["state"] == "succeeded", done["error"]
+        assert done["result"]["how"] == "cold"
+        assert (lab.vm(vm_id)["host"], lab.vm(vm_id)["state"]) == ("h2", "running")
+        assert lab.where(vm_id) == {"h1": None, "h2": "running"}
+        # Not live: the guest booted again on h2.
+        wait_for(lambda: marker_line(Arch.AMD64) in text(lab.console("h2", vm_id)), timeout=90, what="a boot on h2")
+    finally:
+        delete(lab, vm_id)

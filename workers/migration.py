@@ -29,6 +29,7 @@ import paramiko
 from queues.config import Settings
 from workers import target_checks
 from workers.errors import JobCancelled, JobFailed
+from workers.hypervisor import HypervisorError
 from workers.job_handle import JobHandle, current_job
 from workers.operations import WorkerContext
 from workers.ssh import SshError, connect
@@ -239,6 +240,8 @@ class _Migration:
         plan = read_plan(dom)
         self._check_target(plan)
         checked = time.monotonic()
+        if self.job.cancel_requested():
+            raise JobCancelled(f"cancelled before the migration to {self.target} started; nothing moved")
         try:
             if dom.isActive() and self.live:
                 return self._live(dom, plan)
@@ -336,16 +339,20 @@ class _Migration:
 
     def _cold(self, dom: libvirt.virDomain, plan: target_checks.Plan) -> dict:
         was_running = dom.isActive()
-        if was_running:
-            self._phase("shutting down")
-            self.ctx.hypervisor.stop(self.uuid, timeout_s=self.ctx.stop_timeout_s)
-        self._prepare_disks(plan, live=False)
-        self._phase("moving definition")
         try:
-            dom.migrateToURI3(self.dest_uri, {}, COLD_FLAGS)
-        except libvirt.libvirtError as exc:
             if was_running:
-                self.ctx.hypervisor.start(self.uuid)
+                self._phase("shutting down")
+                self.ctx.hypervisor.stop(self.uuid, timeout_s=self.ctx.stop_timeout_s)
+            self._prepare_disks(plan, live=False)
+            self._phase("moving definition")
+            dom.migrateToURI3(self.dest_uri, {}, COLD_FLAGS)
+        except (libvirt.libvirtError, HypervisorError, JobFailed) as exc:
+            if was_running and self.ctx.hypervisor.virdomain(self.uuid) is not None:
+                # Still defined here: it runs again where it was.
+                with contextlib.suppress(HypervisorError):
+                    self.ctx.hypervisor.start(self.uuid)
+            if isinstance(exc, JobFailed):
+                raise
             self._failed(exc, aborted=False)
         if was_running:
             self._phase("starting on target")
@@ -361,7 +368,7 @@ class _Migration:
             self._remove_source_disks(plan)
         return self._succeeded("cold")
 
-    def _failed(self, exc: libvirt.libvirtError, aborted: bool) -> None:
+    def _failed(self, exc: Exception, aborted: bool) -> None:
         where = self.located()
         if where["host"] == self.target and where["state"] == "running":
             return  # libvirt reported an error after the guest had switched over: it did move

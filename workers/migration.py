@@ -128,6 +128,17 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
     )
 
 
+def open_destination(uri: str, target: str) -> libvirt.virConnect:
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise JobFailed(
+            "target_libvirt_unreachable",
+            f"cannot reach libvirt on {target} at {uri}: {exc}; is libvirtd listening there "
+            "(ARCHQ_MIGRATION_TRANSPORT)? The VM was not touched",
+        ) from exc
+
+
 def _state(dom: libvirt.virDomain | None) -> str | None:
     if dom is None:
         return None
@@ -190,14 +201,7 @@ class _Migration:
         return {"host": host, "state": state, "located": {self.source: here, self.target: there}}
 
     def _open_target(self) -> libvirt.virConnect:
-        try:
-            self.dconn = libvirt.open(self.dest_uri)
-        except libvirt.libvirtError as exc:
-            raise JobFailed(
-                "target_libvirt_unreachable",
-                f"cannot reach libvirt on {self.target} at {self.dest_uri}: {exc}; is libvirtd listening there "
-                "(ARCHQ_MIGRATION_TRANSPORT)? The VM was not touched",
-            ) from exc
+        self.dconn = open_destination(self.dest_uri, self.target)
         return self.dconn
 
     def _succeeded(self, how: str) -> dict:

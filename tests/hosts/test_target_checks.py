@@ -15,7 +15,7 @@ from queues.config import Settings
 from tests.support.twohosts import LabHost, lab_available, two_hosts
 from workers import target_checks
 from workers.errors import JobFailed
-from workers.migration import _Migration, _pooled
+from workers.migration import _pooled, open_destination
 from workers.ssh import SshError, connect
 
 pytestmark = pytest.mark.libvirtd
@@ -93,11 +93,8 @@ def test_artifacts_are_copied_when_missing_and_never_replaced_when_different(h2:
 
 
 def test_an_unreachable_target_libvirt_is_its_own_code(h2: LabHost):
-    settings = Settings(migration_transport="tls")  # nothing listens for TLS on the lab hosts
-    migration = _Migration.__new__(_Migration)
-    migration.target, migration.dest_uri = "h2", f"qemu+tls://{h2.address}/system"
-    migration.settings = settings
-    assert code_of(migration._open_target) == "target_libvirt_unreachable"
+    # Nothing listens for TLS on the lab hosts.
+    assert code_of(lambda: open_destination(f"qemu+tls://{h2.address}/system", "h2")) == "target_libvirt_unreachable"
 
 
 def test_a_kept_connection_is_dropped_when_the_host_key_no_longer_matches(h2: LabHost, tmp_path: Path):

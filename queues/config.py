@@ -73,6 +73,18 @@ class Settings:
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str = ""
+    # Live migration (see README, Migration): how a source's libvirtd reaches a target's ("tcp" for labs only,
+    # "ssh" or "tls" in production), the address this host is reached at for migrations, and the SSH trust the
+    # source worker's pre-checks use (key auth, host keys from known_hosts, never auto-added).
+    migration_transport: str = "tcp"
+    migration_address: str = ""
+    ssh_user: str = "root"
+    ssh_port: int = 22
+    ssh_key: str = ""
+    known_hosts: str = "~/.ssh/known_hosts"
+    # A name for the storage this host's data directory lives on; two hosts reporting the same non-empty name
+    # share it (disks are not copied). Empty: local storage, disks are copied by the migration.
+    shared_storage: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -109,6 +121,13 @@ class Settings:
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),
             flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
+            migration_transport=os.environ.get("ARCHQ_MIGRATION_TRANSPORT", cls.migration_transport),
+            migration_address=os.environ.get("ARCHQ_MIGRATION_ADDRESS", ""),
+            ssh_user=os.environ.get("ARCHQ_SSH_USER", cls.ssh_user),
+            ssh_port=_int("ARCHQ_SSH_PORT", cls.ssh_port),
+            ssh_key=os.environ.get("ARCHQ_SSH_KEY", ""),
+            known_hosts=os.environ.get("ARCHQ_KNOWN_HOSTS", cls.known_hosts),
+            shared_storage=os.environ.get("ARCHQ_SHARED_STORAGE", ""),
         )
 
     @property

@@ -82,6 +82,8 @@ class Heartbeat(_Message):
     # libvirt's version on the host (9.0.0 is 9000000) and what its snapshots can do there.
     libvirt_version = fields.Integer(load_default=0)
     snapshot_support = fields.Dict(keys=fields.String(), values=fields.Boolean(), load_default=dict)
+    # How other hosts migrate VMs here: address, ssh_port, shared_storage (see queues/config.py).
+    migration = fields.Dict(load_default=dict)
     at = fields.Float(required=True)
 
 

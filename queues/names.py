@@ -44,5 +44,6 @@ class Task:
     SNAPSHOT_VM = "archq.vm.snapshot"
     REVERT_VM = "archq.vm.revert"
     DELETE_SNAPSHOT = "archq.vm.snapshot_delete"
+    MIGRATE_VM = "archq.vm.migrate"
     JOB_UPDATE = "archq.control.job_update"
     HEARTBEAT = "archq.control.heartbeat"

@@ -27,6 +27,8 @@ class Host(db.Model):
     allocated: Mapped[dict] = mapped_column(JSON, default=dict)
     domains: Mapped[list] = mapped_column(JSON, default=list)
     drained: Mapped[bool] = mapped_column(Boolean, default=False)
+    # How sources migrate VMs to this host (address, ssh_port, shared_storage), from its heartbeats.
+    migration: Mapped[dict] = mapped_column(JSON, default=dict)
     # When the host's current worker process started (from its heartbeats).
     worker_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # From heartbeats: libvirt's version (9.0.0 is 9000000) and what snapshots can do on the host.
@@ -107,7 +109,7 @@ class Job(db.Model):
     result: Mapped[dict] = mapped_column(JSON, default=dict)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # The latest progress a worker reported while the job runs ({"phase", "percent", ...}).
+    # The latest progress its worker reported while it ran: percent, bytes_remaining, bytes_total, phase.
     progress: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

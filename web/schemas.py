@@ -163,11 +163,19 @@ def _put(errors: dict, path: list[str], message: str) -> None:
     errors.setdefault(path[-1], []).append(message)
 
 
+class MigrateRequest(Schema):
+    # Without a target the least loaded live host that can take the VM is picked.
+    target_host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    live = fields.Boolean(load_default=True)
+    # A cap on the migration's bandwidth (libvirt's `bandwidth` parameter), to spare the hosts' network.
+    max_bandwidth_mib_s = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
+
+
 class JobQuery(Schema):
     state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
     kind = fields.String(
         validate=validate.OneOf(
-            ["create", "delete", "start", "stop", "reboot", "snapshot", "revert", "snapshot_delete"]
+            ["create", "delete", "start", "stop", "reboot", "snapshot", "revert", "snapshot_delete", "migrate"]
         )
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 STARTED_AT = time.time()
 
 
-def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_free_mib: int) -> dict:
+def heartbeat_message(
+    profile: HostProfile, hypervisor: Hypervisor, data_dir_free_mib: int, migration: dict | None = None
+) -> dict:
     domains = hypervisor.list_domains()
     return messages.heartbeat.dump(
         {
@@ -40,13 +42,22 @@ def heartbeat_message(profile: HostProfile, hypervisor: Hypervisor, data_dir_fre
             "started_at": STARTED_AT,
             "libvirt_version": profile.libvirt_version,
             "snapshot_support": snapshot_support(profile.libvirt_version),
+            "migration": migration or {},
             "at": time.time(),
         }
     )
 
 
 class HeartbeatThread(threading.Thread):
-    def __init__(self, app: Celery, profile: HostProfile, hypervisor: Hypervisor, data_dir, interval_s: float):
+    def __init__(
+        self,
+        app: Celery,
+        profile: HostProfile,
+        hypervisor: Hypervisor,
+        data_dir,
+        interval_s: float,
+        migration: dict | None = None,
+    ):
         super().__init__(name="archq-heartbeat", daemon=True)
         self._app = app
         self._profile = profile
@@ -54,9 +65,10 @@ class HeartbeatThread(threading.Thread):
         self._data_dir = data_dir
         self._interval_s = interval_s
         self._stopping = threading.Event()
+        self._migration = migration
 
     def beat(self) -> None:
-        message = heartbeat_message(self._profile, self._hypervisor, free_disk_mib(self._data_dir))
+        message = heartbeat_message(self._profile, self._hypervisor, free_disk_mib(self._data_dir), self._migration)
         # A beat that waited in the queue longer than a few intervals says nothing about now.
         self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
 

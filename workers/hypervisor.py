@@ -150,6 +150,10 @@ class Hypervisor:
             raise HypervisorError("domain_missing", f"no domain with UUID {uuid} on this host")
         return dom
 
+    def virdomain(self, uuid: str) -> libvirt.virDomain | None:
+        """The libvirt handle itself, for the modules that drive one long operation on it (migration)."""
+        return self._lookup(uuid)
+
     def start(self, uuid: str) -> DomainInfo:
         dom = self._existing(uuid)
         try:

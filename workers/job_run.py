@@ -1,5 +1,6 @@
-"""What an operation may know about the job it runs: its id, its parameters, a way to report progress.
-Most operations need only the VM; the few that need the job declare it with `@needs_job`."""
+"""What an operation may know about the job it runs: its id, its parameters, a way to report progress, and
+whether its cancel was requested. Most operations need only the VM; the few that need the job declare it
+with `@needs_job`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class JobRun:
     params: dict = field(default_factory=dict)
     # Sends a progress report ({"phase": ..., "percent": ..., ...}); the job's state does not change.
     progress: Callable[[dict], None] = lambda _report: None
+    cancel_requested: Callable[[], bool] = lambda: False
 
 
 def needs_job(operation: F) -> F:

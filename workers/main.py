@@ -30,6 +30,7 @@ from workers.console import ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.hypervisor import Hypervisor, HypervisorError
+from workers.migration import migration_endpoint
 from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
@@ -109,6 +110,7 @@ class WorkerService:
             stop_timeout_s=settings.stop_timeout_s,
             image_source_dirs=settings.allowed_image_dirs,
             max_image_bytes=settings.max_image_bytes,
+            settings=settings,
         )
         runner = Runner(
             app=app,
@@ -118,7 +120,9 @@ class WorkerService:
             time_limits=settings.time_limits,
         )
         register_tasks(app, runner)
-        heartbeat = HeartbeatThread(app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s)
+        heartbeat = HeartbeatThread(
+            app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s, migration_endpoint(settings)
+        )
         console = ConsoleThread(settings.redis_url, profile.name, settings.data_dir)
         return cls(
             settings=settings,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from queues.arch import Arch
+from queues.config import Settings
 from workers.artifacts import ArtifactError, ArtifactStore
 from workers.boot import CONSOLE_NAME, fetch_artifact, prepare_disk
 from workers.domain_xml import DomainSpec, build_domain_xml, cpu_mode_in, domain_name, firmware_of
@@ -28,6 +29,8 @@ class WorkerContext:
     # Where local image sources may be read from on this host (empty: the images directory).
     image_source_dirs: tuple[Path, ...] = ()
     max_image_bytes: int = 20 * 1024**3
+    # Transport, SSH trust and storage of this host for migrations (queues/config.py); None: defaults.
+    settings: Settings | None = None
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.data_dir / "vms" / vm_id
@@ -148,3 +151,5 @@ def reboot_vm(ctx: WorkerContext, vm: dict) -> dict:
 
 # What undoes each kind when it is cancelled or times out after doing its work.
 ROLLBACKS: dict[str, Callable[[WorkerContext, dict], dict]] = {"create": delete_vm}
+# Kinds whose success cannot be undone by a late cancel: a finished migration is where the VM now is.
+COMMITTED_ON_SUCCESS = frozenset({"migrate"})

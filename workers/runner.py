@@ -19,9 +19,9 @@ from marshmallow import ValidationError
 from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
-from workers.errors import JobFailed
+from workers.errors import JobCancelled, JobFailed
 from workers.job_run import JobRun, call
-from workers.operations import ROLLBACKS, WorkerContext
+from workers.operations import COMMITTED_ON_SUCCESS, ROLLBACKS, WorkerContext
 from workers.snapshots import SNAPSHOT_ROLLBACKS
 from workers.watchdog import Activity
 
@@ -51,7 +51,7 @@ class Runner:
     activity: Activity = field(default_factory=Activity)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
-    def _update(self, job_id: str, outcome: Outcome) -> dict:
+    def _update(self, job_id: str, outcome: Outcome, progress: dict | None = None) -> dict:
         return messages.job_update.dump(
             {
                 "job_id": job_id,
@@ -60,15 +60,16 @@ class Runner:
                 "at": time.time(),
                 "result": outcome.result,
                 "error": outcome.error,
+                "progress": progress,
             }
         )
 
-    def progress(self, job_id: str, report: dict) -> None:
-        """A running job's progress, best effort: a lost report only leaves the figures older."""
-        update = messages.job_update.dump(
-            {"job_id": job_id, "state": "running", "host": self.ctx.host.name, "at": time.time(), "progress": report}
-        )
-        self.report(job_id, update)
+    def _job_run(self, job_id: str, params: dict) -> JobRun:
+        def progress(values: dict) -> None:
+            # Best effort: a lost progress report only leaves the figures older.
+            self.report(job_id, self._update(job_id, Outcome("running"), progress=values))
+
+        return JobRun(job_id, params, progress, lambda: self.claims.cancel_requested(job_id))
 
     def report(self, job_id: str, update: dict) -> None:
         try:
@@ -125,7 +126,7 @@ class Runner:
         kind = msg["kind"]
         limit = self.time_limits.get(kind)
         started = time.monotonic()
-        run = JobRun(job_id, msg["params"], lambda report: self.progress(job_id, report))
+        run = self._job_run(job_id, msg["params"])
         future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], run, self.ctx.host.name)
         try:
             outcome = future.result(timeout=limit)
@@ -142,7 +143,7 @@ class Runner:
                     "what it did was rolled back",
                 },
             )
-        if outcome.state == "succeeded" and self.claims.cancel_requested(job_id):
+        if outcome.state == "succeeded" and kind not in COMMITTED_ON_SUCCESS and self.claims.cancel_requested(job_id):
             self._rollback(kind, msg["vm"], run)
             return Outcome("cancelled", error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
         return outcome
@@ -162,8 +163,10 @@ def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, run: JobRun, ho
     threading.current_thread().name = f"archq-op-{job_id[:8]}"
     try:
         return Outcome("succeeded", call(operation, ctx, vm, run))
+    except JobCancelled as exc:
+        return Outcome("cancelled", exc.result, error={"code": exc.code, "message": exc.message})
     except JobFailed as exc:
-        return Outcome("failed", error={"code": exc.code, "message": exc.message})
+        return Outcome("failed", exc.result, error={"code": exc.code, "message": exc.message})
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
         return Outcome(

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from celery import Celery
 
 from queues.names import Task
-from workers import operations, snapshots
+from workers import migration, operations, snapshots
 from workers.runner import Operation, Runner
 
 OPERATIONS: dict[str, Operation] = {
@@ -19,6 +19,7 @@ OPERATIONS: dict[str, Operation] = {
     Task.SNAPSHOT_VM: snapshots.snapshot_vm,
     Task.REVERT_VM: snapshots.revert_vm,
     Task.DELETE_SNAPSHOT: snapshots.delete_snapshot_vm,
+    Task.MIGRATE_VM: migration.migrate_vm,
 }
 
 

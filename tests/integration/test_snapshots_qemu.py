@@ -21,6 +21,7 @@ from tests.support.api import create_vm, wait_host, wait_job
 from tests.support.services import ArchqProcess, wait_for
 from web import create_app
 from web.extensions import db
+from web.services.images import register_tiny
 from workers.guest.tiny import MARKER, marker_line
 
 pytestmark = pytest.mark.libvirtd
@@ -29,7 +30,7 @@ TICK = re.compile(r"archq-tiny tick (\d+)")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[tuple]:
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_server, tiny_built: Path) -> Iterator[tuple]:
     """The API in-process, a conductor and a worker on qemu:///system, shared by the module's tests."""
     root = tmp_path_factory.mktemp("snapq")
     redis.Redis.from_url(redis_server.url).flushall()
@@ -47,6 +48,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_server) -> Iterator[tu
     settings.data_dir.chmod(0o755)
     upgrade(settings.database_url)
     app = create_app(settings)
+    with app.app_context():
+        register_tiny(settings.images_dir)
     env = settings_env(settings)
     processes = [
         ArchqProcess(["conductor"], env, root / "conductor.log"),

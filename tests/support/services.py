@@ -39,9 +39,11 @@ def wait_for(
 class RedisServer:
     """A redis-server of the test's own on a free port; stop() and start() keep the port."""
 
-    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False, unix_socket: Path | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
+        # Also a unix socket: reachable from every network namespace (the two-host lab's workers).
+        self.unix_socket = unix_socket
         # Persistent as production should run it (compose.yaml): an append-only file, synced every write.
         self.persistent = persistent
         self._proc: subprocess.Popen | None = None
@@ -56,7 +58,8 @@ class RedisServer:
         self._proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always",
-             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log")],
+             "--dir", str(self.workdir), "--logfile", str(self.workdir / "redis.log"),
+             *(["--unixsocket", str(self.unix_socket), "--unixsocketperm", "777"] if self.unix_socket else [])],
         )  # fmt: skip
         wait_for(self._answers, timeout=10, what="redis-server to answer")
 

@@ -21,7 +21,7 @@ def json_body() -> dict:
 
 
 def register_blueprints(app: Flask) -> None:
-    from web.api import hosts, images, jobs, snapshots, system, vms
+    from web.api import hosts, images, jobs, migrations, snapshots, system, vms
 
-    for module in (system, hosts, vms, snapshots, jobs, images):
+    for module in (system, hosts, vms, snapshots, migrations, jobs, images):
         app.register_blueprint(module.bp, url_prefix="/api/v1")

@@ -14,6 +14,7 @@ from web.extensions import db
 from web.services.dispatch import dispatch_ids
 from web.services.hosts import record_heartbeat
 from web.services.jobs import record_job_update
+from web.services.migrations import adopt_moved_vms
 from web.services.reconciler import reconcile_host
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def register_tasks(celery: Celery, app: Flask) -> None:
         with app.app_context():
             host = record_heartbeat(data)
             db.session.commit()
+            adopt_moved_vms(host)
             restarts = reconcile_host(host, ext.settings)
             if restarts:
                 dispatch_ids(ext.celery, ext.claims, restarts, actor="reconciler")

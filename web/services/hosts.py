@@ -28,6 +28,7 @@ ALLOCATING_STATES = (
     "rebooting",
     "deleting",
     "unknown",
+    "migrating",
 )
 
 
@@ -43,6 +44,7 @@ def record_heartbeat(beat: dict) -> Host:
     host.domains = beat["domains"]
     host.libvirt_version = beat["libvirt_version"] or None
     host.snapshot_support = beat["snapshot_support"]
+    host.migration = beat.get("migration") or {}
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
     # The conductor's clock decides liveness; workers' clocks may drift.

@@ -13,6 +13,7 @@ from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job, Vm
 from web.services.job_states import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TERMINAL, advance, note
+from web.services.migrations import apply_migration_report
 from web.services.snapshots import SNAPSHOT_KINDS, settle_snapshot
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ def list_jobs(state: str | None, kind: str | None, limit: int, offset: int) -> l
     return list(db.session.scalars(query))
 
 
-def _apply_to_vm(vm: Vm, job: Job, state: str, host: str) -> None:
+def _apply_to_vm(vm: Vm, job: Job, state: str, host: str, update: dict) -> None:
+    if job.kind == "migrate":
+        apply_migration_report(vm, job, state, update)
+        return
     if state == RUNNING:
         vm.host = host
         if job.kind == "create":
@@ -107,7 +111,7 @@ def _record_job_update(update: dict) -> bool:
     if error:
         job.error_code, job.error_message = error["code"], error["message"]
     if job.vm is not None:
-        _apply_to_vm(job.vm, job, state, update["host"])
+        _apply_to_vm(job.vm, job, state, update["host"], update)
     if state in TERMINAL:
         settle_snapshot(job)
     db.session.commit()
@@ -149,4 +153,6 @@ def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
 
 def _state_before(job: Job) -> str:
     # A lifecycle job that never ran leaves the VM as it was when the job was submitted.
+    if job.kind == "migrate":
+        return job.payload.get("params", {}).get("from_state", "unknown")
     return {"start": "stopped", "stop": "running", "reboot": "running", "delete": "running"}.get(job.kind, "unknown")

@@ -28,6 +28,7 @@ CPU_RATIO = 4.0
 RAM_RATIO = 1.0
 LIVE_VM_STATES = (
     "pending", "creating", "running", "stopped", "starting", "stopping", "rebooting", "deleting", "unknown", "failed",
+    "migrating",
 )  # fmt: skip
 
 

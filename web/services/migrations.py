@@ -1,0 +1,190 @@
+"""Migrating a VM to another host: the refusals before anything is queued, the choice of a target, the job
+on the source host's queue, and what the worker's reports mean for where the VM is recorded.
+
+The database moves the VM to the target only when the worker says libvirt finished (or, after any failure,
+where the worker found the domain on both hosts); a VM is recorded on exactly one host at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+
+from queues.arch import Arch
+from queues.config import Settings
+from queues.names import Task, host_queue
+from queues.placement import HostLoad
+from web.errors import Conflict, Unprocessable
+from web.extensions import db
+from web.models import Host, Job, Vm
+from web.services.hosts import host_loads, host_state
+from web.services.job_states import RUNNING, SUCCEEDED, TERMINAL
+from web.services.vm_flags import vm_flags
+from web.services.vms import CPU_RATIO, RAM_RATIO, _new_job, _require_host_up, _require_idle, get_vm
+
+log = logging.getLogger(__name__)
+
+MIGRATING = "migrating"
+# The states a worker's location report can leave a VM in.
+_LOCATED_STATES = ("running", "stopped")
+
+
+def domain_type_of(vm: Vm) -> str:
+    """libvirt's domain type the VM runs with: its accelerator, or `qemu` (TCG)."""
+    return "qemu" if vm.accel in (None, "tcg") else vm.accel
+
+
+def domain_type_on(host: Host, arch: Arch) -> str | None:
+    """The domain type archq gives a guest of `arch` on `host` (as workers/host.py decides), None if it
+    cannot run it at all."""
+    if Arch(host.arch) == arch:
+        return host.accel if host.accel != "tcg" else "qemu"
+    return "qemu" if arch.value in host.emulators else None
+
+
+def refusal(vm: Vm, host: Host, load: HostLoad | None, settings: Settings) -> tuple[str, str] | None:
+    """Why `host` cannot take `vm` now, as (code, message); None when it can."""
+    name = host.name
+    if name == vm.host:
+        return "same_host", f"the VM already runs on {name}"
+    state = host_state(host, settings)
+    if state != "up":
+        return f"target_{state}", f"host {name} is {state}; it takes no VMs"
+    if not host.migration.get("address"):
+        return "target_not_migratable", (
+            f"host {name} reports no migration address (ARCHQ_MIGRATION_ADDRESS is not set there)"
+        )
+    arch = Arch(vm.arch)
+    wanted, there = domain_type_of(vm), domain_type_on(host, arch)
+    if there is None:
+        if wanted != "qemu":
+            return "target_arch_mismatch", (
+                f"host {name} is {host.arch}; this {vm.arch} guest runs under {wanted} and needs a host that "
+                f"accelerates {vm.arch}"
+            )
+        return "target_emulator_missing", f"host {name} ({host.arch}) has no emulator for {vm.arch} guests"
+    if there != wanted:
+        return "target_accel_mismatch", (
+            f"the VM's domain is type {wanted!r}; {vm.arch} guests on {name} are type {there!r}, and libvirt "
+            "cannot change a domain's type by migrating it"
+        )
+    if load is None or not load.fits(vm.vcpus, vm.memory_mib, CPU_RATIO, RAM_RATIO):
+        free = (load.memory_mib * RAM_RATIO - load.used_memory_mib) if load else 0
+        return "target_no_capacity", (
+            f"host {name} cannot take {vm.vcpus} vCPU(s) and {vm.memory_mib} MiB ({free:.0f} MiB unallocated)"
+        )
+    return None
+
+
+def choose_target(vm: Vm, requested: str | None, settings: Settings) -> Host:
+    loads = {load.host.name: load for load in host_loads(settings)}
+    if requested:
+        host = db.session.get(Host, requested)
+        if host is None:
+            raise Unprocessable(f"no host named {requested!r}", fields={"target_host": [f"unknown host {requested!r}"]})
+        refused = refusal(vm, host, loads.get(host.name), settings)
+        if refused:
+            raise Conflict(refused[1], code=refused[0], fields={"target_host": [refused[1]]})
+        return host
+    reasons: dict[str, list[str]] = {}
+    fitting: list[tuple[float, str, Host]] = []
+    for name, load in sorted(loads.items()):
+        host = db.session.get(Host, name)
+        refused = refusal(vm, host, load, settings)
+        if refused:
+            if refused[0] != "same_host":
+                reasons[name] = [refused[1]]
+            continue
+        fitting.append((load.load_after(vm.vcpus, vm.memory_mib), name, host))
+    if not fitting:
+        raise Conflict(
+            f"no live host can take VM {vm.id} ({vm.arch}, {domain_type_of(vm)}): "
+            + ("; ".join(r[0] for r in reasons.values()) or "there is no other live host"),
+            code="no_target",
+            fields=reasons,
+        )
+    return min(fitting, key=lambda item: (item[0], item[1]))[2]
+
+
+def submit_migrate(vm_id: str, request: dict, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+    vm = get_vm(vm_id)
+    if vm.state == MIGRATING:
+        raise Conflict(f"VM {vm.id} is already migrating", code="already_migrating", fields={"state": [vm.state]})
+    _require_idle(vm)
+    live = request["live"]
+    if vm.state not in _LOCATED_STATES or vm.host is None:
+        raise Conflict(
+            f"cannot migrate VM {vm.id} while it is {vm.state}; allowed from: running, stopped",
+            code="wrong_state",
+            fields={"state": [vm.state]},
+        )
+    if live and vm.state != "running":
+        raise Conflict(
+            f"VM {vm.id} is {vm.state}: a live migration needs it running; use live: false to move it cold",
+            code="vm_not_running",
+            fields={"state": [vm.state]},
+        )
+    flags = vm_flags(vm)
+    if live and not flags.migratable:
+        raise Conflict(flags.reasons["migratable"], code="not_live_migratable", fields={"live": [True]})
+    _require_host_up(vm.host, settings)
+    target = choose_target(vm, request.get("target_host"), settings)
+    job = _new_job("migrate", Task.MIGRATE_VM, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
+    job.payload = {
+        **job.payload,
+        "params": {
+            "live": live,
+            "target": {"name": target.name, **target.migration},
+            "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s"),
+            "from_host": vm.host,
+            "from_state": vm.state,
+        },
+    }
+    job.events[0].message = f"migrate {'live' if live else 'cold'} from {vm.host} to {target.name} accepted"
+    vm.state = MIGRATING
+    db.session.add(job)
+    db.session.commit()
+    return vm, job
+
+
+def apply_migration_report(vm: Vm, job: Job, state: str, update: dict) -> None:
+    """A migrate job's report: the VM moves only on success or on the worker's location report."""
+    if state == RUNNING:
+        vm.state = MIGRATING
+        return
+    result = update.get("result") or {}
+    params = job.payload.get("params", {})
+    if state == SUCCEEDED and not result.get("host"):
+        result = {"host": params.get("target", {}).get("name"), "state": "running"}
+    if result.get("host"):
+        vm.host = result["host"]
+        vm.state = result["state"] if result.get("state") in _LOCATED_STATES else "unknown"
+    else:
+        # No location report (the worker timed out or crashed): unknown until a heartbeat says where it runs.
+        vm.state = "unknown"
+
+
+def adopt_moved_vms(host: Host) -> int:
+    """The reconciler's location check: a VM recorded on another host, with no job in flight, whose domain
+    this host reports running while its recorded host does not, is recorded here (a migration finished
+    while nobody could report it)."""
+    running = {d["uuid"] for d in host.domains if d.get("state") == "running"}
+    if not running:
+        return 0
+    busy = set(db.session.scalars(select(Job.vm_id).where(Job.vm_id.in_(running), Job.state.not_in(TERMINAL))))
+    moved = 0
+    vms = db.session.scalars(select(Vm).where(Vm.id.in_(running), Vm.host != host.name, Vm.state != "deleted"))
+    for vm in vms:
+        if vm.id in busy:
+            continue
+        recorded = db.session.get(Host, vm.host) if vm.host else None
+        if recorded is not None and any(d["uuid"] == vm.id and d.get("state") == "running" for d in recorded.domains):
+            log.error("VM %s reported running on both %s and %s; left on %s", vm.id, vm.host, host.name, vm.host)
+            continue
+        log.warning("VM %s recorded on %s runs on %s; recorded there now", vm.id, vm.host, host.name)
+        vm.host, vm.state = host.name, "running"
+        moved += 1
+    if moved:
+        db.session.commit()
+    return moved

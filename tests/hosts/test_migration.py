@@ -145,7 +145,7 @@ def give_disk(lab: Cluster, vm_id: str) -> tuple[str, str]:
         assert h1.run(argv).returncode == 0, argv
     digest = h1.run(["sha256sum", scratch]).stdout.split()[0]
     base = f"{base_dir}/{digest}.qcow2"
-    overlay = f"{h1.host_data_dir}/vms/{vm_id}/disk.qcow2"
+    overlay = f"{h1.host_data_dir}/vms/{vm_id}/data.qcow2"
     for argv in (
         ["mv", scratch, base],
         ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay],
@@ -155,7 +155,7 @@ def give_disk(lab: Cluster, vm_id: str) -> tuple[str, str]:
     disk = ET.Element("disk", type="file", device="disk")
     ET.SubElement(disk, "driver", name="qemu", type="qcow2")
     ET.SubElement(disk, "source", file=overlay)
-    ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    ET.SubElement(disk, "target", dev="vdb", bus="virtio")
     conn = libvirt.open(h1.uri)
     try:
         conn.lookupByUUIDString(vm_id).attachDeviceFlags(ET.tostring(disk, encoding="unicode"),

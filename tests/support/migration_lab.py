@@ -28,6 +28,7 @@ from tests.support.services import ROOT, ArchqProcess, RedisServer, wait_for
 from tests.support.twohosts import LabHost, two_hosts
 from web import create_app
 from web.extensions import db
+from web.services.images import register_tiny
 from workers.guest.tiny import ensure_tiny_guest
 
 TINY_CACHE = Path(os.environ.get("ARCHQ_TEST_CACHE", "/var/tmp/archq-test-cache")) / "tiny"
@@ -57,6 +58,7 @@ class Cluster:
             "ARCHQ_REDIS_URL": s.redis_url,
             "ARCHQ_DATA_DIR": str(host.host_data_dir),
             "ARCHQ_IMAGES_DIR": str(host.host_data_dir / "images"),
+            "ARCHQ_IMAGE_SOURCE_DIRS": str(TINY_CACHE.parent),
             "ARCHQ_LIBVIRT_URI": "qemu:///system",
             "ARCHQ_HOSTNAME": host.name,
             "ARCHQ_CAPABILITIES_FILE": "",
@@ -164,7 +166,8 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
         if str(directory).startswith("/tmp/pytest-of"):
             directory.chmod(0o755)
     # Both guests built (or taken from the cache) before the hosts exist: the lab hosts have no network.
-    guests = [ensure_tiny_guest(arch, TINY_CACHE) for arch in (Arch.AMD64, Arch.ARM64)]
+    for arch in (Arch.AMD64, Arch.ARM64):
+        ensure_tiny_guest(arch, TINY_CACHE)
     redis_server = RedisServer(workdir, unix_socket=workdir / "redis.sock")
     redis_server.start()
     settings = Settings(
@@ -183,18 +186,14 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
     conductor = None
     try:
         with two_hosts(workdir / "lab", prefix="miglab") as (h1, h2):
-            # Only h1 has the tiny guest: a migration's pre-check copies the kernel and initrd to h2.
-            for guest in guests:
-                # Contents only: the cache's files carry the root libvirtd's xattrs (its remembered owners),
-                # which would make h1's libvirtd believe another domain uses them.
-                shutil.copytree(
-                    guest.kernel.parent, h1.data_dir / "images" / "tiny" / guest.arch.value,
-                    copy_function=shutil.copyfile,
-                )  # fmt: skip
             for host in (h1, h2):
                 shutil.copyfile(h1.known_hosts_path, workdir / f"known_hosts-{host.name}")
             upgrade(settings.database_url)
             app = create_app(settings)
+            with app.app_context():
+                # Its sources are in the test cache, which every lab host sees; each host copies what it runs
+                # into its own store, so only the host a VM was created on has its files until it migrates.
+                register_tiny(TINY_CACHE.parent)
             from tests.conftest import settings_env
 
             conductor = ArchqProcess(["conductor"], settings_env(settings), workdir / "conductor.log")

@@ -15,6 +15,7 @@ from celery.contrib.testing.worker import start_worker
 
 from migrations import upgrade
 from queues.config import Settings
+from tests.support.auth import authed_client, make_token
 from tests.support.services import ArchqProcess, RedisServer
 from web import create_app
 from web.extensions import db
@@ -69,7 +70,18 @@ def app(settings: Settings):
 
 
 @pytest.fixture
-def client(app):
+def admin_token(app) -> str:
+    return make_token(app, "admin", "tests")
+
+
+@pytest.fixture
+def client(app, admin_token):
+    """The app's test client, authenticated as an admin (every role's requests work)."""
+    return authed_client(app, admin_token)
+
+
+@pytest.fixture
+def anonymous_client(app):
     return app.test_client()
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import event
 from queues.celery_app import make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
+from web.auth import init_auth
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.publisher import Publisher
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
         fleet_cache=FleetCache(),
     )
     register_error_handlers(app)
+    init_auth(app)
 
     from web.api import register_blueprints
 

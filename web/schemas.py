@@ -56,7 +56,8 @@ class VmCreateRequest(Schema):
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
     host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
-    def __init__(self, *, max_vcpus: int, max_memory_mib: int, **kwargs) -> None:
+    # The defaults are the settings' defaults, so the schema can also be built without settings (OpenAPI).
+    def __init__(self, *, max_vcpus: int = 64, max_memory_mib: int = 262144, **kwargs) -> None:
         super().__init__(**kwargs)
         self.max_vcpus = max_vcpus
         self.max_memory_mib = max_memory_mib
@@ -78,7 +79,8 @@ class JobQuery(Schema):
     state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
     kind = fields.String(validate=validate.OneOf(["create", "delete", "start", "stop", "reboot"]))
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # Bounded: the database refuses an OFFSET past a 64-bit integer.
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31))
 
 
 class ErrorDetail(Schema):

@@ -21,7 +21,9 @@ def json_body() -> dict:
 
 
 def register_blueprints(app: Flask) -> None:
-    from web.api import hosts, jobs, system, vms
+    from web import metrics
+    from web.api import hosts, jobs, system, tokens, vms
 
-    for module in (system, hosts, vms, jobs):
+    for module in (system, hosts, vms, jobs, tokens):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
+    app.register_blueprint(metrics.bp)

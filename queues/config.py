@@ -65,16 +65,25 @@ class Settings:
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str = ""
+    # SSH to hypervisor hosts (workers/ssh.py): the host keys archq trusts (`archq host trust`), the client key.
+    known_hosts_file: Path = Path("/var/lib/archq/known_hosts")
+    ssh_key_file: Path = Path("/var/lib/archq/ssh/id_ed25519")
+    ssh_user: str = "root"
+    # Where local image files may come from (queues/image_sources.py), and the largest image accepted.
+    image_dirs: tuple[Path, ...] = (Path("/var/lib/archq/images"),)
+    max_image_bytes: int = 64 * 1024**3
 
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(os.environ.get("ARCHQ_DATA_DIR", str(cls.data_dir)))
         broker = os.environ.get("ARCHQ_BROKER_URL", cls.broker_url)
+        images_dir = Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images")
+        image_dirs = os.environ.get("ARCHQ_IMAGE_DIRS", "")
         return cls(
             broker_url=broker,
             redis_url=os.environ.get("ARCHQ_REDIS_URL") or (broker if broker.startswith("redis") else ""),
             data_dir=data_dir,
-            images_dir=Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images"),
+            images_dir=images_dir,
             database_url=os.environ.get("ARCHQ_DATABASE_URL") or f"sqlite:///{data_dir / 'archq.db'}",
             libvirt_uri=os.environ.get("ARCHQ_LIBVIRT_URI", cls.libvirt_uri),
             hostname=os.environ.get("ARCHQ_HOSTNAME") or socket.gethostname(),
@@ -98,6 +107,11 @@ class Settings:
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),
             flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
+            known_hosts_file=Path(os.environ.get("ARCHQ_KNOWN_HOSTS") or data_dir / "known_hosts"),
+            ssh_key_file=Path(os.environ.get("ARCHQ_SSH_KEY") or data_dir / "ssh" / "id_ed25519"),
+            ssh_user=os.environ.get("ARCHQ_SSH_USER", cls.ssh_user),
+            image_dirs=tuple(Path(p) for p in image_dirs.split(":") if p) or (images_dir,),
+            max_image_bytes=_int("ARCHQ_MAX_IMAGE_BYTES", cls.max_image_bytes),
         )
 
     @property

@@ -17,7 +17,8 @@ Every route under /api/v1 (and /metrics) is in the document, documented or not. 
 itself, so views state only their success answers and specific errors: the path parameters (from the URL
 rule, `any(...)` as an enum), the `Idempotency-Key` header of `@idempotent` views, the bearer security and
 required role (from `web.auth.required_role`), and the standard errors: 401/403 when a token is needed, 404
-with path parameters, 400/413/422 on POST, 422 with query parameters.
+with path parameters, 400/413/422 on POST, 422 with query parameters, and gunicorn's own 414 (HTML) for a
+request line over 4 KiB.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class ArchqPlugin(BasePlugin):
             codes.add(422)
         for code in sorted(codes):
             responses.setdefault(code, "Error")
+        # gunicorn answers this itself, before archq sees the request.
+        responses.setdefault(414, "UriTooLong")
 
 
 def build_spec(app: Flask) -> dict:
@@ -137,6 +140,13 @@ def build_spec(app: Flask) -> dict:
         {
             "description": "; ".join(f"{code}: {text}" for code, text in _ERRORS.items()),
             "content": {"application/json": {"schema": "ErrorOut"}},
+        },
+    )
+    spec.components.response(
+        "UriTooLong",
+        {
+            "description": "the request line (path and query) is over the server's limit of 4 KiB",
+            "content": {"text/html": {"schema": {"type": "string"}}},
         },
     )
     seen: set[str] = set()

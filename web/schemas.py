@@ -12,7 +12,8 @@ from queues.placement import Placement
 from queues.routing import Emulation
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(?!\n)$"
 
 
 class UtcDateTime(fields.DateTime):

@@ -12,7 +12,11 @@ def archq():
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # json.loads recurses per nesting level; a small body can nest deeper than the interpreter allows.
+        body = None
     if body is None:
         raise BadRequest("the body must be valid JSON with Content-Type: application/json", code="malformed_json")
     if not isinstance(body, dict):

@@ -5,6 +5,7 @@ nothing to be protected. The role a request needs follows from its method and pa
 
 - `GET /api/v1/health` and `GET /api/v1/openapi.json`: no token.
 - anything under `/api/v1/tokens`: admin, reads too.
+- a VM's console (`/api/v1/vms/<id>/console...`): operator, reads too (a console is control of the guest).
 - any other `GET`/`HEAD`/`OPTIONS` (and `GET /metrics`): viewer.
 - `POST`/`PUT`/`PATCH`/`DELETE` under `/api/v1/vms` and `/api/v1/jobs`: operator.
 - every other mutation (`/api/v1/hosts`, `/api/v1/images`, anything new): admin.
@@ -14,6 +15,8 @@ error. The view's actor for job events is `token:<name>` (`current_actor()`).
 """
 
 from __future__ import annotations
+
+import re
 
 from flask import Flask, g, request
 
@@ -25,6 +28,7 @@ PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", f"{API}/health"), ("GET"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPERATOR_PREFIXES = (f"{API}/vms", f"{API}/jobs")
 ADMIN_PREFIXES = (f"{API}/tokens",)
+CONSOLE = re.compile(rf"^{API}/vms/[^/]+/console(/|$)")
 
 
 class Unauthorized(ApiError):
@@ -52,6 +56,8 @@ def required_role(method: str, path: str) -> Role | None:
         return None
     if _under(path, ADMIN_PREFIXES):
         return Role.ADMIN
+    if CONSOLE.match(path):
+        return Role.OPERATOR
     if method in READS:
         return Role.VIEWER
     if _under(path, OPERATOR_PREFIXES):

@@ -7,6 +7,7 @@ from datetime import UTC
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from queues.arch import UnknownArch, parse_arch
+from queues.config import Settings
 from queues.images import BUILTIN_IMAGES
 from queues.placement import Placement
 from queues.routing import Emulation
@@ -58,7 +59,9 @@ class VmCreateRequest(Schema):
     host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
     # The defaults are the settings' defaults, so the schema can also be built without settings (OpenAPI).
-    def __init__(self, *, max_vcpus: int = 64, max_memory_mib: int = 262144, **kwargs) -> None:
+    def __init__(
+        self, *, max_vcpus: int = Settings.max_vcpus, max_memory_mib: int = Settings.max_memory_mib, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.max_vcpus = max_vcpus
         self.max_memory_mib = max_memory_mib

@@ -94,3 +94,21 @@ def test_host_trust_records_only_after_confirmation(sshd, tmp_path, monkeypatch)
 
     again = CliRunner().invoke(trust, [*args, "--yes"])
     assert again.exit_code == 0 and "already trusted" in again.output
+
+
+def test_host_trust_warns_about_a_changed_key_and_replaces_it_only_when_told(tmp_path, monkeypatch):
+    server = make_sshd(tmp_path / "sshd")
+    known_hosts = tmp_path / "known_hosts"
+    monkeypatch.setenv("ARCHQ_KNOWN_HOSTS", str(known_hosts))
+    args = ["h1", "--address", "127.0.0.1", "--port", str(server.port)]
+    with running_sshd(server):
+        old = fetch_host_key("127.0.0.1", server.port)
+        assert CliRunner().invoke(trust, [*args, "--yes"]).exit_code == 0
+    server.regenerate_host_key()
+    with running_sshd(server):
+        kept = CliRunner().invoke(trust, args, input="n\n")
+        assert kept.exit_code != 0 and "WARNING" in kept.output and fingerprint(old) in kept.output
+        assert recorded_key(known_hosts, "127.0.0.1", server.port).asbytes() == old.asbytes()
+        replaced = CliRunner().invoke(trust, [*args, "--yes"])
+        assert replaced.exit_code == 0, replaced.output
+        connect_to(server, known_hosts).close()

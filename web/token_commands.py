@@ -45,7 +45,7 @@ def create(role: str, name: str) -> None:
 
 @token.command("list")
 @click.option("--all", "include_revoked", is_flag=True, help="include revoked tokens")
-@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def list_(include_revoked: bool, output: str) -> None:
     """List tokens (never their secrets)."""
     from web.api_schemas import TokenOut
@@ -56,9 +56,9 @@ def list_(include_revoked: bool, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'ID':<36}  {'NAME':<20} {'ROLE':<8} {'CREATED':<25} REVOKED")
+    click.echo(f"{'ID':<36}  {'NAME':<20} {'ROLE':<8} {'CREATED':<32} REVOKED")
     for row in rows:
-        click.echo(f"{row['id']:<36}  {row['name']:<20} {row['role']:<8} {row['created_at']:<25} "
+        click.echo(f"{row['id']:<36}  {row['name']:<20} {row['role']:<8} {row['created_at']:<32} "
                    f"{row['revoked_at'] or '-'}")  # fmt: skip
 
 

@@ -236,9 +236,13 @@ class Stack:
             **env,
         }
         self.children: list[Child] = []
+        # An admin token for the benchmark's HTTP clients, made once the database exists.
+        self.token = ""
 
     def __enter__(self) -> Stack:
         from migrations import upgrade
+        from web import create_app
+        from web.services.tokens import create_token
 
         self.redis.start()
         upgrade(self.env["ARCHQ_DATABASE_URL"])
@@ -249,6 +253,8 @@ class Stack:
             check=True,
             capture_output=True,
         )
+        with create_app(self.settings(), sent_events=False).app_context():
+            self.token = create_token("bench", "admin")[1]
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -295,7 +301,7 @@ class Stack:
         def healthy() -> bool:
             child.check_alive()
             try:
-                return Http(base).call("GET", "/health")[0] == 200
+                return Http(base, self.token).call("GET", "/health")[0] == 200
             except OSError:
                 return False
 
@@ -307,16 +313,18 @@ class Stack:
 
 
 class Http:
-    """One keep-alive HTTP/1.1 connection to the API, JSON in and out."""
+    """One keep-alive HTTP/1.1 connection to the API, JSON in and out, with the stack's bearer token."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, token: str) -> None:
         parts = urlsplit(base_url)
         self.prefix = parts.path
+        self.auth = {"Authorization": f"Bearer {token}"}
         self._conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=60)
 
     def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers.update(self.auth)
         for attempt in (1, 2):
             try:
                 self._conn.request(method, self.prefix + path, body=payload, headers=headers)
@@ -400,6 +408,6 @@ def start_archq_and_raw(stack: Stack) -> tuple[str, Http, Child, Celery]:
     stack.archq("conductor")
     worker = stack.archq("worker")
     _raw, raw_app = start_raw_worker(stack)
-    http = Http(base)
+    http = Http(base, stack.token)
     wait_host(http, TEST_HOST, child=worker)
     return base, http, worker, raw_app

@@ -72,7 +72,7 @@ def main() -> None:
 
         def submit(name: str) -> None:
             # One connection per submission keeps the threads independent; the API is not what is measured.
-            client = Http(base)
+            client = Http(base, stack.token)
             status, body = client.call("POST", "/vms", {"name": name, **TINY})
             client.close()
             if status != 202:

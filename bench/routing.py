@@ -27,6 +27,7 @@ from web.extensions import db
 from web.schemas import VmCreateRequest
 from web.services.hosts import fleet_cache, live_hosts, record_heartbeat
 from web.services.images import register_tiny
+from web.services.tokens import create_token
 from web.services.vms import decide
 
 COUNTS = (10, 1_000, 10_000)
@@ -78,6 +79,7 @@ def measure(app: Flask, settings: Settings, rounds: int, calls: int, singles: in
     least_loaded = {**request, "placement": "least_loaded"}
     arch, emulation = Arch(request["arch"]), Emulation(request["emulation"])
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {create_token('bench-routing', 'operator')[1]}"
 
     def batches(call: Callable[[], object], warm: bool = False) -> list[float]:
         if warm:

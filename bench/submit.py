@@ -194,7 +194,7 @@ def main() -> None:
         api, base = stack.api(workers=args.api_workers, threads=args.api_threads)
         broker = redis.Redis.from_url(stack.redis_url(0))
         celery = make_celery(stack.settings(), main="bench-client")
-        monitor = Http(base)
+        monitor = Http(base, stack.token)
         failures: Counter[int] = Counter()
 
         def empty_queue() -> None:
@@ -204,7 +204,7 @@ def main() -> None:
 
         def archq_round(number: int) -> Samples:
             def work(client: int, deadline: float) -> int:
-                http, accepted, sent = Http(base), 0, 0
+                http, accepted, sent = Http(base, stack.token), 0, 0
                 while time.perf_counter() < deadline:
                     status, _body = http.call("POST", "/vms", {"name": f"r{number}-c{client}-{sent}", **TINY})
                     sent += 1

@@ -83,7 +83,7 @@ def main() -> None:
             _api, base = stack.api()
             stack.archq("conductor")
             worker = stack.archq("worker")
-            http = Http(base)
+            http = Http(base, stack.token)
             host = wait_host(http, QEMU_HOST, timeout=120, child=worker)
             domain_type = "qemu" if host["accel"] == "tcg" else host["accel"]
             print(

@@ -1,5 +1,6 @@
 """The `archq` command. Subcommands are imported only when run, so a hypervisor host never imports the
-web side and the API never imports libvirt."""
+web side and the API never imports libvirt. A group whose subcommands live on different sides (`host`: the
+HTTP client's list/show and the hypervisor side's SSH `trust`) is itself a table of lazy subcommands."""
 
 from __future__ import annotations
 
@@ -7,25 +8,44 @@ import importlib
 
 import click
 
-COMMANDS: dict[str, str] = {
+Table = dict[str, "str | Table"]
+
+COMMANDS: Table = {
     "api": "web.commands:api",
     "conductor": "web.commands:conductor",
     "migrate": "web.commands:migrate",
     "up": "web.commands:up",
     "images": "web.commands:images",
+    "token": "web.token_commands:token",
     "worker": "workers.main:worker",
     "build-tiny": "workers.main:build_tiny",
+    # Clients of the HTTP API (client/: HTTP only, no database, no libvirt).
+    "vm": "client.commands:vm",
+    "job": "client.commands:job",
+    "image": "client.commands:image",
+    "host": {
+        "list": "client.commands:host_list",
+        "show": "client.commands:host_show",
+        "trust": "workers.ssh_commands:trust",
+    },
 }
+HELP = {"host": "Hypervisor hosts: list and show (over HTTP), trust an SSH host key (locally)."}
 
 
 class LazyGroup(click.Group):
+    def __init__(self, *args, table: Table | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.table = COMMANDS if table is None else table
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.table)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = self.table.get(cmd_name)
         if target is None:
             return None
+        if isinstance(target, dict):
+            return LazyGroup(name=cmd_name, table=target, help=HELP.get(cmd_name))
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 

@@ -42,10 +42,10 @@ class Settings:
     data_dir: Path = Path("/var/lib/archq")
     # Content-addressed artifacts and built guests; shared by every VM on the host.
     images_dir: Path = Path("/var/lib/archq/images")
-    # Local image sources must lie under one of these (default: the images directory).
-    image_source_dirs: tuple[Path, ...] = ()
-    # An artifact larger than this is refused while it is downloaded or copied into a host's store.
-    max_image_bytes: int = 20 * 1024**3
+    # Local image sources must lie under one of these (empty: the images directory; queues/image_sources.py).
+    image_dirs: tuple[Path, ...] = ()
+    # An artifact larger than this is refused at registration and while a host downloads or copies it.
+    max_image_bytes: int = 64 * 1024**3
     database_url: str = ""
     libvirt_uri: str = "qemu:///system"
     hostname: str = field(default_factory=socket.gethostname)
@@ -74,30 +74,29 @@ class Settings:
     flower_port: int = 5555
     flower_basic_auth: str = ""
     # Live migration (see README, Migration): how a source's libvirtd reaches a target's ("tcp" for labs only,
-    # "ssh" or "tls" in production), the address this host is reached at for migrations, and the SSH trust the
-    # source worker's pre-checks use (key auth, host keys from known_hosts, never auto-added).
+    # "ssh" or "tls" in production), the address this host is reached at for migrations, and the SSH port.
     migration_transport: str = "tcp"
     migration_address: str = ""
-    ssh_user: str = "root"
     ssh_port: int = 22
-    ssh_key: str = ""
-    known_hosts: str = "~/.ssh/known_hosts"
     # A name for the storage this host's data directory lives on; two hosts reporting the same non-empty name
     # share it (disks are not copied). Empty: local storage, disks are copied by the migration.
     shared_storage: str = ""
+    # SSH to hypervisor hosts (workers/ssh.py): the host keys archq trusts (`archq host trust`), the client key.
+    known_hosts_file: Path = Path("/var/lib/archq/known_hosts")
+    ssh_key_file: Path = Path("/var/lib/archq/ssh/id_ed25519")
+    ssh_user: str = "root"
 
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = Path(os.environ.get("ARCHQ_DATA_DIR", str(cls.data_dir)))
         images_dir = Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images")
         broker = os.environ.get("ARCHQ_BROKER_URL", cls.broker_url)
+        images_dir = Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images")
         return cls(
             broker_url=broker,
             redis_url=os.environ.get("ARCHQ_REDIS_URL") or (broker if broker.startswith("redis") else ""),
             data_dir=data_dir,
             images_dir=images_dir,
-            image_source_dirs=_paths(os.environ.get("ARCHQ_IMAGE_SOURCE_DIRS", "")),
-            max_image_bytes=_int("ARCHQ_MAX_IMAGE_BYTES", cls.max_image_bytes),
             database_url=os.environ.get("ARCHQ_DATABASE_URL") or f"sqlite:///{data_dir / 'archq.db'}",
             libvirt_uri=os.environ.get("ARCHQ_LIBVIRT_URI", cls.libvirt_uri),
             hostname=os.environ.get("ARCHQ_HOSTNAME") or socket.gethostname(),
@@ -123,17 +122,19 @@ class Settings:
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
             migration_transport=os.environ.get("ARCHQ_MIGRATION_TRANSPORT", cls.migration_transport),
             migration_address=os.environ.get("ARCHQ_MIGRATION_ADDRESS", ""),
-            ssh_user=os.environ.get("ARCHQ_SSH_USER", cls.ssh_user),
             ssh_port=_int("ARCHQ_SSH_PORT", cls.ssh_port),
-            ssh_key=os.environ.get("ARCHQ_SSH_KEY", ""),
-            known_hosts=os.environ.get("ARCHQ_KNOWN_HOSTS", cls.known_hosts),
             shared_storage=os.environ.get("ARCHQ_SHARED_STORAGE", ""),
+            known_hosts_file=Path(os.environ.get("ARCHQ_KNOWN_HOSTS") or data_dir / "known_hosts"),
+            ssh_key_file=Path(os.environ.get("ARCHQ_SSH_KEY") or data_dir / "ssh" / "id_ed25519"),
+            ssh_user=os.environ.get("ARCHQ_SSH_USER", cls.ssh_user),
+            image_dirs=_paths(os.environ.get("ARCHQ_IMAGE_DIRS", "")) or (images_dir,),
+            max_image_bytes=_int("ARCHQ_MAX_IMAGE_BYTES", cls.max_image_bytes),
         )
 
     @property
     def allowed_image_dirs(self) -> tuple[Path, ...]:
         """Where local image sources may be: the configured directories, else the images directory."""
-        return self.image_source_dirs or (self.images_dir,)
+        return self.image_dirs or (self.images_dir,)
 
     @property
     def host_down_after_s(self) -> float:

@@ -15,6 +15,7 @@ from celery.contrib.testing.worker import start_worker
 
 from migrations import upgrade
 from queues.config import Settings
+from tests.support.auth import authed_client, make_token
 from tests.support.services import ArchqProcess, RedisServer
 from web import create_app
 from web.extensions import db
@@ -83,7 +84,18 @@ def app(settings: Settings, tiny_built: Path):
 
 
 @pytest.fixture
-def client(app):
+def admin_token(app) -> str:
+    return make_token(app, "admin", "tests")
+
+
+@pytest.fixture
+def client(app, admin_token):
+    """The app's test client, authenticated as an admin (every role's requests work)."""
+    return authed_client(app, admin_token)
+
+
+@pytest.fixture
+def anonymous_client(app):
     return app.test_client()
 
 
@@ -151,7 +163,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ARCHQ_WORKER_LOST_AFTER_S": str(settings.worker_lost_after_s),
         "ARCHQ_NATIVE_WAIT_S": str(settings.native_wait_s),
         "ARCHQ_STOP_TIMEOUT_S": str(settings.stop_timeout_s),
-        "ARCHQ_IMAGE_SOURCE_DIRS": ":".join(str(d) for d in settings.image_source_dirs),
+        "ARCHQ_IMAGE_DIRS": ":".join(str(d) for d in settings.image_dirs),
         "ARCHQ_MAX_IMAGE_BYTES": str(settings.max_image_bytes),
     }
 

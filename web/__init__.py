@@ -12,6 +12,7 @@ from queues.celery_app import make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
 from queues.console import ConsoleChannel
+from web.auth import init_auth
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.group_commit import GroupCommit
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
         console=ConsoleChannel.from_url(settings.redis_url),
     )
     register_error_handlers(app)
+    init_auth(app)
 
     from web.api import register_blueprints
 

@@ -1,4 +1,4 @@
-"""The control-plane subcommands of `archq`: api, conductor, migrate, up."""
+"""The control-plane subcommands of `archq`: api, conductor, migrate, up (tokens: web/token_commands.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import time
 import click
 
 from queues.config import Settings
+from web.local_secrets import FLOWER_CREDENTIALS_FILE, flower_basic_auth
+from web.token_commands import bootstrap_admin_token
 
 
 def _logging() -> None:
@@ -88,22 +90,28 @@ def up(bind: str, no_worker: bool) -> None:
     log = logging.getLogger("archq.up")
     settings = Settings.from_env()
     subprocess.run([sys.executable, "-m", "queues.cli", "migrate"], check=True)
+    token_file, secret = bootstrap_admin_token(settings)
+    if secret:
+        click.echo(f"created the admin token, shown only now (also in {token_file}, mode 0600):\n{secret}")
+    else:
+        log.info("tokens exist; the first admin token is in %s (if it was not removed)", token_file)
     # The tiny guest is in the catalog whenever it is built here (not fatal: it may be built later).
     subprocess.run([sys.executable, "-m", "queues.cli", "images", "register-tiny"], check=False)
     archq = [sys.executable, "-m", "queues.cli"]
     flower = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower",
               f"--address={settings.flower_address}", f"--port={settings.flower_port}"]  # fmt: skip
-    if settings.flower_basic_auth:
-        flower.append(f"--basic-auth={settings.flower_basic_auth}")
+    # In Flower's environment rather than its command line, where `ps` would show the password.
+    envs = {"flower": {**os.environ, "FLOWER_BASIC_AUTH": flower_basic_auth(settings)}}
     commands = {"api": [*archq, "api", "--bind", bind], "conductor": [*archq, "conductor"], "flower": flower}
     if not no_worker:
         commands["worker"] = [*archq, "worker"]
-    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    children = {name: subprocess.Popen(cmd, env=envs.get(name)) for name, cmd in commands.items()}
     log.info(
-        "archq is up: API http://%s/api/v1, Flower http://%s:%s",
+        "archq is up: API http://%s/api/v1, Flower http://%s:%s (basic auth: ARCHQ_FLOWER_BASIC_AUTH or %s)",
         bind,
         settings.flower_address,
         settings.flower_port,
+        settings.data_dir / FLOWER_CREDENTIALS_FILE,
     )
     stopping = False
 

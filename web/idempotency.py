@@ -74,4 +74,6 @@ def idempotent(view: Callable) -> Callable:
             return _replay(db.session.get(IdempotencyKey, key), fingerprint)
         return response
 
+    # The OpenAPI document lists the Idempotency-Key header on the views that honour it.
+    wrapper.idempotent = True
     return wrapper

@@ -7,6 +7,7 @@ from datetime import UTC
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from queues.arch import UnknownArch, parse_arch
+from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
 from queues.image_sources import validate_source
 from queues.images import DISK_FORMATS, FORMATS, KERNEL_INITRD, MAX_CMDLINE, SHA256_PATTERN
@@ -14,7 +15,8 @@ from queues.placement import Placement
 from queues.routing import Emulation
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(?!\n)$"
 
 
 class UtcDateTime(fields.DateTime):
@@ -57,7 +59,10 @@ class VmCreateRequest(Schema):
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
     host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
 
-    def __init__(self, *, max_vcpus: int, max_memory_mib: int, **kwargs) -> None:
+    # The defaults are the settings' defaults, so the schema can also be built without settings (OpenAPI).
+    def __init__(
+        self, *, max_vcpus: int = Settings.max_vcpus, max_memory_mib: int = Settings.max_memory_mib, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.max_vcpus = max_vcpus
         self.max_memory_mib = max_memory_mib
@@ -179,7 +184,8 @@ class JobQuery(Schema):
         )
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    # Bounded: the database refuses an OFFSET past a 64-bit integer.
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31))
 
 
 class ErrorDetail(Schema):

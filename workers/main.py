@@ -108,7 +108,7 @@ class WorkerService:
             data_dir=settings.data_dir,
             images_dir=settings.images_dir,
             stop_timeout_s=settings.stop_timeout_s,
-            image_source_dirs=settings.allowed_image_dirs,
+            image_dirs=settings.allowed_image_dirs,
             max_image_bytes=settings.max_image_bytes,
             settings=settings,
         )

@@ -75,9 +75,7 @@ def destination_uri(settings: Settings, address: str) -> str:
     if transport == "ssh":
         # libvirt's ssh transport runs the ssh binary as the libvirtd user: it takes the key from the URI, and
         # verifies host keys against that user's ~/.ssh/known_hosts (it has no known_hosts parameter).
-        query = {"no_verify": "0"}
-        if settings.ssh_key:
-            query["keyfile"] = str(Path(settings.ssh_key).expanduser())
+        query = {"no_verify": "0", "keyfile": str(settings.ssh_key_file)}
         return f"qemu+ssh://{quote(settings.ssh_user)}@{host}:{settings.ssh_port}/system?{urlencode(query)}"
     raise JobFailed("migration_misconfigured", f"ARCHQ_MIGRATION_TRANSPORT={transport!r}: use tcp, ssh or tls")
 
@@ -409,7 +407,7 @@ def _pooled(address: str, port: int, settings: Settings) -> tuple[paramiko.SSHCl
             if transport is not None and transport.is_active() and _still_trusted(transport, address, port, settings):
                 return kept
             _drop_locked(key)
-        client = connect(address, port, settings.ssh_user, settings.ssh_key, settings.known_hosts)
+        client = connect(address, port, settings.ssh_user, settings.ssh_key_file, settings.known_hosts_file)
         try:
             kept = (client, client.open_sftp())
         except (paramiko.SSHException, OSError) as exc:
@@ -422,7 +420,7 @@ def _pooled(address: str, port: int, settings: Settings) -> tuple[paramiko.SSHCl
 def _still_trusted(transport: paramiko.Transport, address: str, port: int, settings: Settings) -> bool:
     keys = paramiko.HostKeys()
     try:
-        keys.load(str(Path(settings.known_hosts).expanduser()))
+        keys.load(str(settings.known_hosts_file))
     except OSError:
         return False
     entry = keys.lookup(address if port == 22 else f"[{address}]:{port}")

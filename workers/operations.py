@@ -27,7 +27,7 @@ class WorkerContext:
     # The guest gets this long to power off after an ACPI shutdown before it is forced off.
     stop_timeout_s: float = 30.0
     # Where local image sources may be read from on this host (empty: the images directory).
-    image_source_dirs: tuple[Path, ...] = ()
+    image_dirs: tuple[Path, ...] = ()
     max_image_bytes: int = 20 * 1024**3
     # Transport, SSH trust and storage of this host for migrations (queues/config.py); None: defaults.
     settings: Settings | None = None
@@ -36,7 +36,7 @@ class WorkerContext:
         return self.data_dir / "vms" / vm_id
 
     def store(self) -> ArtifactStore:
-        return ArtifactStore(self.images_dir, self.image_source_dirs or (self.images_dir,), self.max_image_bytes)
+        return ArtifactStore(self.images_dir, self.image_dirs or (self.images_dir,), self.max_image_bytes)
 
 
 def create_vm(ctx: WorkerContext, vm: dict) -> dict:

@@ -1,60 +1,129 @@
-"""SSH to other hosts with paramiko: key authentication, host keys verified against known_hosts (never
-auto-added). Clients are made inside the task that uses them: they must not cross a fork."""
+"""SSH to hypervisor hosts with verified host keys: the one paramiko client of archq.
+
+Interface
+---------
+`connect(host, port, user, key_file, known_hosts, timeout=10.0) -> paramiko.SSHClient`
+    A connected, authenticated client. The host key must already be in `known_hosts` (an OpenSSH
+    known_hosts file; archq's is `Settings.known_hosts_file`, `$ARCHQ_DATA_DIR/known_hosts`, filled by
+    `archq host trust`), under `host` for port 22 or `[host]:port` otherwise. Key authentication only, with
+    `key_file`: no password, no agent, no ~/.ssh keys. The caller closes the client. Open it after a fork.
+    Raises `SshError` with `.code`:
+      ssh_host_unknown      the host has no key in known_hosts: run `archq host trust <name>`
+      ssh_host_key_changed  the host offers another key than the one recorded (re-installed, or an attack)
+      ssh_auth_failed       the host refused the key
+      ssh_unreachable       no TCP connection or no SSH handshake within `timeout`
+
+`fetch_host_key(host, port, timeout=10.0) -> paramiko.PKey`: the key the host offers, unverified (for trust).
+`fingerprint(key) -> str`: "SHA256:<base64>", as `ssh-keygen -l` prints it.
+`recorded_key(known_hosts, host, port) -> paramiko.PKey | None` and `record_host_key(known_hosts, host, port,
+key)`: read and replace the recorded key of one host (file created 0600).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
+import socket
 from pathlib import Path
 
 import paramiko
 
 
 class SshError(Exception):
-    """`code`: ssh_host_unknown, ssh_host_key_changed, ssh_auth_failed or ssh_unreachable."""
-
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.message = message
+
+
+def host_entry(host: str, port: int) -> str:
+    """How known_hosts names a host: `host` on port 22, `[host]:port` elsewhere."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _host_keys(known_hosts: Path) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    if Path(known_hosts).exists():
+        keys.load(str(known_hosts))
+    return keys
+
+
+def recorded_key(known_hosts: Path, host: str, port: int) -> paramiko.PKey | None:
+    entries = _host_keys(known_hosts).lookup(host_entry(host, port))
+    if not entries:
+        return None
+    return next(iter(entries.values()))
+
+
+def record_host_key(known_hosts: Path, host: str, port: int, key: paramiko.PKey) -> None:
+    """Record `key` as the one key of `host:port`, replacing any other."""
+    known_hosts = Path(known_hosts)
+    keys = _host_keys(known_hosts)
+    entry = host_entry(host, port)
+    if entry in keys:
+        del keys[entry]
+    keys.add(entry, key.get_name(), key)
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    if not known_hosts.exists():
+        os.close(os.open(known_hosts, os.O_WRONLY | os.O_CREAT, 0o600))
+    keys.save(str(known_hosts))
+
+
+def fetch_host_key(host: str, port: int, timeout: float = 10.0) -> paramiko.PKey:
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise SshError("ssh_unreachable", f"cannot reach {host}:{port}: {exc}") from exc
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        return transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise SshError("ssh_unreachable", f"no SSH handshake with {host}:{port}: {exc}") from exc
+    finally:
+        transport.close()
 
 
 def connect(
-    host: str, port: int, user: str, key_file: str, known_hosts: str, timeout: float = 10.0
+    host: str, port: int, user: str, key_file: Path, known_hosts: Path, timeout: float = 10.0
 ) -> paramiko.SSHClient:
+    entry = host_entry(host, port)
     client = paramiko.SSHClient()
-    try:
-        client.load_host_keys(str(Path(known_hosts).expanduser()))
-    except OSError as exc:
-        raise SshError("ssh_host_unknown", f"cannot read known_hosts {known_hosts}: {exc}") from exc
+    if Path(known_hosts).exists():
+        client.load_host_keys(str(known_hosts))
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(
-            host,
-            port=port,
-            username=user,
-            key_filename=str(Path(key_file).expanduser()) if key_file else None,
-            look_for_keys=not key_file,
-            allow_agent=False,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-        )
+            host, port=port, username=user, key_filename=str(key_file), look_for_keys=False, allow_agent=False,
+            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+        )  # fmt: skip
     except paramiko.BadHostKeyException as exc:
         client.close()
         raise SshError(
             "ssh_host_key_changed",
-            f"the SSH host key of {host}:{port} is not the one in {known_hosts}: the host was reinstalled or "
-            "someone is in between; verify it and update known_hosts",
+            f"{entry} offers host key {fingerprint(exc.key)}, not the one recorded in {known_hosts} "
+            f"({fingerprint(exc.expected_key)}): the host was re-installed or someone is in between; check, "
+            f"then run `archq host trust` again",
         ) from exc
     except paramiko.AuthenticationException as exc:
         client.close()
-        raise SshError("ssh_auth_failed", f"{user}@{host}:{port} refused the key {key_file}: {exc}") from exc
+        raise SshError("ssh_auth_failed", f"{user}@{entry} refused the key {key_file}: {exc}") from exc
     except paramiko.SSHException as exc:
         client.close()
         if "not found in known_hosts" in str(exc):
             raise SshError(
-                "ssh_host_unknown", f"{host}:{port} is not in {known_hosts}; add its host key (ssh-keyscan, verified)"
+                "ssh_host_unknown",
+                f"{entry} has no host key in {known_hosts}; run `archq host trust <name> --address {host} "
+                f"--port {port}` to record it",
             ) from exc
-        raise SshError("ssh_unreachable", f"SSH to {host}:{port} failed: {exc}") from exc
+        raise SshError("ssh_unreachable", f"no SSH session with {entry}: {exc}") from exc
     except OSError as exc:
         client.close()
-        raise SshError("ssh_unreachable", f"cannot reach {host}:{port} over SSH: {exc}") from exc
+        raise SshError("ssh_unreachable", f"cannot reach {entry}: {exc}") from exc
     return client

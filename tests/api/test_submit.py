@@ -6,6 +6,7 @@ import threading
 import uuid
 
 from tests.support.api import TINY
+from tests.support.auth import authed_client, make_token
 
 
 def test_create_answers_202_with_vm_job_and_location(client):
@@ -52,9 +53,10 @@ def test_system_info_reports_the_api_host_and_broker(client):
 
 def test_concurrent_creates_with_one_name_make_one_vm(app, client):
     answers: list[int] = []
+    token = make_token(app, "operator")
 
     def create() -> None:
-        answers.append(app.test_client().post("/api/v1/vms", json={**TINY, "name": "same"}).status_code)
+        answers.append(authed_client(app, token).post("/api/v1/vms", json={**TINY, "name": "same"}).status_code)
 
     threads = [threading.Thread(target=create) for _ in range(8)]
     for thread in threads:

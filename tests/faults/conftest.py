@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.auth import make_token
 from tests.support.http import Api
 from tests.support.services import ArchqProcess, RedisServer, free_port, wait_for
 
@@ -25,7 +26,7 @@ class Stack:
         self.tmp_path = tmp_path
         self.api_port = free_port()
         self.api: ArchqProcess | None = None
-        self.client = Api(self.api_port)
+        self.client = Api(self.api_port, make_token(app, "admin", "faults"))
 
     def start_api(self) -> ArchqProcess:
         self.api = self._processes("api", "--bind", f"127.0.0.1:{self.api_port}", "--workers", "2",

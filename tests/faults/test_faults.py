@@ -27,7 +27,7 @@ def submit(stack, n: int, prefix: str, *, accept_503: bool = False) -> list[str]
     def client(start: int) -> None:
         from tests.support.http import Api
 
-        api = Api(stack.api_port)
+        api = Api(stack.api_port, stack.client.token)
         for i in range(start, n, 8):
             status, body = api.request("POST", "/vms", {"name": f"{prefix}-{i}", **TINY})
             with lock:

@@ -32,7 +32,7 @@ def h2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHost]:
 
 @pytest.fixture
 def ssh(h2: LabHost) -> Iterator[tuple[paramiko.SSHClient, paramiko.SFTPClient]]:
-    client = connect(h2.address, h2.ssh_port, "root", str(h2.ssh_key_path), str(h2.known_hosts_path))
+    client = connect(h2.address, h2.ssh_port, "root", h2.ssh_key_path, h2.known_hosts_path)
     sftp = client.open_sftp()
     yield client, sftp
     client.close()
@@ -100,7 +100,7 @@ def test_an_unreachable_target_libvirt_is_its_own_code(h2: LabHost):
 def test_a_kept_connection_is_dropped_when_the_host_key_no_longer_matches(h2: LabHost, tmp_path: Path):
     known = tmp_path / "known_hosts"
     known.write_text(h2.known_hosts_path.read_text())
-    settings = Settings(ssh_key=str(h2.ssh_key_path), known_hosts=str(known))
+    settings = Settings(ssh_key_file=h2.ssh_key_path, known_hosts_file=known)
     first = _pooled(h2.address, 22, settings)
     assert _pooled(h2.address, 22, settings) is first
     lines = known.read_text().splitlines()

@@ -104,7 +104,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterato
         redis_url=redis_server.url,
         data_dir=tmp / "data",
         images_dir=IMAGES_CACHE,
-        image_source_dirs=(IMAGES_CACHE, sources),
+        image_dirs=(IMAGES_CACHE, sources),
         database_url=f"sqlite:///{tmp / 'archq.db'}",
         libvirt_uri="qemu:///system",
         hostname=HOST,

@@ -7,14 +7,18 @@ import json
 
 
 class Api:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, token: str = "") -> None:
         self.port = port
+        # Sent as `Authorization: Bearer <token>` on every request when set.
+        self.token = token
         self._conn: http.client.HTTPConnection | None = None
 
     def request(self, method: str, path: str, body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
         """(status, JSON body); status 0 when the connection failed (the API is down)."""
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         for _attempt in range(2):
             if self._conn is None:
                 self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

@@ -58,7 +58,7 @@ class Cluster:
             "ARCHQ_REDIS_URL": s.redis_url,
             "ARCHQ_DATA_DIR": str(host.host_data_dir),
             "ARCHQ_IMAGES_DIR": str(host.host_data_dir / "images"),
-            "ARCHQ_IMAGE_SOURCE_DIRS": str(TINY_CACHE.parent),
+            "ARCHQ_IMAGE_DIRS": str(TINY_CACHE.parent),
             "ARCHQ_LIBVIRT_URI": "qemu:///system",
             "ARCHQ_HOSTNAME": host.name,
             "ARCHQ_CAPABILITIES_FILE": "",

@@ -20,7 +20,13 @@ from workers.migration import destination_uri, migration_endpoint, progress_of, 
 def test_destination_uris_follow_the_configured_transport():
     assert destination_uri(Settings(migration_transport="tcp"), "10.0.0.2") == "qemu+tcp://10.0.0.2/system"
     assert destination_uri(Settings(migration_transport="tls"), "fd00::2") == "qemu+tls://[fd00::2]/system"
-    ssh = Settings(migration_transport="ssh", ssh_user="archq", ssh_port=2222, ssh_key="/k", known_hosts="/kh")
+    ssh = Settings(
+        migration_transport="ssh",
+        ssh_user="archq",
+        ssh_port=2222,
+        ssh_key_file=Path("/k"),
+        known_hosts_file=Path("/kh"),
+    )
     assert destination_uri(ssh, "b.example") == ("qemu+ssh://archq@b.example:2222/system?no_verify=0&keyfile=%2Fk")
     with pytest.raises(JobFailed) as refused:
         destination_uri(Settings(migration_transport="rsh"), "b")

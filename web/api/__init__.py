@@ -12,7 +12,11 @@ def archq():
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # json.loads recurses per nesting level; a small body can nest deeper than the interpreter allows.
+        body = None
     if body is None:
         raise BadRequest("the body must be valid JSON with Content-Type: application/json", code="malformed_json")
     if not isinstance(body, dict):
@@ -21,7 +25,9 @@ def json_body() -> dict:
 
 
 def register_blueprints(app: Flask) -> None:
-    from web.api import hosts, images, jobs, migrations, snapshots, system, vms
+    from web import metrics
+    from web.api import hosts, images, jobs, migrations, snapshots, system, tokens, vms
 
-    for module in (system, hosts, vms, snapshots, migrations, jobs, images):
+    for module in (system, hosts, vms, snapshots, migrations, jobs, images, tokens):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
+    app.register_blueprint(metrics.bp)

@@ -16,6 +16,12 @@ bp = Blueprint("hosts", __name__)
 
 @bp.get("/hosts")
 def list_hosts():
+    """List hypervisor hosts with their state (up, down, drained), capacity and allocation
+    ---
+    get:
+      responses:
+        200: {description: the hosts, content: {application/json: {schema: HostListOut}}}
+    """
     settings = archq().settings
     rows = db.session.scalars(select(Host).order_by(Host.name)).all()
     return jsonify({"hosts": host_out.dump([host_view(h, settings) for h in rows], many=True)})
@@ -23,16 +29,34 @@ def list_hosts():
 
 @bp.get("/hosts/<name>")
 def get_host(name: str):
+    """One host, with the domains archq does not manage
+    ---
+    get:
+      responses:
+        200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
+    """
     return jsonify({"host": host_out.dump(host_view(hosts.get_host(name), archq().settings))})
 
 
 @bp.post("/hosts/<name>/drain")
 @idempotent
 def drain(name: str):
+    """Stop new placements on a host; its VMs stay
+    ---
+    post:
+      responses:
+        200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
+    """
     return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, True), archq().settings))})
 
 
 @bp.post("/hosts/<name>/undrain")
 @idempotent
 def undrain(name: str):
+    """Allow placements on a drained host again
+    ---
+    post:
+      responses:
+        200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
+    """
     return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, False), archq().settings))})

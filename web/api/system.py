@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from web.api import archq
+from web.openapi import openapi_document
 from web.services.system import system_info
 
 bp = Blueprint("system", __name__)
@@ -10,10 +11,33 @@ bp = Blueprint("system", __name__)
 
 @bp.get("/health")
 def health():
+    """Liveness: the API process answers (no token needed)
+    ---
+    get:
+      responses:
+        200: {description: alive, content: {application/json: {schema: HealthOut}}}
+    """
     return jsonify({"status": "ok"})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """This OpenAPI 3 document (no token needed)
+    ---
+    get:
+      responses:
+        200: {description: the document, content: {application/json: {schema: {type: object}}}}
+    """
+    return jsonify(openapi_document(current_app))
 
 
 @bp.get("/system/info")
 def info():
+    """The API host's architecture, the broker, and live workers and queue depths per architecture
+    ---
+    get:
+      responses:
+        200: {description: system information, content: {application/json: {schema: SystemInfoOut}}}
+    """
     ext = archq()
     return jsonify(system_info(ext.settings, ext.celery))

@@ -4,6 +4,7 @@ from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from web.api import archq, json_body
+from web.auth import current_actor
 from web.extensions import db
 from web.idempotency import idempotent
 from web.models import Vm
@@ -24,35 +25,79 @@ def accepted(vm: Vm, job, **extra: dict) -> tuple:
 @bp.post("/vms")
 @idempotent
 def create_vm():
-    settings = archq().settings
-    schema = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib)
+    """Create a VM
+    ---
+    post:
+      description: Routed at submit time to a native or emulating queue, or a placed host.
+      requestBody: {required: true, content: {application/json: {schema: VmCreateRequest}}}
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: VmAcceptedOut}}
+        409: Error
+        503: Error
+    """
     ext = archq()
+    schema = VmCreateRequest(max_vcpus=ext.settings.max_vcpus, max_memory_mib=ext.settings.max_memory_mib)
     vm, job = vms.submit_create(
-        schema.load(json_body()), settings, cursor=ext.round_robin_cursor, group=ext.creates, actor="api"
+        schema.load(json_body()), ext.settings, cursor=ext.round_robin_cursor, group=ext.creates, actor=current_actor()
     )
     return accepted(vm, job)
 
 
 @bp.get("/vms")
 def list_vms():
+    """List VMs (all but deleted ones)
+    ---
+    get:
+      responses:
+        200: {description: the VMs, content: {application/json: {schema: VmListOut}}}
+    """
     rows = db.session.scalars(select(Vm).where(Vm.state != "deleted").order_by(Vm.created_at)).all()
     return jsonify({"vms": vm_out.dump(rows, many=True)})
 
 
 @bp.get("/vms/<vm_id>")
 def get_vm(vm_id: str):
+    """One VM
+    ---
+    get:
+      responses:
+        200: {description: the VM, content: {application/json: {schema: VmEnvelope}}}
+    """
     return jsonify({"vm": vm_out.dump(vms.get_vm(vm_id))})
 
 
 @bp.delete("/vms/<vm_id>")
 def delete_vm(vm_id: str):
-    return accepted(*vms.submit_action(vm_id, "delete", archq().settings))
+    """Delete a VM: destroys and undefines its domain, removes its files
+    ---
+    delete:
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: VmAcceptedOut}}
+        409: Error
+    """
+    return accepted(*vms.submit_action(vm_id, "delete", archq().settings, actor=current_actor()))
 
 
 @bp.post("/vms/<vm_id>/<any(start, stop, reboot):action>")
 @idempotent
 def vm_action(vm_id: str, action: str):
-    return accepted(*vms.submit_action(vm_id, action, archq().settings))
+    """Start, stop (ACPI, forced after the stop timeout) or reboot a VM
+    ---
+    post:
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: VmAcceptedOut}}
+        409: Error
+    """
+    return accepted(*vms.submit_action(vm_id, action, archq().settings, actor=current_actor()))
 
 
 @bp.get("/vms/<vm_id>/console")

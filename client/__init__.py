@@ -1,0 +1,2 @@
+"""The `archq` client commands: the HTTP API's operations from a shell (vm, job, host, image). HTTP only:
+no database, no broker, no libvirt."""

@@ -1,0 +1,380 @@
+"""`archq vm|job|host|image ...`: the HTTP API from a shell. Every command takes `--url` (ARCHQ_URL, default
+http://127.0.0.1:8080), `--token` (ARCHQ_TOKEN, else the admin token `archq up` wrote in
+$ARCHQ_DATA_DIR/admin-token when readable) and `--output table|json`."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from client.http import ApiClient, ClientError, segment
+from client.output import emit, fields_of, table
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+TERMINAL = ("succeeded", "failed", "cancelled")
+VM_COLUMNS = ("id", "name", "arch", "state", "host", "accel", "emulated", "vcpus", "memory_mib", "image")
+JOB_COLUMNS = ("id", "kind", "state", "queue", "host", "vm_id", "created_at")
+HOST_COLUMNS = ("name", "arch", "accel", "state", "emulators", "last_seen")
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def _default_token() -> str:
+    path = Path(os.environ.get("ARCHQ_DATA_DIR", "/var/lib/archq")) / "admin-token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def api_command(fn: Callable) -> Callable:
+    """Adds --url, --token and --output; passes `api` (an ApiClient) and `output`; turns API errors into a
+    message and exit status 1."""
+
+    @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+    @click.option("--token", envvar="ARCHQ_TOKEN", help="bearer token (env ARCHQ_TOKEN)")
+    @click.option("--url", envvar="ARCHQ_URL", default=DEFAULT_URL, show_default=True, help="API (env ARCHQ_URL)")
+    @functools.wraps(fn)
+    def wrapper(url: str, token: str | None, output: str, **kwargs):
+        try:
+            return fn(ApiClient(url, token or _default_token()), output, **kwargs)
+        except ClientError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def resolve_vm(api: ApiClient, id_or_name: str) -> str:
+    """A VM id from an id or a (unique) name."""
+    if _UUID.match(id_or_name):
+        return id_or_name
+    matches = [vm["id"] for vm in api.get("/vms")["vms"] if vm["name"] == id_or_name]
+    if len(matches) != 1:
+        found = "no VM" if not matches else f"{len(matches)} VMs"
+        raise click.ClickException(f"{found} named {id_or_name!r}; give its id")
+    return matches[0]
+
+
+def progress_text(job: dict) -> str:
+    text = f"job {job['id']} {job['kind']}: {job['state']}"
+    progress = job.get("progress") or {}
+    if progress.get("percent") is not None:
+        text += f" {progress['percent']:.0f}%"
+    if progress.get("bytes_remaining") is not None:
+        text += f", {progress['bytes_remaining'] / 2**20:.1f} MiB remaining"
+    return text
+
+
+def wait_for_job(api: ApiClient, job_id: str, timeout: float, interval: float = 0.5) -> dict:
+    """Polls the job until it ends, showing its state and progress on one updating line (a new line per
+    change when the output is not a terminal); the job at the end."""
+    tty = sys.stdout.isatty()
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while True:
+        job = api.get(f"/jobs/{segment(job_id)}")["job"]
+        text = progress_text(job)
+        if text != shown:
+            click.echo(f"\r{text}\x1b[K" if tty else text, nl=not tty)
+            shown = text
+        if job["state"] in TERMINAL:
+            if tty:
+                click.echo()
+            return job
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"job {job_id} is still {job['state']} after {timeout:g} s")
+        time.sleep(interval)
+
+
+def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float) -> None:
+    """Prints an accepted job (202 answers) and, with --wait, waits for it; exits 1 unless it succeeded."""
+    job = answer["job"]
+    if not wait:
+        emit(output, answer, f"job {job['id']} {job['kind']} accepted on queue {job['queue'] or '-'}")
+        return
+    if output == "table":
+        click.echo(f"job {job['id']} {job['kind']} accepted on queue {job['queue'] or '-'}")
+    end_job(output, wait_for_job(api, job["id"], timeout) if output == "table" else _quiet_wait(api, job, timeout))
+
+
+def _quiet_wait(api: ApiClient, job: dict, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while job["state"] not in TERMINAL and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = api.get(f"/jobs/{segment(job['id'])}")["job"]
+    return job
+
+
+def end_job(output: str, job: dict) -> None:
+    if output == "json":
+        emit(output, {"job": job}, "")
+    elif job.get("error"):
+        click.echo(f"error: {job['error']['code']}: {job['error']['message']}", err=True)
+    if job["state"] != "succeeded":
+        sys.exit(1)
+
+
+wait_options = [
+    click.option("--wait", is_flag=True, help="wait for the job to end; exit 1 unless it succeeded"),
+    click.option("--timeout", default=600.0, show_default=True, help="seconds --wait waits"),
+]
+
+
+def with_wait(fn: Callable) -> Callable:
+    for option in reversed(wait_options):
+        fn = option(fn)
+    return fn
+
+
+# --- vm ----------------------------------------------------------------------------------------------------
+
+
+@click.group()
+def vm() -> None:
+    """Virtual machines: create, list, show, delete, start, stop, reboot, snapshots, migrate."""
+
+
+@vm.command("create")
+@click.argument("name")
+@click.option("--arch", required=True, help="amd64 or arm64 (aliases: x86_64, aarch64)")
+@click.option("--vcpus", type=int, default=1, show_default=True)
+@click.option("--memory-mib", type=int, default=128, show_default=True)
+@click.option("--image", default="tiny", show_default=True)
+@click.option("--emulation", type=click.Choice(["prefer_native", "native_only", "allow"]))
+@click.option("--placement", type=click.Choice(["queue", "least_loaded", "best_fit", "round_robin", "random"]))
+@click.option("--host", help="pin the VM to this host")
+@click.option("--cpu-mode")
+@click.option("--restart-policy", type=click.Choice(["always", "on-failure", "never"]))
+@with_wait
+@api_command
+def vm_create(api: ApiClient, output: str, name: str, wait: bool, timeout: float, **options) -> None:
+    """Create a VM NAME."""
+    body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
+    answer = api.post("/vms", body)
+    if output == "table":
+        click.echo(f"vm {answer['vm']['id']} {name}")
+        if answer["vm"].get("emulation_warning"):
+            click.echo(f"warning: {answer['vm']['emulation_warning']}", err=True)
+    finish(api, output, answer, wait, timeout)
+
+
+@vm.command("list")
+@api_command
+def vm_list(api: ApiClient, output: str) -> None:
+    """List VMs."""
+    answer = api.get("/vms")
+    emit(output, answer, table(answer["vms"], VM_COLUMNS))
+
+
+@vm.command("show")
+@click.argument("vm_ref", metavar="VM")
+@api_command
+def vm_show(api: ApiClient, output: str, vm_ref: str) -> None:
+    """Show VM (an id or a name)."""
+    answer = api.get(f"/vms/{segment(resolve_vm(api, vm_ref))}")
+    emit(output, answer, fields_of(answer["vm"]))
+
+
+@vm.command("delete")
+@click.argument("vm_ref", metavar="VM")
+@with_wait
+@api_command
+def vm_delete(api: ApiClient, output: str, vm_ref: str, wait: bool, timeout: float) -> None:
+    """Delete VM: destroys its domain and removes its files."""
+    finish(api, output, api.delete(f"/vms/{segment(resolve_vm(api, vm_ref))}"), wait, timeout)
+
+
+def _action(action: str, doc: str) -> click.Command:
+    @click.argument("vm_ref", metavar="VM")
+    @with_wait
+    @api_command
+    def command(api: ApiClient, output: str, vm_ref: str, wait: bool, timeout: float) -> None:
+        finish(api, output, api.post(f"/vms/{segment(resolve_vm(api, vm_ref))}/{action}"), wait, timeout)
+
+    command.__doc__ = doc
+    return vm.command(action)(command)
+
+
+vm_start = _action("start", "Start VM.")
+vm_stop = _action("stop", "Stop VM (ACPI shutdown, forced after the stop timeout).")
+vm_reboot = _action("reboot", "Reboot VM.")
+
+
+@vm.group("snapshot")
+def snapshot() -> None:
+    """Snapshots of a VM: create, list, revert, delete."""
+
+
+@snapshot.command("create")
+@click.argument("vm_ref", metavar="VM")
+@click.argument("name")
+@click.option("--memory/--no-memory", default=False, show_default=True, help="include the guest's memory")
+@with_wait
+@api_command
+def snapshot_create(
+    api: ApiClient, output: str, vm_ref: str, name: str, memory: bool, wait: bool, timeout: float
+) -> None:
+    """Snapshot VM as NAME."""
+    answer = api.post(f"/vms/{segment(resolve_vm(api, vm_ref))}/snapshots", {"name": name, "memory": memory})
+    finish(api, output, answer, wait, timeout)
+
+
+@snapshot.command("list")
+@click.argument("vm_ref", metavar="VM")
+@api_command
+def snapshot_list(api: ApiClient, output: str, vm_ref: str) -> None:
+    """List VM's snapshots."""
+    answer = api.get(f"/vms/{segment(resolve_vm(api, vm_ref))}/snapshots")
+    rows = answer.get("snapshots", [])
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["name"]
+    emit(output, answer, table(rows, columns))
+
+
+@snapshot.command("revert")
+@click.argument("vm_ref", metavar="VM")
+@click.argument("name")
+@with_wait
+@api_command
+def snapshot_revert(api: ApiClient, output: str, vm_ref: str, name: str, wait: bool, timeout: float) -> None:
+    """Revert VM to snapshot NAME."""
+    path = f"/vms/{segment(resolve_vm(api, vm_ref))}/snapshots/{segment(name)}/revert"
+    finish(api, output, api.post(path), wait, timeout)
+
+
+@snapshot.command("delete")
+@click.argument("vm_ref", metavar="VM")
+@click.argument("name")
+@with_wait
+@api_command
+def snapshot_delete(api: ApiClient, output: str, vm_ref: str, name: str, wait: bool, timeout: float) -> None:
+    """Delete VM's snapshot NAME."""
+    finish(api, output, api.delete(f"/vms/{segment(resolve_vm(api, vm_ref))}/snapshots/{segment(name)}"),
+           wait, timeout)  # fmt: skip
+
+
+@vm.command("migrate")
+@click.argument("vm_ref", metavar="VM")
+@click.option("--target-host", help="where to (default: archq picks a host)")
+@click.option("--live/--offline", default=True, show_default=True)
+@with_wait
+@api_command
+def vm_migrate(
+    api: ApiClient, output: str, vm_ref: str, target_host: str | None, live: bool, wait: bool, timeout: float
+) -> None:
+    """Migrate VM to another host."""
+    body: dict = {"live": live}
+    if target_host:
+        body["target_host"] = target_host
+    finish(api, output, api.post(f"/vms/{segment(resolve_vm(api, vm_ref))}/migrate", body), wait, timeout)
+
+
+# --- job ---------------------------------------------------------------------------------------------------
+
+
+@click.group()
+def job() -> None:
+    """Jobs: show, list, cancel, wait."""
+
+
+@job.command("show")
+@click.argument("job_id")
+@api_command
+def job_show(api: ApiClient, output: str, job_id: str) -> None:
+    """Show a job and its events."""
+    answer = api.get(f"/jobs/{segment(job_id)}")
+    item = answer["job"]
+    events = "\n".join(f"  {e['at']}  {e['state']:<9}  {e['actor']:<20}  {e['message']}" for e in item["events"])
+    emit(output, answer, fields_of(item) + ("\nevents:\n" + events if events else ""))
+
+
+@job.command("list")
+@click.option("--state")
+@click.option("--kind")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True)
+@api_command
+def job_list(api: ApiClient, output: str, state: str | None, kind: str | None, limit: int, offset: int) -> None:
+    """List jobs, newest first."""
+    answer = api.get("/jobs", state=state, kind=kind, limit=limit, offset=offset)
+    emit(output, answer, table(answer["jobs"], JOB_COLUMNS))
+
+
+@job.command("cancel")
+@click.argument("job_id")
+@api_command
+def job_cancel(api: ApiClient, output: str, job_id: str) -> None:
+    """Cancel a job."""
+    answer = api.post(f"/jobs/{segment(job_id)}/cancel")
+    emit(output, answer, f"job {job_id}: {answer['job']['state']}")
+
+
+@job.command("wait")
+@click.argument("job_id")
+@click.option("--timeout", default=3600.0, show_default=True, help="seconds to wait")
+@api_command
+def job_wait(api: ApiClient, output: str, job_id: str, timeout: float) -> None:
+    """Wait for a job to end, showing its progress; exit 1 unless it succeeded."""
+    if output == "json":
+        end_job(output, _quiet_wait(api, api.get(f"/jobs/{segment(job_id)}")["job"], timeout))
+    else:
+        end_job(output, wait_for_job(api, job_id, timeout))
+
+
+# --- host and image ----------------------------------------------------------------------------------------
+
+
+@click.command("list")
+@api_command
+def host_list(api: ApiClient, output: str) -> None:
+    """List hypervisor hosts."""
+    answer = api.get("/hosts")
+    emit(output, answer, table(answer["hosts"], HOST_COLUMNS))
+
+
+@click.command("show")
+@click.argument("name")
+@api_command
+def host_show(api: ApiClient, output: str, name: str) -> None:
+    """Show a host."""
+    answer = api.get(f"/hosts/{segment(name)}")
+    emit(output, answer, fields_of(answer["host"]))
+
+
+@click.group()
+def image() -> None:
+    """Images: list, add."""
+
+
+@image.command("list")
+@api_command
+def image_list(api: ApiClient, output: str) -> None:
+    """List images."""
+    answer = api.get("/images")
+    rows = answer.get("images", [])
+    columns = list(dict.fromkeys(k for row in rows for k in row)) or ["name"]
+    emit(output, answer, table(rows, columns))
+
+
+@image.command("add")
+@click.argument("name")
+@click.option("--source", required=True, help="an http(s) URL or a file under ARCHQ_IMAGE_DIRS")
+@click.option("--sha256", required=True, help="the image's SHA-256")
+@click.option("--arch", help="the guest architecture")
+@click.option("--format", "image_format", help="qcow2 or raw")
+@api_command
+def image_add(
+    api: ApiClient, output: str, name: str, source: str, sha256: str, arch: str | None, image_format: str | None
+) -> None:
+    """Add image NAME to the catalog."""
+    body = {"name": name, "source": source, "sha256": sha256, "arch": arch, "format": image_format}
+    answer = api.post("/images", {k: v for k, v in body.items() if v is not None})
+    if "job" in answer:
+        emit(output, answer, f"image {name}: job {answer['job']['id']} {answer['job']['state']}")
+    else:
+        emit(output, answer, f"image {name} added")

@@ -1,0 +1,1 @@
+from tests.support.live_api import live_api  # noqa: F401  (a fixture)

@@ -1,0 +1,114 @@
+"""The response envelopes and the error shape of the HTTP API, named for the OpenAPI document. Views that
+return `{"vm": ...}`, lists and ad hoc dicts are described here, so every response has a schema."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from web.schemas import NAME_PATTERN, HostOut, JobOut, UtcDateTime, VmOut
+from web.services.tokens import ROLES
+
+
+class ErrorBody(Schema):
+    code = fields.String(required=True, metadata={"description": "machine-readable, e.g. validation_failed"})
+    message = fields.String(required=True, metadata={"description": "what went wrong and what to do"})
+    field_messages = fields.Dict(
+        keys=fields.String(),
+        required=True,
+        data_key="fields",
+        metadata={"description": "per-field messages (422), else empty"},
+    )
+
+
+class ErrorOut(Schema):
+    error = fields.Nested(ErrorBody, required=True)
+
+
+class HealthOut(Schema):
+    status = fields.String(required=True)
+
+
+class VmAcceptedOut(Schema):
+    vm = fields.Nested(VmOut, required=True)
+    job = fields.Nested(JobOut, required=True)
+
+
+class VmEnvelope(Schema):
+    vm = fields.Nested(VmOut, required=True)
+
+
+class VmListOut(Schema):
+    vms = fields.List(fields.Nested(VmOut), required=True)
+
+
+class JobEnvelope(Schema):
+    job = fields.Nested(JobOut, required=True)
+
+
+class JobListOut(Schema):
+    jobs = fields.List(fields.Nested(JobOut), required=True)
+    limit = fields.Integer(required=True)
+    offset = fields.Integer(required=True)
+
+
+class HostEnvelope(Schema):
+    host = fields.Nested(HostOut, required=True)
+
+
+class HostListOut(Schema):
+    hosts = fields.List(fields.Nested(HostOut), required=True)
+
+
+class BrokerInfo(Schema):
+    reachable = fields.Boolean(required=True)
+    queue_depths = fields.Dict(keys=fields.String(), values=fields.Integer(), allow_none=True, required=True)
+
+
+class ArchInfo(Schema):
+    native_workers = fields.List(fields.String(), required=True)
+    emulating_workers = fields.List(fields.String(), required=True)
+    queue_depth = fields.Integer(allow_none=True, required=True)
+    tcg_queue_depth = fields.Integer(allow_none=True, required=True)
+
+
+class SystemInfoOut(Schema):
+    host_arch = fields.String(allow_none=True, required=True)
+    is_arm = fields.Boolean(required=True)
+    is_x86 = fields.Boolean(required=True)
+    machine = fields.String(required=True)
+    platform = fields.String(required=True)
+    version = fields.String(required=True)
+    broker = fields.Nested(BrokerInfo, required=True)
+    workers = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
+    architectures = fields.Dict(keys=fields.String(), values=fields.Nested(ArchInfo), required=True)
+
+
+class TokenCreateRequest(Schema):
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            NAME_PATTERN, error="must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        ),
+    )
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class TokenOut(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    created_at = UtcDateTime(required=True)
+    revoked_at = UtcDateTime(allow_none=True, required=True)
+
+
+class TokenEnvelope(Schema):
+    token = fields.Nested(TokenOut, required=True)
+
+
+class TokenCreatedOut(Schema):
+    token = fields.Nested(TokenOut, required=True)
+    secret = fields.String(required=True, metadata={"description": "the bearer token; shown only in this answer"})
+
+
+class TokenListOut(Schema):
+    tokens = fields.List(fields.Nested(TokenOut), required=True)

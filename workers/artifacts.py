@@ -9,7 +9,6 @@ the whole file or none. A lock file per hash makes concurrent creates on one hos
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from queues.image_sources import validate_source
+from workers.file_lock import locked
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ArtifactStore:
         # QEMU runs as an unprivileged user and must reach the files through these directories.
         for directory in (self.root, self.root / "sha256"):
             directory.chmod(0o755)
-        with _locked(self.root / ".locks" / f"{sha256}.lock"):
+        with locked(self.root / ".locks" / f"{sha256}.lock"):
             # Another worker may have fetched it while this one waited for the lock.
             if self._verified(final, sha256):
                 return final
@@ -166,16 +166,6 @@ def _hash_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --- per-VM disks --------------------------------------------------------------------------------------------

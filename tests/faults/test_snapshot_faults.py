@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
+from tests.support.domains import force_remove
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.libvirtd
@@ -51,16 +52,7 @@ def qcow2_tags(disk) -> Counter:
 @pytest.fixture
 def leaves_no_domain() -> Iterator[None]:
     yield
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByName("archq-snap-kill")
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
+    force_remove("archq-snap-kill")
 
 
 def test_worker_killed_mid_snapshot_revert_and_delete(stack, start_qemu_worker, leaves_no_domain):

@@ -16,15 +16,13 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from migrations import upgrade
 from queues.arch import Arch
 from queues.config import Settings
-from tests.conftest import IMAGES_CACHE, settings_env
-from tests.support.api import TINY, wait_host, wait_job
-from tests.support.services import ArchqProcess, RedisServer, wait_for
-from web import create_app
-from web.extensions import db
-from web.services.images import register_tiny
+from tests.conftest import IMAGES_CACHE
+from tests.support.api import TINY, wait_job
+from tests.support.domains import domain_exists, force_remove
+from tests.support.qemu_stack import qemu_stack
+from tests.support.services import RedisServer, wait_for
 from workers.guest.tiny import marker_line
 
 pytestmark = pytest.mark.libvirtd
@@ -62,85 +60,22 @@ class Stack:
         return self.settings.data_dir / "vms" / vm_id
 
 
-def lookup(vm_id: str) -> bool:
-    conn = libvirt.open("qemu:///system")
-    try:
-        conn.lookupByUUIDString(vm_id)
-        return True
-    except libvirt.libvirtError:
-        return False
-    finally:
-        conn.close()
-
-
-def remove_domain(vm_id: str) -> None:
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByUUIDString(vm_id)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("img-qemu")
-    # libvirt's QEMU runs as an unprivileged user that must reach the VM directories.
-    for directory in (tmp, *tmp.parents):
-        if directory in (Path("/tmp"), Path("/")):
-            break
-        directory.chmod(0o755)
     (tmp / "redis").mkdir()
     redis_server = RedisServer(tmp / "redis")
     redis_server.start()
     sources = tmp / "sources"
     sources.mkdir()
-    settings = Settings(
-        broker_url=redis_server.url,
-        redis_url=redis_server.url,
-        data_dir=tmp / "data",
-        images_dir=IMAGES_CACHE,
-        image_dirs=(IMAGES_CACHE, sources),
-        database_url=f"sqlite:///{tmp / 'archq.db'}",
-        libvirt_uri="qemu:///system",
-        hostname=HOST,
-        accel="auto",
-        heartbeat_interval_s=0.5,
-        # A wide liveness window: two cores shared with guests booting under TCG delay heartbeats by seconds.
-        heartbeat_misses=30,
-        dispatch_retry_s=0.5,
-        lease_s=5,
-        worker_lost_after_s=8,
-        stop_timeout_s=5,
-    )
-    settings.data_dir.mkdir()
-    settings.data_dir.chmod(0o755)
-    upgrade(settings.database_url)
-    app = create_app(settings)
-    with app.app_context():
-        register_tiny(settings.images_dir)
-    env = settings_env(settings)
-    processes = [
-        ArchqProcess(["conductor"], env, tmp / "conductor.log"),
-        ArchqProcess(["worker"], env, tmp / "worker.log"),
-    ]
-    client = app.test_client()
     created: list[str] = []
     try:
-        host = wait_host(client, HOST, timeout=120)
-        yield Stack(settings, client, sources, host["accel"], created)
+        with qemu_stack(tmp, redis_server.url, HOST, IMAGES_CACHE, image_dirs=(IMAGES_CACHE, sources)) as base:
+            yield Stack(base.settings, base.client, sources, base.accel, created)
     finally:
-        for process in reversed(processes):
-            process.stop()
         for vm_id in created:
-            remove_domain(vm_id)
+            force_remove(vm_id)
         redis_server.stop()
-        with app.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +167,7 @@ def test_a_wrong_sha256_fails_the_job_and_leaves_nothing(stack):
     assert job["error"]["code"] == "image_checksum_mismatch"
     assert wrong in job["error"]["message"] and "nothing was booted" in job["error"]["message"]
     vm_id = accepted["vm"]["id"]
-    assert not lookup(vm_id)
+    assert not domain_exists(vm_id)
     assert not stack.vm_dir(vm_id).exists()
     store = IMAGES_CACHE / "store"
     assert not (store / "sha256" / wrong).exists()
@@ -310,7 +245,7 @@ def test_delete_leaves_no_domain_disk_snapshot_metadata_or_nvram(stack, tiny_vms
     for vm_id in [*tiny_vms.values(), *disk_vms.values()]:
         name = stack.vm(vm_id)["name"]
         assert stack.delete(vm_id)["state"] == "succeeded"
-        assert not lookup(vm_id)
+        assert not domain_exists(vm_id)
         assert not stack.vm_dir(vm_id).exists()
         assert not Path(f"/var/lib/libvirt/qemu/snapshot/archq-{name}").exists()
         assert not list(Path("/var/lib/libvirt/qemu/nvram").glob(f"archq-{name}_VARS*"))

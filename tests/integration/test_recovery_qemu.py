@@ -11,6 +11,7 @@ import libvirt
 import pytest
 
 from tests.support.api import create_vm, wait_host, wait_job
+from tests.support.domains import force_remove
 from tests.support.services import wait_for
 
 pytestmark = pytest.mark.libvirtd
@@ -31,19 +32,6 @@ def start_stop(client, vm_id: str) -> str:
     return job_id
 
 
-def cleanup(vm_id: str) -> None:
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByUUIDString(vm_id)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
-
-
 def test_a_worker_killed_mid_job_is_resumed_on_its_host(client, start_qemu_worker):
     worker = start_qemu_worker()
     wait_host(client, "qemu-host", timeout=90)
@@ -57,7 +45,7 @@ def test_a_worker_killed_mid_job_is_resumed_on_its_host(client, start_qemu_worke
         assert any("stopped renewing its lease; resumed there" in e["message"] for e in job["events"])
         assert client.get(f"/api/v1/vms/{vm_id}").get_json()["vm"]["state"] == "stopped"
     finally:
-        cleanup(vm_id)
+        force_remove(vm_id)
 
 
 def test_a_worker_gone_for_good_fails_its_job_with_worker_lost(client, start_qemu_worker):
@@ -72,7 +60,7 @@ def test_a_worker_gone_for_good_fails_its_job_with_worker_lost(client, start_qem
         assert "qemu-host is down" in job["error"]["message"]
         assert client.get(f"/api/v1/vms/{vm_id}").get_json()["vm"]["state"] == "unknown"
     finally:
-        cleanup(vm_id)
+        force_remove(vm_id)
 
 
 def kill_qemu(vm_name: str) -> None:
@@ -109,8 +97,8 @@ def test_the_reconciler_applies_the_restart_policy(client, start_qemu_worker):
         assert client.get(f"/api/v1/vms/{always}").get_json()["vm"]["state"] == "running"
         wait_for(lambda: client.get(f"/api/v1/vms/{never}").get_json()["vm"]["state"] == "stopped", timeout=30)
     finally:
-        cleanup(always)
-        cleanup(never)
+        force_remove(always)
+        force_remove(never)
 
 
 def test_domains_archq_does_not_manage_are_reported_untouched(client, start_qemu_worker):

@@ -13,15 +13,13 @@ import libvirt
 import pytest
 import redis
 
-from migrations import upgrade
 from queues.arch import Arch
 from queues.config import Settings
-from tests.conftest import IMAGES_CACHE, settings_env
-from tests.support.api import create_vm, wait_host, wait_job
-from tests.support.services import ArchqProcess, wait_for
-from web import create_app
-from web.extensions import db
-from web.services.images import register_tiny
+from tests.conftest import IMAGES_CACHE
+from tests.support.api import create_vm, wait_job
+from tests.support.domains import force_remove
+from tests.support.qemu_stack import qemu_stack
+from tests.support.services import wait_for
 from workers.guest.tiny import MARKER, marker_line
 
 pytestmark = pytest.mark.libvirtd
@@ -32,38 +30,9 @@ TICK = re.compile(r"archq-tiny tick (\d+)")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_server, tiny_built: Path) -> Iterator[tuple]:
     """The API in-process, a conductor and a worker on qemu:///system, shared by the module's tests."""
-    root = tmp_path_factory.mktemp("snapq")
     redis.Redis.from_url(redis_server.url).flushall()
-    settings = Settings(
-        broker_url=redis_server.url, redis_url=redis_server.url, data_dir=root / "data", images_dir=IMAGES_CACHE,
-        database_url=f"sqlite:///{root / 'archq.db'}", libvirt_uri="qemu:///system", hostname="snap-qemu",
-        accel="auto", heartbeat_interval_s=0.5, heartbeat_misses=20, dispatch_retry_s=0.5, lease_s=5,
-        worker_lost_after_s=8, stop_timeout_s=3,
-    )  # fmt: skip
-    # libvirt's QEMU runs as an unprivileged user that must reach the VM's disk and console log.
-    for directory in (root, *root.parents):
-        if directory.is_relative_to("/tmp") and directory != Path("/tmp"):
-            directory.chmod(0o755)
-    settings.data_dir.mkdir(parents=True)
-    settings.data_dir.chmod(0o755)
-    upgrade(settings.database_url)
-    app = create_app(settings)
-    with app.app_context():
-        register_tiny(settings.images_dir)
-    env = settings_env(settings)
-    processes = [
-        ArchqProcess(["conductor"], env, root / "conductor.log"),
-        ArchqProcess(["worker"], {**env, "ARCHQ_CAPABILITIES_FILE": ""}, root / "worker.log"),
-    ]
-    client = app.test_client()
-    try:
-        wait_host(client, "snap-qemu", timeout=90)
-        yield client, settings
-    finally:
-        for process in reversed(processes):
-            process.stop()
-        with app.app_context():
-            db.engine.dispose()
+    with qemu_stack(tmp_path_factory.mktemp("snapq"), redis_server.url, "snap-qemu", IMAGES_CACHE) as base:
+        yield base.client, base.settings
 
 
 @pytest.fixture(scope="module")
@@ -113,19 +82,6 @@ def domain_snapshots(vm_id: str) -> list[str] | None:
         return conn.lookupByUUIDString(vm_id).snapshotListNames()
     except libvirt.libvirtError:
         return None
-    finally:
-        conn.close()
-
-
-def force_remove(vm_id: str) -> None:
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByUUIDString(vm_id)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-    except libvirt.libvirtError:
-        pass
     finally:
         conn.close()
 

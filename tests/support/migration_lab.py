@@ -24,6 +24,7 @@ import libvirt
 from migrations import upgrade
 from queues.arch import Arch
 from queues.config import Settings
+from tests.support.auth import authed_client, make_token
 from tests.support.services import ROOT, ArchqProcess, RedisServer, wait_for
 from tests.support.twohosts import LabHost, two_hosts
 from web import create_app
@@ -40,11 +41,13 @@ class Cluster:
     settings: Settings
     app: object
     workdir: Path
+    # An admin token for the lab's API client.
+    token: str
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def client(self):
-        return self.app.test_client()
+        return authed_client(self.app, self.token)
 
     def known_hosts(self, name: str) -> Path:
         return self.workdir / f"known_hosts-{name}"
@@ -197,7 +200,7 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
             from tests.conftest import settings_env
 
             conductor = ArchqProcess(["conductor"], settings_env(settings), workdir / "conductor.log")
-            lab = Cluster({"h1": h1, "h2": h2}, settings, app, workdir)
+            lab = Cluster({"h1": h1, "h2": h2}, settings, app, workdir, make_token(app, "admin"))
             try:
                 lab.start_worker("h1")
                 lab.start_worker("h2")

@@ -4,8 +4,6 @@ once per architecture, into a cache directory that concurrent workers share."""
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import hashlib
 import json
@@ -17,11 +15,12 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from queues.arch import Arch, to_libvirt
+from workers.file_lock import locked
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def ensure_tiny_guest(arch: Arch, cache_dir: Path) -> TinyGuest:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TinyGuestError(f"cannot create the tiny guest cache directory {cache_dir}: {exc}") from exc
-    with _locked(cache_dir / f".{arch.value}.lock"):
+    with locked(cache_dir / f".{arch.value}.lock"):
         # Another process may have finished the build while this one waited for the lock.
         guest = _load_cached(arch, target)
         if guest is not None:
@@ -190,16 +189,6 @@ def _load_cached(arch: Arch, target: Path) -> TinyGuest | None:
     )
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _remove_leftovers(cache_dir: Path, arch: Arch) -> None:
     # Only called under the arch lock, so these belong to builders that died mid-way.
     for pattern in (f".build-{arch.value}-*", f".old-{arch.value}-*"):
@@ -226,7 +215,7 @@ def _build(arch: Arch, cache_dir: Path, build_dir: Path) -> None:
     downloads = build_dir / "debs"
     downloads.mkdir()
     # The apt lists are shared by all architectures, so preparing them is serialised across builders.
-    with _locked(cache_dir / ".apt.lock"):
+    with locked(cache_dir / ".apt.lock"):
         _ensure_apt_can_resolve(arch)
     kernel_pkg = _kernel_package(arch)
     kernel_deb = _apt_download(f"{kernel_pkg}:{arch.value}", downloads)

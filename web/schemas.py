@@ -121,7 +121,8 @@ class ImageCreateRequest(Schema):
     description = fields.String(load_default="", validate=validate.Length(max=1024))
     artifacts = fields.Nested(ArtifactsIn, required=True)
 
-    def __init__(self, *, allowed_dirs, **kwargs) -> None:
+    # No directories by default (only URLs pass), so the schema can also be built without settings (OpenAPI).
+    def __init__(self, *, allowed_dirs: tuple = (), **kwargs) -> None:
         super().__init__(**kwargs)
         self.allowed_dirs = tuple(allowed_dirs)
 

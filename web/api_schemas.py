@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from web.schemas import NAME_PATTERN, HostOut, JobOut, UtcDateTime, VmOut
+from web.schemas import NAME_PATTERN, HostOut, ImageOut, JobOut, SnapshotOut, UtcDateTime, VmOut
 from web.services.tokens import ROLES
 
 
@@ -81,6 +81,40 @@ class SystemInfoOut(Schema):
     broker = fields.Nested(BrokerInfo, required=True)
     workers = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), required=True)
     architectures = fields.Dict(keys=fields.String(), values=fields.Nested(ArchInfo), required=True)
+
+
+class ImageEnvelope(Schema):
+    image = fields.Nested(ImageOut, required=True)
+
+
+class ImageListOut(Schema):
+    images = fields.List(fields.Nested(ImageOut), required=True)
+
+
+class SnapshotListOut(Schema):
+    snapshots = fields.List(fields.Nested(SnapshotOut), required=True)
+
+
+class SnapshotAcceptedOut(VmAcceptedOut):
+    snapshot = fields.Nested(SnapshotOut, required=True, metadata={"description": "the snapshot, creating"})
+
+
+class ConsoleTailOut(Schema):
+    vm_id = fields.String(required=True)
+    host = fields.String(required=True, metadata={"description": "the host whose worker read the log"})
+    text = fields.String(required=True, metadata={"description": "the tail, decoded as UTF-8 with replacements"})
+    offset = fields.Integer(required=True, metadata={"description": "where the tail starts in the log, in bytes"})
+    size = fields.Integer(required=True, metadata={"description": "the whole log's size in bytes"})
+    truncated = fields.Function(
+        lambda tail: tail["offset"] > 0,
+        required=True,
+        metadata={"type": "boolean", "description": "the log has more before this tail"},
+    )
+    read_at = fields.Float(required=True, metadata={"description": "when the host read it, in Unix seconds"})
+
+
+class ConsoleEnvelope(Schema):
+    console = fields.Nested(ConsoleTailOut, required=True)
 
 
 class TokenCreateRequest(Schema):

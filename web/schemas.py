@@ -17,6 +17,11 @@ from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_
 
 # `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(?!\n)$"
+# Free text ends up in PostgreSQL (which refuses NUL), domain XML (which refuses C0 controls) and logs.
+ONE_LINE = validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="must not contain control characters")
+TEXT = validate.Regexp(
+    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*\Z", error="must not contain control characters other than tab and newline"
+)
 
 
 class UtcDateTime(fields.DateTime):
@@ -50,14 +55,14 @@ class VmCreateRequest(Schema):
     vcpus = fields.Integer(required=True, strict=True)
     memory_mib = fields.Integer(required=True, strict=True)
     # Looked up in the image catalog when the VM is submitted (unknown: 422 naming the known ones).
-    image = fields.String(required=True, validate=validate.Length(min=1, max=63))
+    image = fields.String(required=True, validate=[validate.Length(min=1, max=63), ONE_LINE])
     emulation = fields.String(
         load_default=Emulation.PREFER_NATIVE.value, validate=validate.OneOf([e.value for e in Emulation])
     )
     restart_policy = fields.String(load_default="never", validate=validate.OneOf(["always", "on-failure", "never"]))
     cpu_mode = fields.String(load_default=HOST_MODEL, validate=validate.OneOf(CPU_MODES))
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
-    host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    host = fields.String(load_default=None, validate=[validate.Length(min=1, max=255), ONE_LINE])
 
     # The defaults are the settings' defaults, so the schema can also be built without settings (OpenAPI).
     def __init__(
@@ -95,7 +100,7 @@ class ArtifactIn(Schema):
     sha256 = fields.String(validate=_SHA256)
     kernel = fields.Nested(FileIn)
     initrd = fields.Nested(FileIn)
-    cmdline = fields.String(validate=validate.Length(max=MAX_CMDLINE))
+    cmdline = fields.String(validate=[validate.Length(max=MAX_CMDLINE), ONE_LINE])
 
     @validates_schema
     def fields_of_format(self, data: dict, **_kwargs) -> None:
@@ -118,10 +123,11 @@ class ArtifactsIn(Schema):
 
 class ImageCreateRequest(Schema):
     name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
-    description = fields.String(load_default="", validate=validate.Length(max=1024))
+    description = fields.String(load_default="", validate=[validate.Length(max=1024), TEXT])
     artifacts = fields.Nested(ArtifactsIn, required=True)
 
-    def __init__(self, *, allowed_dirs, **kwargs) -> None:
+    # No directories by default (only URLs pass), so the schema can also be built without settings (OpenAPI).
+    def __init__(self, *, allowed_dirs: tuple = (), **kwargs) -> None:
         super().__init__(**kwargs)
         self.allowed_dirs = tuple(allowed_dirs)
 
@@ -170,7 +176,7 @@ def _put(errors: dict, path: list[str], message: str) -> None:
 
 class MigrateRequest(Schema):
     # Without a target the least loaded live host that can take the VM is picked.
-    target_host = fields.String(load_default=None, validate=validate.Length(min=1, max=255))
+    target_host = fields.String(load_default=None, validate=[validate.Length(min=1, max=255), ONE_LINE])
     live = fields.Boolean(load_default=True)
     # A cap on the migration's bandwidth (libvirt's `bandwidth` parameter), to spare the hosts' network.
     max_bandwidth_mib_s = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))

@@ -142,3 +142,49 @@ def test_idempotency_key_over_255_characters_is_422(client):
 
 def test_a_wrong_content_type_is_400(client):
     json_error(client.post("/api/v1/vms", data="<vm><name>demo</name></vm>", content_type="application/xml"), 400)
+
+
+KERNEL = {"source": "https://m.example/vmlinuz", "sha256": "a" * 64}
+INITRD = {"source": "https://m.example/initrd", "sha256": "b" * 64}
+
+
+def image(description: str = "", cmdline: str = "console=ttyS0") -> dict:
+    artifact = {"format": "kernel+initrd", "kernel": KERNEL, "initrd": INITRD, "cmdline": cmdline}
+    return {"name": "hostile", "description": description, "artifacts": {"amd64": artifact}}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/vms", {**TINY, "image": "\ud800"}),
+        ("/api/v1/images", image(description="\udfff")),
+        ("/api/v1/images", image(cmdline="console=\ud800")),
+        ("/api/v1/vms/x/migrate", {"target_host": "h\ud800"}),
+        ("/api/v1/tokens", {"name": "t", "role": "admin", "extra": ["\ud800"]}),
+    ],
+)
+def test_an_unpaired_surrogate_anywhere_in_a_body_is_400(client, path, body):
+    # The standard library writes a lone surrogate as the `\ud800` escape that JSON parsers accept.
+    error = json_error(client.post(path, json=body), 400)
+    assert error["code"] == "malformed_json" and "surrogate" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/vms", {**TINY, "image": "tiny\u0000"}, "image"),
+        ("/api/v1/vms", {**TINY, "host": "h\u001b[2J"}, "host"),
+        ("/api/v1/images", image(description="line\u0000"), "description"),
+        ("/api/v1/images", image(cmdline="console=ttyS0\u0001"), "artifacts"),
+        ("/api/v1/images", image(cmdline="console=ttyS0\ninit=/bin/sh"), "artifacts"),
+        ("/api/v1/vms/x/migrate", {"target_host": "h\u0000"}, "target_host"),
+    ],
+)
+def test_control_characters_in_free_text_are_422_naming_the_field(client, path, body, field):
+    # NUL is refused by PostgreSQL, C0 controls by libvirt's XML parser: refused at the door instead.
+    assert field in json_error(client.post(path, json=body), 422)["fields"]
+
+
+def test_an_image_description_may_span_lines(client):
+    response = client.post("/api/v1/images", json=image(description="first line\n\tsecond line"))
+    assert response.status_code == 201, response.get_json()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Flask, current_app, request
 
 from web.errors import BadRequest
@@ -21,6 +23,15 @@ def json_body() -> dict:
         raise BadRequest("the body must be valid JSON with Content-Type: application/json", code="malformed_json")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="malformed_json")
+    try:
+        # A `\ud800` escape parses to a lone surrogate, which is no Unicode text: the database drivers and
+        # every encoder downstream fail on it.
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest(
+            "the body must be valid Unicode: it has an unpaired surrogate escape (\\ud800-\\udfff)",
+            code="malformed_json",
+        ) from None
     return body
 
 

@@ -3,37 +3,71 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from web.api import archq, json_body
+from web.api_schemas import ImageEnvelope, ImageListOut
 from web.idempotency import idempotent
-from web.schemas import ImageCreateRequest, image_out
+from web.schemas import ImageCreateRequest
 from web.services import images
 
 bp = Blueprint("images", __name__)
 
 
-def _dump(image, counts: dict[str, int]) -> dict:
-    return image_out.dump(images.image_view(image, counts.get(image.name, 0)))
+def _view(image, counts: dict[str, int]) -> dict:
+    return images.image_view(image, counts.get(image.name, 0))
 
 
 @bp.post("/images")
 @idempotent
 def create_image():
+    """Register an image: an artifact per architecture, each with its source and SHA-256
+    ---
+    post:
+      description: A source is an http(s) URL or a file under one of the image directories (ARCHQ_IMAGE_DIRS).
+        Nothing is fetched now; each host fetches and checks an artifact when a VM first needs it there.
+      requestBody: {required: true, content: {application/json: {schema: ImageCreateRequest}}}
+      responses:
+        201:
+          description: the image; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/images/<name>}}
+          content: {application/json: {schema: ImageEnvelope}}
+        409: Error
+    """
     request = ImageCreateRequest(allowed_dirs=archq().settings.allowed_image_dirs).load(json_body())
     image = images.create_image(request)
-    return jsonify({"image": _dump(image, {})}), 201, {"Location": f"/api/v1/images/{image.name}"}
+    body = ImageEnvelope().dump({"image": _view(image, {})})
+    return jsonify(body), 201, {"Location": f"/api/v1/images/{image.name}"}
 
 
 @bp.get("/images")
 def list_images():
+    """List images with the number of VMs using each
+    ---
+    get:
+      responses:
+        200: {description: the images, content: {application/json: {schema: ImageListOut}}}
+    """
     counts = images.vm_counts()
-    return jsonify({"images": [_dump(image, counts) for image in images.list_images()]})
+    return jsonify(ImageListOut().dump({"images": [_view(image, counts) for image in images.list_images()]}))
 
 
 @bp.get("/images/<name>")
 def get_image(name: str):
-    return jsonify({"image": _dump(images.get_image(name), images.vm_counts())})
+    """One image
+    ---
+    get:
+      responses:
+        200: {description: the image, content: {application/json: {schema: ImageEnvelope}}}
+    """
+    return jsonify(ImageEnvelope().dump({"image": _view(images.get_image(name), images.vm_counts())}))
 
 
 @bp.delete("/images/<name>")
 def delete_image(name: str):
+    """Remove an image from the catalog (refused while a VM uses it); hosts' stored artifacts stay
+    ---
+    delete:
+      responses:
+        204: {description: removed}
+        409: Error
+    """
     images.delete_image(name)
     return "", 204

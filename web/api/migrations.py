@@ -4,6 +4,7 @@ from flask import Blueprint
 
 from web.api import archq, json_body
 from web.api.vms import accepted
+from web.auth import current_actor
 from web.idempotency import idempotent
 from web.schemas import MigrateRequest
 from web.services.migrations import submit_migrate
@@ -14,4 +15,18 @@ bp = Blueprint("migrations", __name__)
 @bp.post("/vms/<vm_id>/migrate")
 @idempotent
 def migrate(vm_id: str):
-    return accepted(*submit_migrate(vm_id, MigrateRequest().load(json_body()), archq().settings))
+    """Migrate a VM to another host: live (running) or cold (stopped)
+    ---
+    post:
+      description: Without target_host the least loaded live host that can take the VM is chosen. The VM is
+        recorded on the target only when libvirt has finished.
+      requestBody: {required: true, content: {application/json: {schema: MigrateRequest}}}
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: VmAcceptedOut}}
+        409: Error
+    """
+    request = MigrateRequest().load(json_body())
+    return accepted(*submit_migrate(vm_id, request, archq().settings, actor=current_actor()))

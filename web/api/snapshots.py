@@ -4,6 +4,8 @@ from flask import Blueprint, jsonify
 
 from web.api import archq, json_body
 from web.api.vms import accepted
+from web.api_schemas import SnapshotListOut
+from web.auth import current_actor
 from web.idempotency import idempotent
 from web.schemas import SnapshotCreateRequest, snapshot_out
 from web.services import snapshots
@@ -13,23 +15,60 @@ bp = Blueprint("snapshots", __name__)
 
 @bp.get("/vms/<vm_id>/snapshots")
 def list_snapshots(vm_id: str):
-    return jsonify({"snapshots": snapshot_out.dump(snapshots.list_snapshots(vm_id), many=True)})
+    """List a VM's snapshots, oldest first
+    ---
+    get:
+      responses:
+        200: {description: the snapshots, content: {application/json: {schema: SnapshotListOut}}}
+    """
+    return jsonify(SnapshotListOut().dump({"snapshots": snapshots.list_snapshots(vm_id)}))
 
 
 @bp.post("/vms/<vm_id>/snapshots")
 @idempotent
 def create_snapshot(vm_id: str):
+    """Take an internal snapshot: with memory of a running VM, disk-only of a stopped one
+    ---
+    post:
+      requestBody: {required: true, content: {application/json: {schema: SnapshotCreateRequest}}}
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: SnapshotAcceptedOut}}
+        409: Error
+    """
     request = SnapshotCreateRequest().load(json_body())
-    vm, job, snapshot = snapshots.submit_snapshot(vm_id, request, archq().settings)
+    vm, job, snapshot = snapshots.submit_snapshot(vm_id, request, archq().settings, actor=current_actor())
     return accepted(vm, job, snapshot=snapshot_out.dump(snapshot))
 
 
 @bp.post("/vms/<vm_id>/snapshots/<name>/revert")
 @idempotent
 def revert(vm_id: str, name: str):
-    return accepted(*snapshots.submit_revert(vm_id, name, archq().settings))
+    """Revert a VM to a ready snapshot: running after one with memory, stopped after a disk-only one
+    ---
+    post:
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: VmAcceptedOut}}
+        409: Error
+    """
+    return accepted(*snapshots.submit_revert(vm_id, name, archq().settings, actor=current_actor()))
 
 
 @bp.delete("/vms/<vm_id>/snapshots/<name>")
 def delete_snapshot(vm_id: str, name: str):
-    return accepted(*snapshots.submit_snapshot_delete(vm_id, name, archq().settings))
+    """Delete a snapshot
+    ---
+    delete:
+      responses:
+        202:
+          description: the job is accepted; Location names it
+          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
+          content: {application/json: {schema: VmAcceptedOut}}
+        409: Error
+    """
+    return accepted(*snapshots.submit_snapshot_delete(vm_id, name, archq().settings, actor=current_actor()))

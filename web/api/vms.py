@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
 from web.api import archq, json_body
+from web.api_schemas import ConsoleEnvelope
 from web.auth import current_actor
 from web.extensions import db
 from web.idempotency import idempotent
@@ -102,20 +105,20 @@ def vm_action(vm_id: str, action: str):
 
 @bp.get("/vms/<vm_id>/console")
 def vm_console(vm_id: str):
-    """The tail of the VM's serial console log (`?bytes=`, default 16 KiB, at most 64 KiB)."""
+    """The tail of the VM's serial console log, read by its host's worker
+    ---
+    get:
+      parameters:
+        - {in: query, schema: ConsoleQuery}
+      responses:
+        200: {description: the tail of the log, content: {application/json: {schema: ConsoleEnvelope}}}
+        409: Error
+        503:
+          description: the host's worker did not answer in time; Retry-After says when to try again
+          headers: {Retry-After: {schema: {type: integer}, description: seconds}}
+          content: {application/json: {schema: ErrorOut}}
+    """
     ext = archq()
     nbytes = ConsoleQuery().load(request.args)["bytes"]
     tail = console.console_tail(vm_id, nbytes, ext.console, ext.settings)
-    return jsonify(
-        {
-            "console": {
-                "vm_id": vm_id,
-                "host": tail.host,
-                "text": tail.text,
-                "offset": tail.offset,
-                "size": tail.size,
-                "truncated": tail.offset > 0,
-                "read_at": tail.read_at,
-            }
-        }
-    )
+    return jsonify(ConsoleEnvelope().dump({"console": {"vm_id": vm_id, **asdict(tail)}}))

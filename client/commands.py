@@ -363,18 +363,16 @@ def image_list(api: ApiClient, output: str) -> None:
 
 @image.command("add")
 @click.argument("name")
+@click.option("--arch", required=True, type=click.Choice(["amd64", "arm64"]), help="the guest architecture")
+@click.option("--format", "image_format", type=click.Choice(["qcow2", "raw"]), default="qcow2", show_default=True)
 @click.option("--source", required=True, help="an http(s) URL or a file under ARCHQ_IMAGE_DIRS")
 @click.option("--sha256", required=True, help="the image's SHA-256")
-@click.option("--arch", help="the guest architecture")
-@click.option("--format", "image_format", help="qcow2 or raw")
+@click.option("--description", default="", help="shown in `archq image list`")
 @api_command
 def image_add(
-    api: ApiClient, output: str, name: str, source: str, sha256: str, arch: str | None, image_format: str | None
+    api: ApiClient, output: str, name: str, arch: str, image_format: str, source: str, sha256: str, description: str
 ) -> None:
-    """Add image NAME to the catalog."""
-    body = {"name": name, "source": source, "sha256": sha256, "arch": arch, "format": image_format}
-    answer = api.post("/images", {k: v for k, v in body.items() if v is not None})
-    if "job" in answer:
-        emit(output, answer, f"image {name}: job {answer['job']['id']} {answer['job']['state']}")
-    else:
-        emit(output, answer, f"image {name} added")
+    """Add disk image NAME for one architecture to the catalog (POST /images)."""
+    artifact = {"format": image_format, "source": source, "sha256": sha256}
+    answer = api.post("/images", {"name": name, "description": description, "artifacts": {arch: artifact}})
+    emit(output, answer, f"image {name} added for {arch}")

@@ -117,3 +117,15 @@ def test_token_create_prints_the_token_alone_on_its_last_line_and_it_works(live_
                    capture_output=True, check=True)  # fmt: skip
     refused = CliRunner().invoke(main, ["vm", "list", "--url", live_api.url, "--token", secret])
     assert refused.exit_code == 1 and "unknown or revoked" in refused.output
+
+
+def test_an_admin_adds_an_image_and_everyone_lists_it(archq, live_api):
+    added = archq(
+        "image", "add", "sec-disk", "--arch", "arm64", "--source", "https://mirror.example/d.qcow2",
+        "--sha256", "ab" * 32, token=live_api.admin_token,
+    )  # fmt: skip
+    assert "image sec-disk added for arm64" in added.output
+    listed = json.loads(archq("image", "list", "--output", "json").output)
+    image = next(image for image in listed["images"] if image["name"] == "sec-disk")
+    assert image["native_arch"] == "arm64"
+    archq("image", "add", "sec-disk2", "--arch", "amd64", "--source", "https://m/d", "--sha256", "ab" * 32, expect=1)

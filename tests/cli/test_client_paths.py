@@ -71,8 +71,10 @@ def server() -> Iterator[str]:
          {"target_host": "h2", "live": True}),
         (["vm", "migrate", VM_ID, "--offline"], "POST", f"/api/v1/vms/{VM_ID}/migrate", {"live": False}),
         (["image", "list"], "GET", "/api/v1/images", None),
-        (["image", "add", "debian-12", "--source", "https://example.org/d.qcow2", "--sha256", "ab" * 32],
-         "POST", "/api/v1/images", {"name": "debian-12", "source": "https://example.org/d.qcow2", "sha256": "ab" * 32}),
+        (["image", "add", "debian-12", "--arch", "arm64", "--source", "https://example.org/d.qcow2", "--sha256",
+          "ab" * 32], "POST", "/api/v1/images",
+         {"name": "debian-12", "description": "", "artifacts": {"arm64": {
+             "format": "qcow2", "source": "https://example.org/d.qcow2", "sha256": "ab" * 32}}}),
     ],
 )  # fmt: skip
 def test_commands_send_the_documented_requests_with_the_token(server, args, method, path, body):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 DEFAULT_TIME_LIMITS = {
     "create": 600.0, "delete": 300.0, "start": 120.0, "stop": 120.0, "reboot": 120.0,
-    "snapshot": 600.0, "revert": 600.0, "migrate": 3600.0,
+    "snapshot": 600.0, "revert": 600.0, "snapshot_delete": 300.0, "migrate": 3600.0,
 }  # fmt: skip
 
 
@@ -91,7 +91,6 @@ class Settings:
         data_dir = Path(os.environ.get("ARCHQ_DATA_DIR", str(cls.data_dir)))
         images_dir = Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images")
         broker = os.environ.get("ARCHQ_BROKER_URL", cls.broker_url)
-        images_dir = Path(os.environ.get("ARCHQ_IMAGES_DIR") or data_dir / "images")
         return cls(
             broker_url=broker,
             redis_url=os.environ.get("ARCHQ_REDIS_URL") or (broker if broker.startswith("redis") else ""),

@@ -22,10 +22,6 @@ def host_queue(hostname: str) -> str:
     return f"host.{hostname}"
 
 
-def hostname_of_queue(queue: str) -> str | None:
-    return queue.removeprefix("host.") if queue.startswith("host.") else None
-
-
 STATIC_QUEUES: tuple[str, ...] = (
     *(native_queue(a) for a in ALL),
     *(tcg_queue(a) for a in ALL),

@@ -45,19 +45,24 @@ class GroupCommit(Generic[Item]):
                 self._leading = True
                 batch, self._waiting = self._waiting, []
                 self._cond.release()
+                # Whatever happens to the write, every caller of the batch is answered and the next can lead.
+                errors: list[BaseException | None] = [RuntimeError("the group commit was interrupted")] * len(batch)
                 try:
                     errors = self._write(batch)
                 finally:
                     self._cond.acquire()
-                for each, error in zip(batch, errors, strict=True):
-                    each.done, each.error = True, error
-                self._leading = False
-                self._cond.notify_all()
+                    for each, error in zip(batch, errors, strict=True):
+                        each.done, each.error = True, error
+                    self._leading = False
+                    self._cond.notify_all()
         if slot.error is not None:
             raise slot.error
 
     def _write(self, batch: list[_Slot[Item]]) -> list[BaseException | None]:
         try:
-            return self.write([slot.item for slot in batch])
+            errors = self.write([slot.item for slot in batch])
         except Exception as exc:
             return [exc] * len(batch)
+        if len(errors) != len(batch):
+            return [RuntimeError(f"the batch write answered {len(errors)} of {len(batch)} items")] * len(batch)
+        return errors

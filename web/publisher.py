@@ -62,6 +62,10 @@ class Publisher:
             # They stay pending; the conductor's sweep publishes them when the broker is back.
             log.warning("broker unavailable, %d job(s) stay pending: %s", len(jobs), exc)
             return False
+        except Exception:
+            # The jobs are committed: a request must not fail for its publish; the sweep retries them.
+            log.exception("publishing %d job(s) failed; they stay pending", len(jobs))
+            return False
         return True
 
     def _ensure_thread(self) -> None:

@@ -35,7 +35,7 @@ from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
 from workers.snapshots import snapshot_support
-from workers.tasks import register_tasks
+from workers.tasks import ROLLBACKS, register_tasks
 from workers.watchdog import ConsumerWatchdog
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ class WorkerService:
             claims=ClaimStore.from_url(settings.redis_url),
             lease_s=settings.lease_s,
             time_limits=settings.time_limits,
+            rollbacks=ROLLBACKS,
         )
         register_tasks(app, runner)
         heartbeat = HeartbeatThread(

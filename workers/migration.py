@@ -64,8 +64,9 @@ def migration_endpoint(settings: Settings) -> dict:
     }
 
 
-def destination_uri(settings: Settings, address: str) -> str:
-    """The target libvirtd as the source libvirtd (peer to peer) and this worker reach it."""
+def destination_uri(settings: Settings, address: str, ssh_port: int = 22) -> str:
+    """The target libvirtd as the source libvirtd (peer to peer) and this worker reach it; `ssh_port`: the
+    target's sshd, as its heartbeat says."""
     host = f"[{address}]" if ":" in address else address
     transport = settings.migration_transport
     if transport == "tcp":
@@ -76,7 +77,7 @@ def destination_uri(settings: Settings, address: str) -> str:
         # libvirt's ssh transport runs the ssh binary as the libvirtd user: it takes the key from the URI, and
         # verifies host keys against that user's ~/.ssh/known_hosts (it has no known_hosts parameter).
         query = {"no_verify": "0", "keyfile": str(settings.ssh_key_file)}
-        return f"qemu+ssh://{quote(settings.ssh_user)}@{host}:{settings.ssh_port}/system?{urlencode(query)}"
+        return f"qemu+ssh://{quote(settings.ssh_user)}@{host}:{ssh_port}/system?{urlencode(query)}"
     raise JobFailed("migration_misconfigured", f"ARCHQ_MIGRATION_TRANSPORT={transport!r}: use tcp, ssh or tls")
 
 
@@ -175,7 +176,7 @@ class _Migration:
         self.shared = bool(self.settings.shared_storage) and self.settings.shared_storage == target.get(
             "shared_storage"
         )
-        self.dest_uri = destination_uri(self.settings, self.address)
+        self.dest_uri = destination_uri(self.settings, self.address, self.ssh_port)
         self.dconn: libvirt.virConnect | None = None
         self.started = time.monotonic()
 

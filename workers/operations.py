@@ -28,7 +28,7 @@ class WorkerContext:
     stop_timeout_s: float = 30.0
     # Where local image sources may be read from on this host (empty: the images directory).
     image_dirs: tuple[Path, ...] = ()
-    max_image_bytes: int = 20 * 1024**3
+    max_image_bytes: int = 64 * 1024**3
     # Transport, SSH trust and storage of this host for migrations (queues/config.py); None: defaults.
     settings: Settings | None = None
 
@@ -147,9 +147,3 @@ def _stop(ctx: WorkerContext, vm: dict) -> tuple[DomainInfo, bool]:
 
 def reboot_vm(ctx: WorkerContext, vm: dict) -> dict:
     return _lifecycle("reboot", lambda: ctx.hypervisor.reboot(str(vm["id"])), ctx)
-
-
-# What undoes each kind when it is cancelled or times out after doing its work.
-ROLLBACKS: dict[str, Callable[[WorkerContext, dict], dict]] = {"create": delete_vm}
-# Kinds whose success cannot be undone by a late cancel: a finished migration is where the VM now is.
-COMMITTED_ON_SUCCESS = frozenset({"migrate"})

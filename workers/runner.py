@@ -21,8 +21,7 @@ from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from workers.errors import JobCancelled, JobFailed
 from workers.job_run import JobRun, call
-from workers.operations import COMMITTED_ON_SUCCESS, ROLLBACKS, WorkerContext
-from workers.snapshots import SNAPSHOT_ROLLBACKS
+from workers.operations import WorkerContext
 from workers.watchdog import Activity
 
 log = logging.getLogger(__name__)
@@ -48,6 +47,8 @@ class Runner:
     claims: ClaimStore
     lease_s: float
     time_limits: dict[str, float] = field(default_factory=dict)
+    # What undoes a kind's work when it is cancelled too late or runs over its time limit (workers/tasks.py).
+    rollbacks: dict[str, Operation] = field(default_factory=dict)
     activity: Activity = field(default_factory=Activity)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
@@ -133,29 +134,38 @@ class Runner:
         except FutureTimeout:
             # libvirt calls cannot be interrupted: wait for the operation, then undo what it did.
             outcome = future.result()
+        rollback = self.rollbacks.get(kind)
         if limit is not None and time.monotonic() - started > limit:
-            self._rollback(kind, msg["vm"], run)
+            if rollback is not None:
+                self._rollback(rollback, msg["vm"], run)
+            undone = "what it did was rolled back" if rollback else "it ran to its end and cannot be undone"
             return Outcome(
                 "failed",
+                outcome.result,
                 error={
                     "code": "timeout",
-                    "message": f"{kind} exceeded its {limit:.0f}s limit on host {self.ctx.host.name}; "
-                    "what it did was rolled back",
+                    "message": f"{kind} exceeded its {limit:.0f}s limit on host {self.ctx.host.name}; {undone}",
                 },
             )
-        if outcome.state == "succeeded" and kind not in COMMITTED_ON_SUCCESS and self.claims.cancel_requested(job_id):
-            self._rollback(kind, msg["vm"], run)
+        # A cancel that came too late for the operation to stop undoes it where it can be undone; a finished
+        # delete, stop or migration stays done.
+        if outcome.state == "succeeded" and rollback is not None and self._cancel_requested(job_id):
+            self._rollback(rollback, msg["vm"], run)
             return Outcome("cancelled", error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
         return outcome
 
-    def _rollback(self, kind: str, vm: dict, run: JobRun) -> None:
-        rollback = ROLLBACKS.get(kind) or SNAPSHOT_ROLLBACKS.get(kind)
-        if rollback is None:
-            return
+    def _cancel_requested(self, job_id: str) -> bool:
+        try:
+            return self.claims.cancel_requested(job_id)
+        except redis.RedisError:
+            log.warning("job %s: cannot read its cancel flag; keeping what it did", job_id)
+            return False
+
+    def _rollback(self, rollback: Operation, vm: dict, run: JobRun) -> None:
         try:
             call(rollback, self.ctx, vm, run)
         except Exception:
-            log.exception("rollback of %s for VM %s failed", kind, vm.get("id"))
+            log.exception("rollback of job %s for VM %s failed", run.job_id, vm.get("id"))
 
 
 def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, run: JobRun, host: str) -> Outcome:

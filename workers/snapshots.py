@@ -158,6 +158,3 @@ def undo_snapshot(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
     if _ours(snapshot, run):
         ctx.hypervisor.delete_snapshot(str(vm["id"]), run.params["snapshot"])
     return {}
-
-
-SNAPSHOT_ROLLBACKS = {"snapshot": undo_snapshot}

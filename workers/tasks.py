@@ -22,6 +22,13 @@ OPERATIONS: dict[str, Operation] = {
     Task.MIGRATE_VM: migration.migrate_vm,
 }
 
+# What undoes a kind's work when its job is cancelled after the work was done, or runs over its time limit.
+# Kinds not here cannot be undone: a finished delete, stop or migration stays done.
+ROLLBACKS: dict[str, Operation] = {
+    "create": operations.delete_vm,
+    "snapshot": snapshots.undo_snapshot,
+}
+
 
 def register_tasks(app: Celery, runner: Runner) -> None:
     for name, operation in OPERATIONS.items():

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 import redis
 
+from queues import messages
 from queues.claims import Claim, ClaimStore
 from tests.support.api import create_vm, wait_host, wait_job
+from tests.support.services import wait_for
+from web.extensions import db
+from web.models import Job
+from web.services.recovery import recover_running
 
 
 @pytest.fixture
@@ -154,9 +161,29 @@ def test_concurrent_deliveries_of_a_new_dispatch_run_once(settings, hypervisor_w
 
 
 def job_payload(client, job_id: str) -> dict:
-    from web.models import Job
-
     with client.application.app_context():
-        from web.extensions import db
-
         return db.session.get(Job, job_id).payload
+
+
+def test_a_job_whose_reports_were_all_lost_ends_from_its_done_claim(app, client, claims):
+    """The worker ran the job and stored its outcome with the `done` claim, but neither its `running` nor its
+    `succeeded` report reached the conductor: the recovery sweep applies the stored outcome."""
+    accepted = create_vm(client, name="unreported")
+    job_id = accepted["job"]["id"]
+    wait_for(lambda: client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]["state"] == "queued", timeout=10)
+    token = job_payload(client, job_id)["token"]
+    assert claims.claim(job_id, token, "amd64-host/w", lease_s=5) is Claim.CLAIMED
+    outcome = messages.job_update.dump(
+        {"job_id": job_id, "state": "succeeded", "host": "amd64-host", "at": time.time(),
+         "result": {"host": "amd64-host", "state": "running", "accel": "tcg"}, "error": None, "progress": None}
+    )  # fmt: skip
+    assert claims.finish(job_id, "amd64-host/w", json.dumps(outcome))
+    ext = app.extensions["archq"]
+    with app.app_context():
+        job = db.session.get(Job, job_id)
+        job.queued_at = job.queued_at - timedelta(seconds=ext.settings.lease_s + 1)
+        db.session.commit()
+        assert recover_running(ext.celery, ext.claims, ext.settings) == 1
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]
+    assert job["state"] == "succeeded"
+    assert client.get(f"/api/v1/vms/{accepted['vm']['id']}").get_json()["vm"]["state"] == "running"

@@ -51,6 +51,15 @@ def test_job_accepted_while_the_broker_is_down_runs_once_it_is_back(client, cond
         redis_server.start()
     job = wait_job(client, accepted["job"]["id"], timeout=60)
     assert job["state"] == "succeeded", job
-    assert [e["state"] for e in job["events"]] == ["pending", "queued", "running", "succeeded"]
+    # The restarted Redis lost its data, so the conductor may re-send the queued job (noted as an event in
+    # state `queued`); the job still ran once.
+    states = [e["state"] for e in job["events"]]
+    assert [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]] == [
+        "pending",
+        "queued",
+        "running",
+        "succeeded",
+    ]
+    assert states.count("running") == 1
     vm = client.get(f"/api/v1/vms/{accepted['vm']['id']}").get_json()["vm"]
     assert (vm["state"], vm["host"]) == ("running", "amd64-host")

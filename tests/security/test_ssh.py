@@ -109,6 +109,9 @@ def test_host_trust_warns_about_a_changed_key_and_replaces_it_only_when_told(tmp
         kept = CliRunner().invoke(trust, args, input="n\n")
         assert kept.exit_code != 0 and "WARNING" in kept.output and fingerprint(old) in kept.output
         assert recorded_key(known_hosts, "127.0.0.1", server.port).asbytes() == old.asbytes()
-        replaced = CliRunner().invoke(trust, [*args, "--yes"])
+        unattended = CliRunner().invoke(trust, [*args, "--yes"])
+        assert unattended.exit_code != 0 and "--replace" in unattended.output
+        assert recorded_key(known_hosts, "127.0.0.1", server.port).asbytes() == old.asbytes()
+        replaced = CliRunner().invoke(trust, [*args, "--yes", "--replace"])
         assert replaced.exit_code == 0, replaced.output
         connect_to(server, known_hosts).close()

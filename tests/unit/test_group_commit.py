@@ -65,3 +65,11 @@ def test_a_failed_write_fails_every_item_of_its_batch_and_the_next_batch_still_r
         group.submit("a")
     group.submit("b")
     assert calls == [["a"], ["b"]]
+
+
+def test_a_write_that_answers_for_the_wrong_number_of_items_fails_its_batch_and_frees_the_next():
+    answers = iter([[], [None]])
+    group = GroupCommit(lambda items: next(answers))
+    with pytest.raises(RuntimeError, match="answered 0 of 1"):
+        group.submit("a")
+    group.submit("b")

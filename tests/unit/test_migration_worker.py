@@ -27,7 +27,9 @@ def test_destination_uris_follow_the_configured_transport():
         ssh_key_file=Path("/k"),
         known_hosts_file=Path("/kh"),
     )
-    assert destination_uri(ssh, "b.example") == ("qemu+ssh://archq@b.example:2222/system?no_verify=0&keyfile=%2Fk")
+    assert destination_uri(ssh, "b.example", 2222) == (
+        "qemu+ssh://archq@b.example:2222/system?no_verify=0&keyfile=%2Fk"
+    )
     with pytest.raises(JobFailed) as refused:
         destination_uri(Settings(migration_transport="rsh"), "b")
     assert refused.value.code == "migration_misconfigured"

@@ -106,8 +106,9 @@ def _record_job_update(update: dict) -> bool:
     job.host = update["host"]
     if progress is not None:
         job.progress = progress
-    if state == SUCCEEDED:
-        job.result = update.get("result") or {}
+    if state in TERMINAL and update.get("result"):
+        # A failed or cancelled job's result says what it left (a migration: where the VM is).
+        job.result = update["result"]
     if error:
         job.error_code, job.error_message = error["code"], error["message"]
     if job.vm is not None:

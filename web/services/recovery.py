@@ -16,7 +16,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 
 from queues import messages
 from queues.claims import DONE, ClaimStore
@@ -131,7 +131,17 @@ def recover_running(
     # A job resumed less than a lease ago gets that lease to be claimed again before it is judged.
     jobs = db.session.scalars(
         select(Job)
-        .where(Job.state == RUNNING, Job.started_at <= cutoff, or_(Job.queued_at.is_(None), Job.queued_at <= cutoff))
+        .where(
+            or_(
+                and_(
+                    Job.state == RUNNING,
+                    Job.started_at <= cutoff,
+                    or_(Job.queued_at.is_(None), Job.queued_at <= cutoff),
+                ),
+                # Both its reports lost (conductor down, broker gone): only its `done` claim tells it ran.
+                and_(Job.state == QUEUED, Job.queued_at <= cutoff),
+            )
+        )
         .limit(200)
     ).all()
     handled = 0
@@ -142,7 +152,7 @@ def recover_running(
             if stored:
                 record_job_update(messages.job_update.load(json.loads(stored)))
                 handled += 1
-        elif holder is None:
+        elif holder is None and job.state == RUNNING:
             _lapsed(celery, claims, settings, job, broker_back_at)
             handled += 1
     return handled

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 from queues.arch import ALL, Arch
+from queues.config import Settings
 from workers.guest.tiny import TinyGuestError, ensure_tiny_guest, marker_line
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("ARCHQ_DATA_DIR") or "/var/lib/archq") / "images" / "tiny"
+    return Settings.from_env().images_dir / "tiny"
 
 
 def main(argv: list[str] | None = None) -> int:

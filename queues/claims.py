@@ -47,8 +47,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[
 return 0
 """
 
+# The lease may have lapsed while the job ran (a broker outage longer than the lease): the run still ends the
+# job unless another run took it over meanwhile.
 _FINISH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or not holder then
   redis.call('SET', KEYS[1], 'done', 'EX', ARGV[2])
   redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
   return 1
@@ -159,7 +162,8 @@ class ClaimStore:
         return bool(self._renew(keys=[claim_key(job_id)], args=[owner, _ms(lease_s)]))
 
     def finish(self, job_id: str, owner: str, report: str = "") -> bool:
-        """Mark the job done and keep its final report beside the claim, atomically."""
+        """Mark the job done and keep its final report beside the claim, atomically; False when another run
+        holds the job now (this run's lease lapsed and the job was taken over)."""
         return bool(self._finish(keys=[claim_key(job_id), result_key(job_id)], args=[owner, _KEEP_S, report]))
 
     @contextmanager

@@ -104,19 +104,21 @@ class Runner:
         with self.claims.lease(job_id, owner, self.lease_s):
             outcome = self._execute(job_id, msg, operation)
         update = self._update(job_id, outcome)
-        self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update)))
+        if not self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update))):
+            # Its lease lapsed and another run holds the job: that run reports, not this one.
+            log.warning("job %s: taken over while it ran here; its %s is not reported", job_id, outcome.state)
+            return Claim.TAKEN.value
         self.report(job_id, update)
         return Claim.CLAIMED.value
 
-    def _until_redis_answers(self, call: Callable[[], object], patience_s: float = 300.0) -> None:
+    def _until_redis_answers(self, call: Callable[[], bool], patience_s: float = 300.0) -> bool:
         """The outcome must reach Redis before the message is acknowledged: a broker outage waits, it does not
         turn a finished job into a lost one."""
         deadline = time.monotonic() + patience_s
         delay = 0.2
         while True:
             try:
-                call()
-                return
+                return call()
             except redis.RedisError:
                 if time.monotonic() > deadline:
                     raise

@@ -55,6 +55,16 @@ def test_a_live_lease_keeps_others_out_and_done_is_final(claims):
     assert claims.claim("job-1", "t", "w2", lease_s=5) is Claim.DONE
 
 
+def test_a_run_whose_lease_lapsed_unnoticed_still_ends_the_job(claims):
+    # A broker outage longer than the lease: nobody took the job over, so the run's outcome stands and a
+    # re-delivered message finds the job done.
+    assert claims.claim("job-1", "t", "w1", lease_s=0.2) is Claim.CLAIMED
+    time.sleep(0.4)
+    assert claims.finish("job-1", "w1", "the report")
+    assert claims.claim("job-1", "t", "w2", lease_s=5) is Claim.DONE
+    assert claims.result("job-1") == "the report"
+
+
 def test_a_lapsed_lease_can_be_taken_over(claims):
     claims.set_tokens([("job-1", "t")])
     assert claims.claim("job-1", "t", "w1", lease_s=0.2) is Claim.CLAIMED

@@ -1,13 +1,15 @@
 """Live migration between the two lab hosts (tests/support/twohosts.py: two libvirtds in network namespaces
 on this machine). archq: POST /api/v1/vms/<id>/migrate until its job succeeded, through the API (in-process),
 Redis, the conductor and the source host's real `archq worker` (pre-checks over SSH, libvirt peer to peer,
-progress reports), vs `virsh migrate --live --p2p --persistent --undefinesource` of a second tiny guest
-between the same hosts. Each round moves each guest to the other host (A -> B, then B -> A). The tiny amd64
-guest, 1 vCPU, 128 MiB, running under TCG. Needs root (namespaces), libvirtd, sshd and the tiny guest."""
+progress reports), vs `virsh migrate --live --p2p --persistent --undefinesource --copy-storage-inc` of a
+second tiny guest with the same kind of disk between the same hosts (they share no storage). Each round
+moves each guest to the other host (A -> B, then B -> A). The tiny amd64 guest, 1 vCPU, 128 MiB, running
+under TCG. Needs root (namespaces), libvirtd, sshd and the tiny guest."""
 
 from __future__ import annotations
 
 import itertools
+import shutil
 import subprocess
 import tempfile
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from bench.common import Samples, alternate, begin, bench_parser, compare, end
 from queues.arch import Arch
-from tests.support.migration_lab import cluster
+from tests.support.migration_lab import TINY_CACHE, cluster
 from tests.support.services import wait_for
 from tests.support.twohosts import lab_available
 from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
@@ -46,13 +48,21 @@ def main() -> None:
 
         raw_name = f"mig-raw-{tag}"
         raw_id = str(uuid.uuid4())
-        tiny = h1.host_data_dir / "images" / "tiny" / "amd64"
+        # The raw guest boots the same kernel and initrd from its own directory, at the same path on both hosts
+        # (copies without the xattrs the root libvirtd leaves on the cache's files).
         for host in (h1, h2):
             (host.data_dir / "vms" / raw_id).mkdir(mode=0o755)
+            for name in ("vmlinuz", "initrd.img"):
+                shutil.copyfile(TINY_CACHE / "amd64" / name, host.data_dir / "vms" / raw_id / name)
+            # The same 64 MiB qcow2 state disk an archq VM has, on both hosts: libvirt copies it into the
+            # target's (as archq does when hosts do not share storage).
+            disk = host.data_dir / "vms" / raw_id / "disk.qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+        raw_dir = h1.host_data_dir / "vms" / raw_id
         spec = DomainSpec(
-            uuid=raw_id, name=raw_name, arch=Arch.AMD64, vcpus=1, memory_mib=128, kernel=tiny / "vmlinuz",
-            initrd=tiny / "initrd.img", cmdline="console=ttyS0 loglevel=1 panic=-1 edd=off",
-            serial_log=h1.host_data_dir / "vms" / raw_id / "console.log", domain_type="qemu",
+            uuid=raw_id, name=raw_name, arch=Arch.AMD64, vcpus=1, memory_mib=128, kernel=raw_dir / "vmlinuz",
+            initrd=raw_dir / "initrd.img", cmdline="console=ttyS0 loglevel=1 panic=-1 edd=off",
+            serial_log=raw_dir / "console.log", domain_type="qemu", disk=raw_dir / "disk.qcow2",
         )  # fmt: skip
         xml = Path(tmp) / "raw.xml"
         xml.write_text(build_domain_xml(spec))
@@ -86,7 +96,8 @@ def main() -> None:
             submitted = time.perf_counter()
             subprocess.run(
                 ["virsh", "-c", source.uri, "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-                 "--auto-converge", "--abort-on-error", domain_name(raw_name), target.migration_uri],
+                 "--auto-converge", "--abort-on-error", "--copy-storage-inc", domain_name(raw_name),
+                 target.migration_uri],
                 check=True, capture_output=True, timeout=120,
             )  # fmt: skip
             return {"migrate s": [time.perf_counter() - submitted]}

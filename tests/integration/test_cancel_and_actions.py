@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from tests.support.api import create_vm, wait_host, wait_job
+from tests.support.fleet import add_vm, beat
+from web.extensions import db
+from web.models import Vm
 
 
 def test_a_queued_job_is_cancelled_before_any_side_effect(client, conductor, hypervisor_worker):
@@ -63,3 +66,22 @@ def test_a_job_over_its_time_limit_fails_with_timeout_and_is_rolled_back(client,
         assert "rolled back" in job["error"]["message"]
         assert worker.hypervisor.domain(accepted["vm"]["id"]) is None
         assert client.get(f"/api/v1/vms/{accepted['vm']['id']}").get_json()["vm"]["state"] == "failed"
+
+
+def test_a_cancelled_queued_action_leaves_the_vm_as_it_was(app, client):
+    # A host that heartbeats but whose worker takes nothing: the jobs stay queued until cancelled.
+    with app.app_context():
+        beat("idle-host")
+        stopped = add_vm("idle-host", state="stopped", desired_state="stopped")
+        unknown = add_vm("idle-host", state="unknown", desired_state="stopped")
+    for vm_id, submit in (
+        (stopped, lambda vm_id: client.delete(f"/api/v1/vms/{vm_id}")),
+        (unknown, lambda vm_id: client.post(f"/api/v1/vms/{vm_id}/start")),
+    ):
+        with app.app_context():
+            before = (db.session.get(Vm, vm_id).state, db.session.get(Vm, vm_id).desired_state)
+        job = submit(vm_id).get_json()["job"]
+        assert client.post(f"/api/v1/jobs/{job['id']}/cancel").get_json()["job"]["state"] == "cancelled"
+        with app.app_context():
+            vm = db.session.get(Vm, vm_id)
+            assert (vm.state, vm.desired_state) == before

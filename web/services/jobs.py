@@ -142,7 +142,10 @@ def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
         if job.vm is not None and job.kind == "create":
             job.vm.state = "deleted"
         elif job.vm is not None and job.kind not in SNAPSHOT_KINDS:
-            job.vm.state = _state_before(job)
+            # A job that never ran leaves the VM as it was when the job was submitted.
+            before = job.payload.get("params", {})
+            job.vm.state = before.get("from_state", "unknown")
+            job.vm.desired_state = before.get("from_desired_state", job.vm.desired_state)
         settle_snapshot(job)
         db.session.commit()
         return job
@@ -150,10 +153,3 @@ def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
     note(job, actor, "cancel requested; the worker will stop and roll back")
     db.session.commit()
     return job
-
-
-def _state_before(job: Job) -> str:
-    # A lifecycle job that never ran leaves the VM as it was when the job was submitted.
-    if job.kind == "migrate":
-        return job.payload.get("params", {}).get("from_state", "unknown")
-    return {"start": "stopped", "stop": "running", "reboot": "running", "delete": "running"}.get(job.kind, "unknown")

@@ -269,6 +269,8 @@ def submit_action(vm_id: str, kind: str, settings: Settings, actor: str = "api")
     else:
         _require_host_up(vm.host, settings)
         job = _new_job(kind, action.task, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
+        # What a cancel before the job starts puts back.
+        job.payload = {**job.payload, "params": {"from_state": vm.state, "from_desired_state": vm.desired_state}}
         vm.state = action.during
         vm.desired_state = {"start": "running", "reboot": "running", "stop": "stopped"}.get(kind, vm.desired_state)
     db.session.add(job)

@@ -143,6 +143,14 @@ def build_spec(app: Flask) -> dict:
         },
     )
     spec.components.response(
+        "JobAccepted",
+        {
+            "description": "the job is accepted; Location names it",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "/api/v1/jobs/<job id>"}},
+            "content": {"application/json": {"schema": "VmAcceptedOut"}},
+        },
+    )
+    spec.components.response(
         "UriTooLong",
         {
             "description": "the request line (path and query) is over the server's limit of 4 KiB",

@@ -22,10 +22,7 @@ def migrate(vm_id: str):
         recorded on the target only when libvirt has finished.
       requestBody: {required: true, content: {application/json: {schema: MigrateRequest}}}
       responses:
-        202:
-          description: the job is accepted; Location names it
-          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
-          content: {application/json: {schema: VmAcceptedOut}}
+        202: JobAccepted
         409: Error
     """
     request = MigrateRequest().load(json_body())

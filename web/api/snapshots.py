@@ -50,10 +50,7 @@ def revert(vm_id: str, name: str):
     ---
     post:
       responses:
-        202:
-          description: the job is accepted; Location names it
-          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
-          content: {application/json: {schema: VmAcceptedOut}}
+        202: JobAccepted
         409: Error
     """
     return accepted(*snapshots.submit_revert(vm_id, name, archq().settings, actor=current_actor()))
@@ -65,10 +62,7 @@ def delete_snapshot(vm_id: str, name: str):
     ---
     delete:
       responses:
-        202:
-          description: the job is accepted; Location names it
-          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
-          content: {application/json: {schema: VmAcceptedOut}}
+        202: JobAccepted
         409: Error
     """
     return accepted(*snapshots.submit_snapshot_delete(vm_id, name, archq().settings, actor=current_actor()))

@@ -34,10 +34,7 @@ def create_vm():
       description: Routed at submit time to a native or emulating queue, or a placed host.
       requestBody: {required: true, content: {application/json: {schema: VmCreateRequest}}}
       responses:
-        202:
-          description: the job is accepted; Location names it
-          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
-          content: {application/json: {schema: VmAcceptedOut}}
+        202: JobAccepted
         409: Error
         503: Error
     """
@@ -78,10 +75,7 @@ def delete_vm(vm_id: str):
     ---
     delete:
       responses:
-        202:
-          description: the job is accepted; Location names it
-          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
-          content: {application/json: {schema: VmAcceptedOut}}
+        202: JobAccepted
         409: Error
     """
     return accepted(*vms.submit_action(vm_id, "delete", archq().settings, actor=current_actor()))
@@ -94,10 +88,7 @@ def vm_action(vm_id: str, action: str):
     ---
     post:
       responses:
-        202:
-          description: the job is accepted; Location names it
-          headers: {Location: {schema: {type: string}, description: /api/v1/jobs/<job id>}}
-          content: {application/json: {schema: VmAcceptedOut}}
+        202: JobAccepted
         409: Error
     """
     return accepted(*vms.submit_action(vm_id, action, archq().settings, actor=current_actor()))

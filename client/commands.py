@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -151,17 +152,53 @@ def vm() -> None:
 @click.option("--host", help="pin the VM to this host")
 @click.option("--cpu-mode")
 @click.option("--restart-policy", type=click.Choice(["always", "on-failure", "never"]))
+@click.option("--network", type=click.Choice(["nat", "bridge", "none"]), help="default nat")
+@click.option("--bridge", help="the host bridge to join (with --network bridge)")
+@click.option(
+    "--ssh-key",
+    "ssh_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="an OpenSSH public key file (.pub) for the image's default user; repeatable",
+)
+@click.option("--user-data", type=click.File("r"), help="a #cloud-config or #! script file for cloud-init")
+@click.option("--hostname", help="the guest's hostname (default: NAME)")
+@click.option("--disk-gib", type=int, help="the VM's disk size (at least the image's)")
 @with_wait
 @api_command
-def vm_create(api: ApiClient, output: str, name: str, wait: bool, timeout: float, **options) -> None:
+def vm_create(
+    api: ApiClient,
+    output: str,
+    name: str,
+    wait: bool,
+    timeout: float,
+    network: str | None,
+    bridge: str | None,
+    ssh_keys: tuple[str, ...],
+    user_data: TextIO | None,
+    **options,
+) -> None:
     """Create a VM NAME."""
     body = {"name": name, **{k: v for k, v in options.items() if v is not None}}
+    if network or bridge:
+        body["network"] = {"mode": network or "bridge", **({"bridge": bridge} if bridge else {})}
+    if ssh_keys:
+        body["ssh_authorized_keys"] = [line for path in ssh_keys for line in _public_keys(Path(path))]
+    if user_data is not None:
+        body["user_data"] = user_data.read()
     answer = api.post("/vms", body)
     if output == "table":
         click.echo(f"vm {answer['vm']['id']} {name}")
         if answer["vm"].get("emulation_warning"):
             click.echo(f"warning: {answer['vm']['emulation_warning']}", err=True)
     finish(api, output, answer, wait, timeout)
+
+
+def _public_keys(path: Path) -> list[str]:
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    if not lines:
+        raise click.BadParameter(f"{path} holds no public key", param_hint="--ssh-key")
+    return lines
 
 
 @vm.command("list")

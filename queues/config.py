@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from queues.networks import dhcp_range
 
 DEFAULT_TIME_LIMITS = {
     "create": 600.0, "delete": 300.0, "start": 120.0, "stop": 120.0, "reboot": 120.0,
@@ -32,6 +36,24 @@ def _int(name: str, default: int) -> int:
 
 def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+class SettingError(ValueError):
+    """A setting that cannot work; the message names the variable."""
+
+
+def _nat_network(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,49}", name):
+        raise SettingError(f"ARCHQ_NAT_NETWORK={name!r}: must be 1-50 letters, digits, '.', '_' or '-'")
+    return name
+
+
+def _nat_subnet(text: str) -> str:
+    try:
+        dhcp_range(text)
+    except ValueError as exc:
+        raise SettingError(f"ARCHQ_NAT_SUBNET={text!r}: {exc} (an IPv4 network such as 192.168.150.0/24)") from exc
+    return str(ipaddress.IPv4Network(text))
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,14 @@ class Settings:
     known_hosts_file: Path = Path("/var/lib/archq/known_hosts")
     ssh_key_file: Path = Path("/var/lib/archq/ssh/id_ed25519")
     ssh_user: str = "root"
+    # Guests' networks (queues/networks.py, workers/networks.py): the libvirt network archq manages on each
+    # host for `nat` VMs, its subnet (the host takes the first address, DHCP the rest), and the host bridges
+    # `bridge` VMs may join (empty: every bridge the host has).
+    nat_network: str = "archq"
+    nat_subnet: str = "192.168.150.0/24"
+    bridges: tuple[str, ...] = ()
+    # The largest disk a VM may ask for (`disk_gib`).
+    max_disk_gib: int = 2048
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,6 +158,10 @@ class Settings:
             ssh_user=os.environ.get("ARCHQ_SSH_USER", cls.ssh_user),
             image_dirs=_paths(os.environ.get("ARCHQ_IMAGE_DIRS", "")) or (images_dir,),
             max_image_bytes=_int("ARCHQ_MAX_IMAGE_BYTES", cls.max_image_bytes),
+            nat_network=_nat_network(os.environ.get("ARCHQ_NAT_NETWORK", cls.nat_network)),
+            nat_subnet=_nat_subnet(os.environ.get("ARCHQ_NAT_SUBNET", cls.nat_subnet)),
+            bridges=tuple(b.strip() for b in os.environ.get("ARCHQ_BRIDGES", "").split(",") if b.strip()),
+            max_disk_gib=_int("ARCHQ_MAX_DISK_GIB", cls.max_disk_gib),
         )
 
     @property

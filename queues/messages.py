@@ -34,6 +34,15 @@ class VmSpec(_Message):
     # What the VM boots from, copied from the image catalog when it was created: workers never need the DB,
     # and a VM keeps its base image even if the catalog entry changes or goes.
     artifact = fields.Nested(Artifact, allow_none=True, load_default=None)
+    # {"mode": "nat", "network": <libvirt network>} | {"mode": "bridge", "bridge": <host bridge>} | {"mode": "none"}
+    network = fields.Dict(load_default=lambda: {"mode": "none"})
+    mac = fields.String(allow_none=True, load_default=None)
+    # First boot (workers/cloud_init.py). `user_data` travels only in create jobs: a re-run rebuilds the same
+    # seed, other jobs find it in the VM's directory.
+    hostname = fields.String(allow_none=True, load_default=None)
+    ssh_authorized_keys = fields.List(fields.String(), load_default=list)
+    user_data = fields.String(allow_none=True, load_default=None)
+    disk_gib = fields.Integer(allow_none=True, load_default=None)
 
 
 class JobMessage(_Message):
@@ -76,6 +85,8 @@ class Heartbeat(_Message):
     cpu_modes = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
     capacity = fields.Dict(load_default=dict)
     allocated = fields.Dict(load_default=dict)
+    # {"uuid", "name", "state", "reason"}, and for running archq VMs "addresses" and, once the guest printed
+    # them on its console, "ssh_host_keys".
     domains = fields.List(fields.Dict(), load_default=list)
     # When this worker process started: messages it took before a crash are lost with it (see recovery).
     started_at = fields.Float(load_default=0.0)
@@ -84,6 +95,8 @@ class Heartbeat(_Message):
     snapshot_support = fields.Dict(keys=fields.String(), values=fields.Boolean(), load_default=dict)
     # How other hosts migrate VMs here: address, ssh_port, shared_storage (see queues/config.py).
     migration = fields.Dict(load_default=dict)
+    # What VMs can attach to here: {"libvirt": [active networks], "bridges": [host bridges]}.
+    networks = fields.Dict(load_default=dict)
     at = fields.Float(required=True)
 
 

@@ -27,11 +27,14 @@ class HostLoad:
     memory_mib: int
     used_vcpus: int = 0
     used_memory_mib: int = 0
+    # Free space in the host's data directory as it last reported it (None: not reported).
+    free_disk_mib: int | None = None
 
-    def fits(self, vcpus: int, memory_mib: int, cpu_ratio: float, ram_ratio: float) -> bool:
+    def fits(self, vcpus: int, memory_mib: int, cpu_ratio: float, ram_ratio: float, disk_mib: int = 0) -> bool:
         return (
             self.used_vcpus + vcpus <= self.vcpus * cpu_ratio
             and self.used_memory_mib + memory_mib <= self.memory_mib * ram_ratio
+            and (self.free_disk_mib is None or disk_mib <= self.free_disk_mib)
         )
 
     def load_after(self, vcpus: int, memory_mib: int) -> float:
@@ -46,10 +49,17 @@ class Demand:
     vcpus: int
     memory_mib: int
     emulation: Emulation = Emulation.PREFER_NATIVE
+    # The network or bridge the VM's NIC needs (queues/networks.py `needs`), and the disk it may fill.
+    need: tuple[str, str] | None = None
+    disk_mib: int = 0
 
 
 class NoHostFits(Exception):
     """No live host can take the VM; the message says why."""
+
+
+class NoHostOffers(NoHostFits):
+    """Live hosts could run the VM, but none has the network or bridge its NIC needs."""
 
 
 def candidates(demand: Demand, loads: Sequence[HostLoad]) -> list[HostLoad]:
@@ -78,11 +88,16 @@ def place(
     eligible = candidates(demand, loads)
     if not eligible:
         raise NoHostFits(f"no live host can run {demand.arch} guests (emulation: {demand.emulation})")
-    fitting = [h for h in eligible if h.fits(demand.vcpus, demand.memory_mib, cpu_ratio, ram_ratio)]
+    if demand.need is not None:
+        eligible = [h for h in eligible if demand.need in h.host.offers]
+        if not eligible:
+            raise NoHostOffers(no_host_offers(demand.need, demand.arch))
+    fitting = [h for h in eligible if h.fits(demand.vcpus, demand.memory_mib, cpu_ratio, ram_ratio, demand.disk_mib)]
     if not fitting:
+        disk = f" and {demand.disk_mib} MiB of disk" if demand.disk_mib else ""
         raise NoHostFits(
             f"none of {len(eligible)} live host(s) for {demand.arch} has {demand.vcpus} vCPU(s) and "
-            f"{demand.memory_mib} MiB free"
+            f"{demand.memory_mib} MiB free{disk}"
         )
     if strategy == Placement.LEAST_LOADED:
         return min(fitting, key=lambda h: (h.load_after(demand.vcpus, demand.memory_mib), h.host.name))
@@ -94,3 +109,10 @@ def place(
     if strategy == Placement.RANDOM:
         return (rng or _random.Random()).choice(fitting)
     raise ValueError(f"{strategy} does not pick a host")
+
+
+def no_host_offers(need: tuple[str, str], arch: Arch | None = None) -> str:
+    kind, name = need
+    what = f"bridge {name!r}" if kind == "bridges" else f"libvirt network {name!r}"
+    where = f" that can run {arch} guests" if arch else ""
+    return f"no live host{where} has {what} (hosts report what they have in their heartbeats: GET /api/v1/hosts)"

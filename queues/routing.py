@@ -25,6 +25,18 @@ class LiveHost:
     accel: str
     emulators: frozenset[Arch] = field(default_factory=frozenset)
     drained: bool = False
+    # What VMs can attach to there (queues/networks.py): ("libvirt", network) and ("bridges", bridge) pairs.
+    offers: frozenset[tuple[str, str]] = field(default_factory=frozenset)
+
+    @property
+    def queues(self) -> tuple[str, ...]:
+        """The routed queues this host consumes (its own host queue aside)."""
+        return (native_queue(self.arch), *(tcg_queue(a) for a in sorted(self.emulators)))
+
+
+def offers_of(networks: dict) -> frozenset[tuple[str, str]]:
+    """A heartbeat's `networks` ({"libvirt": [...], "bridges": [...]}) as LiveHost.offers."""
+    return frozenset((kind, name) for kind in ("libvirt", "bridges") for name in (networks or {}).get(kind, ()))
 
 
 @dataclass(frozen=True)
@@ -50,18 +62,35 @@ class Fleet:
 
     native_accels: dict[Arch, frozenset[str]] = field(default_factory=dict)
     emulating: dict[Arch, int] = field(default_factory=dict)
+    # Per routed queue: how many live hosts consume it, and how many of those offer each network or bridge.
+    consumers: dict[str, int] = field(default_factory=dict)
+    offering: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)
 
     @classmethod
     def from_hosts(cls, hosts: Iterable[LiveHost]) -> Fleet:
         native: dict[Arch, set[str]] = {}
         emulating: dict[Arch, int] = {}
+        consumers: dict[str, int] = {}
+        offering: dict[str, dict[tuple[str, str], int]] = {}
         for host in hosts:
             if host.drained:
                 continue
             native.setdefault(host.arch, set()).add(host.accel)
             for arch in host.emulators:
                 emulating[arch] = emulating.get(arch, 0) + 1
-        return cls({a: frozenset(s) for a, s in native.items()}, emulating)
+            for queue in host.queues:
+                consumers[queue] = consumers.get(queue, 0) + 1
+                counts = offering.setdefault(queue, {})
+                for offer in host.offers:
+                    counts[offer] = counts.get(offer, 0) + 1
+        return cls({a: frozenset(s) for a, s in native.items()}, emulating, consumers, offering)
+
+    def coverage(self, queue: str, need: tuple[str, str] | None) -> tuple[int, int]:
+        """(hosts consuming `queue` that offer `need`, hosts consuming `queue`)."""
+        total = self.consumers.get(queue, 0)
+        if need is None:
+            return total, total
+        return self.offering.get(queue, {}).get(need, 0), total
 
 
 def route_create(arch: Arch, emulation: Emulation, fleet: Fleet) -> Route:

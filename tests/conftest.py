@@ -165,6 +165,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ARCHQ_STOP_TIMEOUT_S": str(settings.stop_timeout_s),
         "ARCHQ_IMAGE_DIRS": ":".join(str(d) for d in settings.image_dirs),
         "ARCHQ_MAX_IMAGE_BYTES": str(settings.max_image_bytes),
+        "ARCHQ_NAT_NETWORK": settings.nat_network,
+        "ARCHQ_NAT_SUBNET": settings.nat_subnet,
+        "ARCHQ_BRIDGES": ",".join(settings.bridges),
     }
 
 

@@ -34,6 +34,8 @@ class Host(db.Model):
     # From heartbeats: libvirt's version (9.0.0 is 9000000) and what snapshots can do on the host.
     libvirt_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     snapshot_support: Mapped[dict] = mapped_column(JSON, default=dict)
+    # What VMs can attach to here, from heartbeats: {"libvirt": [active libvirt networks], "bridges": [...]}.
+    networks: Mapped[dict] = mapped_column(JSON, default=dict)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -71,6 +73,24 @@ class Vm(db.Model):
     # The image artifact this VM boots from (format, sources, sha256s), copied from the catalog at create:
     # its hosts keep that base whatever later happens to the catalog entry.
     artifact: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # {"mode": "nat"} (archq's libvirt network on each host), {"mode": "bridge", "bridge": ...} or {"mode": "none"}.
+    network: Mapped[dict] = mapped_column(JSON, default=lambda: {"mode": "none"})
+    # Derived from the id (queues/networks.py) and kept: the same across stop/start, revert and migration.
+    mac: Mapped[str | None] = mapped_column(String(17), nullable=True)
+    # First boot (cloud-init NoCloud): the guest's hostname, the users' keys and their user data. The user data
+    # may hold secrets: the API shows only its SHA256 and size.
+    hostname: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    ssh_authorized_keys: Mapped[list] = mapped_column(JSON, default=list)
+    user_data: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_data_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_data_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The virtual size of the VM's disk (None: the image's own).
+    disk_gib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # [{"mac", "ipv4", "ipv6", "source": "lease" | "agent"}] as the host last reported them, and when.
+    addresses: Mapped[list] = mapped_column(JSON, default=list)
+    addresses_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The guest's SSH host keys ("type base64"), read from its serial console after first boot.
+    ssh_host_keys: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from queues.guest_config import parse_ssh_public_key, validate_hostname, validate_user_data
 
 from queues.arch import UnknownArch, parse_arch
 from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
 from queues.image_sources import validate_source
 from queues.images import DISK_FORMATS, FORMATS, KERNEL_INITRD, MAX_CMDLINE, SHA256_PATTERN
+from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
@@ -44,6 +46,54 @@ class ArchField(fields.String):
             raise ValidationError(str(exc)) from exc
 
 
+def _hostname(value: str) -> None:
+    try:
+        validate_hostname(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from exc
+
+
+class SshPublicKeyField(fields.String):
+    """An OpenSSH public key line, checked and loaded in its normal form ("type base64 comment")."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parse_ssh_public_key(text).line
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+
+class UserDataField(fields.String):
+    """`#cloud-config` YAML or a `#!` script, at most 64 KiB of UTF-8."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            validate_user_data(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        return text
+
+
+MAX_AUTHORIZED_KEYS = 32
+
+# Linux interface names: at most 15 bytes, no '/', no whitespace.
+BRIDGE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,14}\Z"
+
+
+class NetworkIn(Schema):
+    mode = fields.String(required=True, validate=validate.OneOf([m.value for m in NetworkMode]))
+    bridge = fields.String(validate=validate.Regexp(BRIDGE_PATTERN, error="must be a Linux interface name"))
+
+    @validates_schema
+    def bridge_with_bridge_mode(self, data: dict, **_kwargs) -> None:
+        if data.get("mode") == NetworkMode.BRIDGE and not data.get("bridge"):
+            raise ValidationError({"bridge": ["required with mode bridge: the host bridge to join"]})
+        if data.get("mode") != NetworkMode.BRIDGE and "bridge" in data:
+            raise ValidationError({"bridge": [f"not used with mode {data.get('mode')}"]})
+
+
 class VmCreateRequest(Schema):
     name = fields.String(
         required=True,
@@ -63,14 +113,30 @@ class VmCreateRequest(Schema):
     cpu_mode = fields.String(load_default=HOST_MODEL, validate=validate.OneOf(CPU_MODES))
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
     host = fields.String(load_default=None, validate=[validate.Length(min=1, max=255), ONE_LINE])
+    network = fields.Nested(NetworkIn, load_default=lambda: {"mode": NetworkMode.NAT.value})
+    # First boot (cloud-init NoCloud): keys for the image's default user, the user's own user data, a hostname
+    # (default: the VM's name).
+    ssh_authorized_keys = fields.List(
+        SshPublicKeyField(), load_default=list, validate=validate.Length(max=MAX_AUTHORIZED_KEYS)
+    )
+    user_data = UserDataField(load_default=None)
+    hostname = fields.String(load_default=None, validate=_hostname)
+    # The VM's disk size (at least the image's); cloud-init grows the root filesystem to it at first boot.
+    disk_gib = fields.Integer(load_default=None, strict=True)
 
     # The defaults are the settings' defaults, so the schema can also be built without settings (OpenAPI).
     def __init__(
-        self, *, max_vcpus: int = Settings.max_vcpus, max_memory_mib: int = Settings.max_memory_mib, **kwargs
+        self,
+        *,
+        max_vcpus: int = Settings.max_vcpus,
+        max_memory_mib: int = Settings.max_memory_mib,
+        max_disk_gib: int = Settings.max_disk_gib,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.max_vcpus = max_vcpus
         self.max_memory_mib = max_memory_mib
+        self.max_disk_gib = max_disk_gib
 
     @validates_schema
     def within_limits(self, data: dict, **_kwargs) -> None:
@@ -81,6 +147,9 @@ class VmCreateRequest(Schema):
         memory = data.get("memory_mib")
         if memory is not None and not 64 <= memory <= self.max_memory_mib:
             errors["memory_mib"] = [f"must be between 64 and {self.max_memory_mib} MiB"]
+        disk = data.get("disk_gib")
+        if disk is not None and not 1 <= disk <= self.max_disk_gib:
+            errors["disk_gib"] = [f"must be between 1 and {self.max_disk_gib} GiB"]
         if errors:
             raise ValidationError(errors)
 
@@ -257,6 +326,21 @@ class VmOut(Schema):
     memory_snapshot_ok = fields.Function(lambda vm: vm_flags(vm).memory_snapshot_ok)
     revertable = fields.Function(lambda vm: vm_flags(vm).revertable)
     capability_reasons = fields.Function(lambda vm: vm_flags(vm).reasons)
+    network = fields.Dict()
+    mac = fields.String(allow_none=True)
+    hostname = fields.String(allow_none=True)
+    disk_gib = fields.Integer(allow_none=True)
+    ssh_authorized_keys = fields.List(fields.String())
+    # Never the user data itself: it may hold secrets.
+    user_data = fields.Function(
+        lambda vm: {"sha256": vm.user_data_sha256, "size": vm.user_data_size} if vm.user_data_sha256 else None,
+        allow_none=True,
+    )
+    addresses = fields.List(fields.Dict())
+    # When the VM's host last reported its addresses (they refresh with its heartbeats).
+    addresses_at = UtcDateTime(allow_none=True)
+    ssh_host_keys = fields.List(fields.String())
+    login_user = fields.Function(lambda vm: (vm.artifact or {}).get("login_user"), allow_none=True)
     queue = fields.Function(lambda vm: vm.jobs[-1].queue if vm.jobs else None, allow_none=True)
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
@@ -276,6 +360,9 @@ class HostOut(Schema):
     unmanaged_domains = fields.List(fields.Dict())
     libvirt_version = fields.Integer(allow_none=True)
     snapshot_support = fields.Dict()
+    networks = fields.Dict()
+    # Where `archq vm ssh` jumps through to reach VMs on NAT networks: the host's SSH address and port.
+    ssh = fields.Dict()
 
 
 class SnapshotCreateRequest(Schema):

@@ -12,6 +12,7 @@ from workers.artifacts import ArtifactStore, create_overlay, create_state_disk
 DISK_NAME = "disk.qcow2"
 NVRAM_NAME = "nvram.fd"
 CONSOLE_NAME = "console.log"
+SEED_NAME = "seed.iso"
 
 
 @dataclass(frozen=True)

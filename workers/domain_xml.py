@@ -36,6 +36,17 @@ class DomainSpec:
     cpu_mode: str = "host-model"
     # UEFI variable store of a guest booting from disk on arm64 (kept in the VM's directory).
     nvram: Path | None = None
+    # The VM's NIC (None: no NIC) and its cloud-init NoCloud seed, attached read-only.
+    nic: Nic | None = None
+    seed: Path | None = None
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    # "network" (a libvirt network, archq's NAT one) or "bridge" (a host bridge).
+    type: str
+    source: str
 
 
 def firmware_of(spec: DomainSpec) -> str:
@@ -45,9 +56,12 @@ def firmware_of(spec: DomainSpec) -> str:
     return "uefi" if spec.arch is Arch.ARM64 else "bios"
 
 
+DOMAIN_PREFIX = "archq-"
+
+
 def domain_name(vm_name: str) -> str:
     """The libvirt name of an archq VM: prefixed so that `virsh list` tells archq's domains apart."""
-    return f"archq-{vm_name}"
+    return f"{DOMAIN_PREFIX}{vm_name}"
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -75,6 +89,10 @@ def build_domain_xml(spec: DomainSpec) -> str:
     else:
         ET.SubElement(domain, "cpu", mode=spec.cpu_mode)
 
+    if spec.arch is Arch.ARM64:
+        # GICv3: what Debian's arm64 cloud kernels expect on `virt`, and no 8-vCPU limit as with GICv2.
+        ET.SubElement(ET.SubElement(domain, "features"), "gic", version="3")
+
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
     ET.SubElement(domain, "on_crash").text = "destroy"
@@ -85,6 +103,28 @@ def build_domain_xml(spec: DomainSpec) -> str:
         ET.SubElement(disk, "driver", name="qemu", type=spec.disk_format)
         ET.SubElement(disk, "source", file=str(spec.disk))
         ET.SubElement(disk, "target", dev="vda", bus="virtio")
+    if spec.seed is not None:
+        # virtio-scsi: a cloud kernel loads no AHCI driver early, so a SATA cdrom would be invisible to
+        # cloud-init; a virtio-blk cdrom is refused by libvirt (no ejectable media). Works on q35 and virt.
+        ET.SubElement(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        cdrom = ET.SubElement(devices, "disk", type="file", device="cdrom")
+        ET.SubElement(cdrom, "driver", name="qemu", type="raw")
+        ET.SubElement(cdrom, "source", file=str(spec.seed))
+        ET.SubElement(cdrom, "target", dev="sda", bus="scsi")
+        ET.SubElement(cdrom, "readonly")
+    if spec.nic is not None:
+        interface = ET.SubElement(devices, "interface", type=spec.nic.type)
+        ET.SubElement(interface, "mac", address=spec.nic.mac)
+        ET.SubElement(interface, "source", {spec.nic.type: spec.nic.source})
+        ET.SubElement(interface, "model", type="virtio")
+    # The QEMU guest agent's channel (libvirt picks the socket path): addresses, including bridged NICs and
+    # IPv6, come from the guest itself when an agent runs there.
+    channel = ET.SubElement(devices, "channel", type="unix")
+    ET.SubElement(channel, "source", mode="bind")
+    ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+    # Entropy from the host: sshd's key generation at first boot would otherwise wait for it.
+    rng = ET.SubElement(devices, "rng", model="virtio")
+    ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
     serial = ET.SubElement(devices, "serial", type="file")
     ET.SubElement(serial, "source", path=str(spec.serial_log), append="on")
     ET.SubElement(serial, "target", port="0")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from celery import Celery
 
 from queues import messages
 from queues.names import CONTROL, Task
+from workers.guest_facts import HostKeyReader, guest_facts
 from workers.host import HostProfile, free_disk_mib
 from workers.hypervisor import Hypervisor
 from workers.snapshots import snapshot_support
@@ -21,9 +24,15 @@ STARTED_AT = time.time()
 
 
 def heartbeat_message(
-    profile: HostProfile, hypervisor: Hypervisor, data_dir_free_mib: int, migration: dict | None = None
+    profile: HostProfile,
+    hypervisor: Hypervisor,
+    data_dir_free_mib: int,
+    migration: dict | None = None,
+    networks: dict | None = None,
+    keys: HostKeyReader | None = None,
 ) -> dict:
     domains = hypervisor.list_domains()
+    facts = guest_facts(hypervisor, keys, domains) if keys is not None else {}
     return messages.heartbeat.dump(
         {
             "host": profile.name,
@@ -38,11 +47,15 @@ def heartbeat_message(
                 "disk_mib": data_dir_free_mib,
             },
             "allocated": {"domains": sum(1 for d in domains if d.state == "running")},
-            "domains": [{"uuid": d.uuid, "name": d.name, "state": d.state, "reason": d.reason} for d in domains],
+            "domains": [
+                {"uuid": d.uuid, "name": d.name, "state": d.state, "reason": d.reason, **facts.get(d.uuid, {})}
+                for d in domains
+            ],
             "started_at": STARTED_AT,
             "libvirt_version": profile.libvirt_version,
             "snapshot_support": snapshot_support(profile.libvirt_version),
             "migration": migration or {},
+            "networks": networks or {},
             "at": time.time(),
         }
     )
@@ -57,6 +70,7 @@ class HeartbeatThread(threading.Thread):
         data_dir,
         interval_s: float,
         migration: dict | None = None,
+        networks: Callable[[], dict] | None = None,
     ):
         super().__init__(name="archq-heartbeat", daemon=True)
         self._app = app
@@ -66,9 +80,18 @@ class HeartbeatThread(threading.Thread):
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._migration = migration
+        self._networks = networks or dict
+        self._keys = HostKeyReader(Path(data_dir))
 
     def beat(self) -> None:
-        message = heartbeat_message(self._profile, self._hypervisor, free_disk_mib(self._data_dir), self._migration)
+        message = heartbeat_message(
+            self._profile,
+            self._hypervisor,
+            free_disk_mib(self._data_dir),
+            self._migration,
+            self._networks(),
+            self._keys,
+        )
         # A beat that waited in the queue longer than a few intervals says nothing about now.
         self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
 

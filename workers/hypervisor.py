@@ -309,6 +309,87 @@ class Hypervisor:
                     raise
         return infos
 
+    # --- networks -------------------------------------------------------------------------------------------
+
+    def ensure_network(self, name: str, xml: str) -> bool:
+        """Define `xml` as network `name` unless one of that name exists (an operator's is left as it is), then
+        make sure it is active and autostarted. True when this call defined it."""
+        try:
+            try:
+                net = self._conn.networkLookupByName(name)
+                created = False
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                try:
+                    net = self._conn.networkDefineXML(xml)
+                    created = True
+                except libvirt.libvirtError:
+                    # Another worker on this host defined it in the meantime.
+                    net = self._conn.networkLookupByName(name)
+                    created = False
+            if not net.isActive():
+                try:
+                    net.create()
+                except libvirt.libvirtError:
+                    if not net.isActive():
+                        raise
+            if not net.autostart():
+                net.setAutostart(1)
+            return created
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("network_unavailable", f"libvirt could not set up network {name!r}: {exc}") from exc
+
+    def active_networks(self) -> list[str]:
+        try:
+            return [net.name() for net in self._conn.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE)]
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"cannot list networks: {exc}") from exc
+
+    def dhcp_leases(self, network: str, mac: str) -> list[dict]:
+        """The leases libvirt's dnsmasq holds for `mac` on `network` (`iface`, `ipaddr`, `prefix`, ...)."""
+        try:
+            return self._conn.networkLookupByName(network).DHCPLeases(mac)
+        except libvirt.libvirtError:
+            return []
+
+    def interface_addresses(self, uuid: str) -> list[dict]:
+        """The domain's addresses as [{"mac", "ipv4", "ipv6", "source"}], from the DHCP leases of libvirt's
+        networks and from the QEMU guest agent when it answers (it also knows bridged NICs and IPv6)."""
+        try:
+            dom = self._lookup(uuid)
+        except libvirt.libvirtError:
+            return []
+        if dom is None:
+            return []
+        found: dict[tuple[str, str], dict] = {}
+        for source, flag in (
+            ("lease", libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE),
+            ("agent", libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT),
+        ):
+            try:
+                interfaces = dom.interfaceAddresses(flag, 0)
+            except libvirt.libvirtError:
+                # No lease yet, no agent in the guest, or the agent not answering: the other source may know.
+                continue
+            for iface in interfaces.values():
+                mac = (iface.get("hwaddr") or "").lower()
+                if not mac or mac == "00:00:00:00:00:00":
+                    continue  # the guest's loopback, as the agent reports it
+                for addr in iface.get("addrs") or []:
+                    family = "ipv4" if addr["type"] == libvirt.VIR_IP_ADDR_TYPE_IPV4 else "ipv6"
+                    if family == "ipv6" and addr["addr"].lower().startswith("fe80"):
+                        continue  # link-local: not reachable as an address to log in to
+                    entry = found.setdefault((mac, source), {"mac": mac, "ipv4": None, "ipv6": None, "source": source})
+                    entry[family] = entry[family] or addr["addr"]
+        # The agent's view wins where both know a NIC: it is the guest's own.
+        by_mac: dict[str, dict] = {}
+        for (mac, source), entry in sorted(found.items(), key=lambda kv: kv[0][1] != "agent"):
+            by_mac.setdefault(mac, entry)
+            if source == "lease" and by_mac[mac] is not entry:
+                by_mac[mac]["ipv4"] = by_mac[mac]["ipv4"] or entry["ipv4"]
+        return sorted(by_mac.values(), key=lambda e: e["mac"])
+
     @contextmanager
     def transient(self, xml: str) -> Iterator[bool]:
         """Run a transient domain for the body's duration; yields whether it started."""

@@ -31,6 +31,7 @@ from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.hypervisor import Hypervisor, HypervisorError
 from workers.migration import migration_endpoint
+from workers.networks import ensure_nat_network, offered
 from workers.operations import WorkerContext
 from workers.probe import accelerator_boots
 from workers.runner import Runner
@@ -121,8 +122,15 @@ class WorkerService:
             rollbacks=ROLLBACKS,
         )
         register_tasks(app, runner)
+        ensure_nat_network(hypervisor, settings)
         heartbeat = HeartbeatThread(
-            app, profile, hypervisor, settings.data_dir, settings.heartbeat_interval_s, migration_endpoint(settings)
+            app,
+            profile,
+            hypervisor,
+            settings.data_dir,
+            settings.heartbeat_interval_s,
+            migration_endpoint(settings),
+            networks=lambda: offered(hypervisor, settings),
         )
         console = ConsoleThread(settings.redis_url, profile.name, settings.data_dir)
         return cls(

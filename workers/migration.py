@@ -85,13 +85,21 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
     root = ET.fromstring(dom.XMLDesc(0))
     artifacts: list[Path] = [Path(p) for tag in ("os/kernel", "os/initrd") if (p := root.findtext(tag))]
     directories: set[Path] = set()
-    for source in root.iterfind("devices/*/source"):
+    # The serial log's directory (the guest agent's socket path is libvirt's own to make on the target).
+    for source in [*root.iterfind("devices/serial/source"), *root.iterfind("devices/console/source")]:
         if source.get("path"):
             directories.add(Path(source.get("path", "")).parent)
     disks: list[target_checks.Disk] = []
     for disk in root.iterfind("devices/disk"):
         path = (disk.find("source").get("file") if disk.find("source") is not None else None) or ""
-        if disk.get("type") != "file" or disk.get("device") != "disk" or not path:
+        if disk.get("type") != "file" or not path:
+            continue
+        if disk.get("device") == "cdrom":
+            # The cloud-init seed: read-only, so libvirt copies nothing; it must be on the target (a guest that
+            # loses its seed makes new SSH host keys).
+            artifacts.append(Path(path))
+            continue
+        if disk.get("device") != "disk":
             continue
         if disk.find("readonly") is not None or disk.find("shareable") is not None:
             artifacts.append(Path(path))

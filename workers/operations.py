@@ -10,12 +10,15 @@ from pathlib import Path
 
 from queues.arch import Arch
 from queues.config import Settings
+from queues.networks import NetworkMode
 from workers.artifacts import ArtifactError, ArtifactStore
-from workers.boot import CONSOLE_NAME, fetch_artifact, prepare_disk
-from workers.domain_xml import DomainSpec, build_domain_xml, cpu_mode_in, domain_name, firmware_of
+from workers.boot import CONSOLE_NAME, SEED_NAME, fetch_artifact, prepare_disk
+from workers.cloud_init import seed_files, write_seed_iso
+from workers.domain_xml import DomainSpec, Nic, build_domain_xml, cpu_mode_in, domain_name, firmware_of
 from workers.errors import JobFailed
 from workers.host import HostProfile
 from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
+from workers.networks import offered, release_leases
 
 
 @dataclass
@@ -59,10 +62,12 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         files = fetch_artifact(store, artifact)
     except ArtifactError as exc:
         raise JobFailed(exc.code, f"image {vm['image']!r} ({arch}) on host {ctx.host.name}: {exc}") from exc
+    nic = _nic(ctx, vm)
     vm_dir = ctx.vm_dir(str(vm["id"]))
     vm_dir.mkdir(parents=True, exist_ok=True)
     try:
-        boot = prepare_disk(store, artifact, files, vm_dir, arch)
+        boot = prepare_disk(store, artifact, files, vm_dir, arch, size_gib=vm.get("disk_gib"))
+        seed = write_seed(vm, vm_dir)
     except ArtifactError as exc:
         shutil.rmtree(vm_dir, ignore_errors=True)
         raise JobFailed(exc.code, f"host {ctx.host.name}: {exc}") from exc
@@ -82,6 +87,8 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         disk_format=boot.disk_format,
         cpu_mode=vm.get("cpu_mode") or "host-model",
         nvram=boot.nvram,
+        nic=nic,
+        seed=seed,
     )
     existed = ctx.hypervisor.domain(spec.uuid) is not None
     try:
@@ -107,12 +114,60 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
     }
 
 
+def _nic(ctx: WorkerContext, vm: dict) -> Nic | None:
+    """The VM's NIC on this host; a network or bridge the host lacks fails the job before anything exists
+    (placement only picks hosts that report it, so this means the host lost it since its last heartbeat)."""
+    network, mac = vm.get("network") or {}, vm.get("mac")
+    mode = NetworkMode(network.get("mode", NetworkMode.NONE))
+    if mode is NetworkMode.NONE or not mac:
+        return None
+    settings = ctx.settings or Settings()
+    offers = offered(ctx.hypervisor, settings)
+    if mode is NetworkMode.NAT:
+        name = network.get("network") or settings.nat_network
+        if name not in offers["libvirt"]:
+            raise JobFailed(
+                "network_unavailable",
+                f"host {ctx.host.name} has no active libvirt network {name!r} for the VM's NAT NIC; check the "
+                "worker's log for why it could not start it, or create the VM with another network",
+            )
+        return Nic(mac=mac, type="network", source=name)
+    if network["bridge"] not in offers["bridges"]:
+        raise JobFailed(
+            "bridge_unavailable",
+            f"host {ctx.host.name} has no bridge {network['bridge']!r} (or ARCHQ_BRIDGES does not allow it)",
+        )
+    return Nic(mac=mac, type="bridge", source=network["bridge"])
+
+
+def write_seed(vm: dict, vm_dir: Path) -> Path:
+    """The VM's cloud-init NoCloud seed in its directory (0600: user data may hold secrets). Kept once made:
+    only create jobs carry the user data, and the seed must outlive them (a guest that loses it makes new
+    SSH host keys)."""
+    seed = vm_dir / SEED_NAME
+    if not seed.exists():
+        has_nic = (vm.get("network") or {}).get("mode", NetworkMode.NONE) != NetworkMode.NONE
+        files = seed_files(
+            str(vm["id"]),
+            vm.get("hostname") or vm["name"],
+            list(vm.get("ssh_authorized_keys") or []),
+            vm.get("user_data"),
+            vm.get("mac") if has_nic else None,
+        )
+        write_seed_iso(files, seed)
+    return seed
+
+
 def delete_vm(ctx: WorkerContext, vm: dict) -> dict:
-    """Destroy and undefine the domain and remove its files. Deleting what is already gone succeeds."""
+    """Destroy and undefine the domain, give back its DHCP lease and remove its files (disk, seed, console
+    log, NVRAM). Deleting what is already gone succeeds."""
     try:
         existed = ctx.hypervisor.remove(str(vm["id"]))
     except HypervisorError as exc:
         raise JobFailed(exc.code, f"{exc}; the VM may still exist on host {ctx.host.name}") from exc
+    network = vm.get("network") or {}
+    if network.get("mode") == NetworkMode.NAT and vm.get("mac"):
+        release_leases(ctx.hypervisor, network.get("network") or (ctx.settings or Settings()).nat_network, vm["mac"])
     shutil.rmtree(ctx.vm_dir(str(vm["id"])), ignore_errors=True)
     return {"host": ctx.host.name, "state": "deleted", "existed": existed, "domain": domain_name(vm["name"])}
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from queues.arch import Arch
 from queues.config import Settings
 from queues.placement import HostLoad
-from queues.routing import Fleet, LiveHost
+from queues.routing import Fleet, LiveHost, offers_of
 from web.errors import NotFound
 from web.extensions import db
 from web.models import Host, Vm, utcnow
@@ -45,12 +45,37 @@ def record_heartbeat(beat: dict) -> Host:
     host.libvirt_version = beat["libvirt_version"] or None
     host.snapshot_support = beat["snapshot_support"]
     host.migration = beat.get("migration") or {}
+    host.networks = beat.get("networks") or {}
+    _record_guest_facts(host.name, beat["domains"])
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
     # The conductor's clock decides liveness; workers' clocks may drift.
     host.last_seen = utcnow()
     db.session.add(host)
     return host
+
+
+# Addresses that did not change are written again at most this often, so `addresses_at` says how fresh they
+# are without a row write per VM per heartbeat.
+ADDRESSES_REFRESH_S = 30.0
+
+
+def _record_guest_facts(host: str, domains: list[dict]) -> None:
+    """Addresses and SSH host keys of the host's running VMs, as its worker read them."""
+    facts = {d["uuid"]: d for d in domains if "addresses" in d}
+    if not facts:
+        return
+    now = utcnow()
+    for vm in db.session.scalars(select(Vm).where(Vm.id.in_(facts), Vm.host == host, Vm.state != "deleted")):
+        fact = facts[vm.id]
+        stale = vm.addresses_at is None or (now - _aware(vm.addresses_at)).total_seconds() > ADDRESSES_REFRESH_S
+        if fact["addresses"] != vm.addresses or stale:
+            vm.addresses = fact["addresses"]
+            vm.addresses_at = now
+        # The first keys the guest printed are the ones to trust; a later block (a reinstall inside the guest)
+        # does not silently replace them.
+        if fact.get("ssh_host_keys") and not vm.ssh_host_keys:
+            vm.ssh_host_keys = fact["ssh_host_keys"]
 
 
 def _aware(moment: datetime) -> datetime:
@@ -69,11 +94,13 @@ def live_hosts(settings: Settings) -> list[LiveHost]:
     (not the JSON of every domain), no broker round trip."""
     since = utcnow() - timedelta(seconds=settings.host_down_after_s)
     rows = db.session.execute(
-        select(Host.name, Host.arch, Host.accel, Host.emulators, Host.drained).where(Host.last_seen >= since)
+        select(Host.name, Host.arch, Host.accel, Host.emulators, Host.drained, Host.networks).where(
+            Host.last_seen >= since
+        )
     )
     return [
-        LiveHost(name, Arch(arch), accel, frozenset(Arch(a) for a in emulators), drained)
-        for name, arch, accel, emulators, drained in rows
+        LiveHost(name, Arch(arch), accel, frozenset(Arch(a) for a in emulators), drained, offers_of(networks))
+        for name, arch, accel, emulators, drained, networks in rows
     ]
 
 
@@ -84,6 +111,7 @@ def _live_host(h: Host) -> LiveHost:
         accel=h.accel,
         emulators=frozenset(Arch(a) for a in h.emulators),
         drained=h.drained,
+        offers=offers_of(h.networks),
     )
 
 
@@ -134,6 +162,7 @@ def host_loads(settings: Settings) -> list[HostLoad]:
             memory_mib=int(h.capacity.get("memory_mib", 0)),
             used_vcpus=used.get(h.name, (0, 0))[0],
             used_memory_mib=used.get(h.name, (0, 0))[1],
+            free_disk_mib=h.capacity.get("disk_mib"),
         )
         for h in db.session.scalars(select(Host).where(Host.last_seen >= since))
     ]
@@ -169,7 +198,18 @@ def host_view(host: Host, settings: Settings) -> dict:
         "unmanaged_domains": unmanaged_domains(host),
         "libvirt_version": host.libvirt_version,
         "snapshot_support": host.snapshot_support or {},
+        "networks": host.networks or {},
+        "ssh": {
+            "address": (host.migration or {}).get("address") or None,
+            "port": (host.migration or {}).get("ssh_port", 22),
+        },
     }
+
+
+def ssh_endpoint(host: Host) -> dict:
+    """Where `archq vm ssh` reaches the host to jump to its NAT VMs: the address it gives for migrations."""
+    migration = host.migration or {}
+    return {"address": migration.get("address") or None, "port": migration.get("ssh_port", 22)}
 
 
 def unmanaged_domains(host: Host) -> list[dict]:

@@ -14,7 +14,9 @@ from sqlalchemy import select
 from queues.arch import Arch
 from queues.config import Settings
 from queues.names import Task, host_queue
+from queues.networks import needs
 from queues.placement import HostLoad
+from queues.routing import offers_of
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import Host, Job, Vm
@@ -69,6 +71,11 @@ def refusal(vm: Vm, host: Host, load: HostLoad | None, settings: Settings) -> tu
             f"the VM's domain is type {wanted!r}; {vm.arch} guests on {name} are type {there!r}, and libvirt "
             "cannot change a domain's type by migrating it"
         )
+    need = needs(vm.network or {}, (vm.network or {}).get("network", settings.nat_network))
+    if need is not None and need not in offers_of(host.networks):
+        code = "target_bridge_missing" if need[0] == "bridges" else "target_network_missing"
+        what = f"bridge {need[1]!r}" if need[0] == "bridges" else f"libvirt network {need[1]!r}"
+        return code, f"host {name} has no {what}, which the VM's NIC needs"
     if load is None or not load.fits(vm.vcpus, vm.memory_mib, CPU_RATIO, RAM_RATIO):
         free = (load.memory_mib * RAM_RATIO - load.used_memory_mib) if load else 0
         return "target_no_capacity", (

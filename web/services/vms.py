@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from queues.guest_config import user_data_digest
 from sqlalchemy import select
 
 from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
 from queues.names import Task, host_queue
-from queues.placement import Demand, NoHostFits, Placement, place
+from queues.networks import NetworkMode, mac_for, needs
+from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, emulation_warning, route_create
 from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable
 from web.extensions import db
@@ -57,6 +60,13 @@ def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str 
                 "emulated": emulated,
                 "cpu_mode": vm.cpu_mode,
                 "artifact": vm.artifact,
+                "network": vm.network,
+                "mac": vm.mac,
+                "hostname": vm.hostname,
+                "ssh_authorized_keys": vm.ssh_authorized_keys,
+                # Only a create builds the seed; no other job carries the (possibly secret) user data.
+                "user_data": vm.user_data if kind == "create" else None,
+                "disk_gib": vm.disk_gib,
             },
         }
     )
@@ -90,7 +100,7 @@ class Decision:
     host: str | None = None
 
 
-def _pinned(request: dict, arch: Arch, settings: Settings) -> Decision:
+def _pinned(request: dict, arch: Arch, settings: Settings, demand: Demand) -> Decision:
     name = request["host"]
     host = db.session.get(Host, name)
     if host is None:
@@ -107,9 +117,11 @@ def _pinned(request: dict, arch: Arch, settings: Settings) -> Decision:
     if state != "up":
         raise Conflict(f"host {name!r} is {state}; it takes no new VMs", code=f"host_{state}")
     loads = [load for load in host_loads(settings) if load.host.name == name]
-    demand = Demand(arch, request["vcpus"], request["memory_mib"], Emulation.ALLOW)
+    demand = dataclasses.replace(demand, emulation=Emulation.ALLOW)
     try:
         place(Placement.LEAST_LOADED, demand, loads, cpu_ratio=CPU_RATIO, ram_ratio=RAM_RATIO)
+    except NoHostOffers as exc:
+        raise _no_network(demand, f"host {name!r}: {exc}") from exc
     except NoHostFits as exc:
         raise Unavailable(f"host {name!r} cannot take this VM: {exc}", retry_after_s=60, code="no_capacity") from exc
     return _on_host(host.name, Arch(host.arch), host.accel, arch)
@@ -126,21 +138,46 @@ def _on_host(name: str, host_arch: Arch, host_accel: str, arch: Arch) -> Decisio
     )
 
 
-def decide(request: dict, arch: Arch, settings: Settings, cursor: Callable[[], int]) -> Decision:
+def _no_network(demand: Demand, message: str) -> Conflict:
+    assert demand.need is not None
+    code = "bridge_unavailable" if demand.need[0] == "bridges" else "network_unavailable"
+    return Conflict(message, code=code, fields={"network": [message]})
+
+
+def decide(
+    request: dict, arch: Arch, settings: Settings, cursor: Callable[[], int], need: tuple[str, str] | None = None
+) -> Decision:
     emulation = Emulation(request["emulation"])
+    demand = Demand(
+        arch,
+        request["vcpus"],
+        request["memory_mib"],
+        emulation,
+        need=need,
+        disk_mib=(request.get("disk_gib") or 0) * 1024,
+    )
     if request.get("host"):
-        return _pinned(request, arch, settings)
+        return _pinned(request, arch, settings, demand)
     strategy = Placement(request["placement"])
     if strategy == Placement.QUEUE:
-        route = route_create(arch, emulation, fleet_cache().get(settings))
+        fleet = fleet_cache().get(settings)
+        route = route_create(arch, emulation, fleet)
         if route.waiting_for and settings.refuse_when_no_worker:
             raise Unavailable(
                 f"cannot run {arch} guests now: {route.waiting_for}",
                 retry_after_s=int(settings.heartbeat_interval_s * 2),
                 code="no_worker",
             )
-        return Decision(route.queue, route.emulated, route.accel, route.warning, route.waiting_for)
-    demand = Demand(arch, request["vcpus"], request["memory_mib"], emulation)
+        offering, consumers = fleet.coverage(route.queue, need)
+        if offering == consumers:
+            return Decision(route.queue, route.emulated, route.accel, route.warning, route.waiting_for)
+        if offering == 0:
+            raise _no_network(demand, no_host_offers(need, arch))
+        # Only some of the queue's hosts have what the NIC needs: any worker of the queue could take the job, so
+        # the VM is placed on one that has it instead.
+        strategy = Placement.LEAST_LOADED
+        if route.emulated:
+            demand = dataclasses.replace(demand, emulation=Emulation.PREFER_NATIVE)
     try:
         chosen = place(
             strategy,
@@ -150,6 +187,8 @@ def decide(request: dict, arch: Arch, settings: Settings, cursor: Callable[[], i
             ram_ratio=RAM_RATIO,
             cursor=cursor() if strategy == Placement.ROUND_ROBIN else 0,
         )
+    except NoHostOffers as exc:
+        raise _no_network(demand, str(exc)) from exc
     except NoHostFits as exc:
         raise Unavailable(str(exc), retry_after_s=int(settings.heartbeat_interval_s * 2), code="no_capacity") from exc
     return _on_host(chosen.host.name, chosen.host.arch, chosen.host.accel, arch)
@@ -166,7 +205,8 @@ def submit_create(
     With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
     arch = Arch(request["arch"])
     artifact = artifact_for(request["image"], arch)
-    decision = decide(request, arch, settings, cursor)
+    network = attachment(request["network"], settings)
+    decision = decide(request, arch, settings, cursor, need=needs(network, settings.nat_network))
     check_cpu_mode(
         request["cpu_mode"],
         arch,
@@ -175,8 +215,10 @@ def submit_create(
         pinned=bool(request.get("host")),
         settings=settings,
     )
+    vm_id = str(uuid.uuid4())
+    user_data = request.get("user_data")
     vm = Vm(
-        id=str(uuid.uuid4()),
+        id=vm_id,
         name=request["name"],
         arch=arch.value,
         vcpus=request["vcpus"],
@@ -192,6 +234,13 @@ def submit_create(
         accel=decision.accel,
         # A placed VM holds its host's capacity from now on, so the next placement sees it.
         host=decision.host,
+        network=network,
+        mac=mac_for(vm_id) if network["mode"] != NetworkMode.NONE else None,
+        hostname=request.get("hostname") or request["name"],
+        ssh_authorized_keys=request["ssh_authorized_keys"],
+        user_data=user_data,
+        disk_gib=request.get("disk_gib"),
+        **({} if user_data is None else _digest_columns(user_data)),
     )
     job = _new_job(
         "create", Task.CREATE_VM, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated
@@ -202,6 +251,21 @@ def submit_create(
     elif error := write_creates([(vm, job)])[0]:
         raise error
     return vm, job
+
+
+def attachment(network: dict, settings: Settings) -> dict:
+    """The VM's network as stored and sent to its host: a NAT VM names the cluster's libvirt network."""
+    mode = NetworkMode(network["mode"])
+    if mode is NetworkMode.NAT:
+        return {"mode": mode.value, "network": settings.nat_network}
+    if mode is NetworkMode.BRIDGE:
+        return {"mode": mode.value, "bridge": network["bridge"]}
+    return {"mode": mode.value}
+
+
+def _digest_columns(user_data: str) -> dict:
+    digest = user_data_digest(user_data)
+    return {"user_data_sha256": digest["sha256"], "user_data_size": digest["size"]}
 
 
 def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:

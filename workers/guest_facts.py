@@ -1,0 +1,75 @@
+"""What a host can tell about its running guests for their heartbeat entries: the addresses of their NICs
+(libvirt's DHCP leases and the guest agent) and the SSH host keys cloud-init printed on their serial console."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from workers.boot import CONSOLE_NAME
+from workers.cloud_init import parse_host_keys
+from workers.domain_xml import DOMAIN_PREFIX
+from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
+
+log = logging.getLogger(__name__)
+
+# A key block is a few KiB; re-reading this much before the new bytes catches one split across two reads.
+_OVERLAP = 16 * 1024
+# A console that grew by more than this since the last look is read from its last part only.
+_MAX_READ = 1024 * 1024
+
+
+class HostKeyReader:
+    """Finds the SSH host key block on each VM's console log, reading only what was appended since the last
+    look. Keys once found are kept for the life of the worker (a guest prints them at first boot only)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._offsets: dict[str, int] = {}
+        self._found: dict[str, list[str]] = {}
+
+    def keys(self, vm_id: str) -> list[str]:
+        if vm_id in self._found:
+            return self._found[vm_id]
+        path = self._data_dir / "vms" / vm_id / CONSOLE_NAME
+        try:
+            with path.open("rb") as fh:
+                size = fh.seek(0, 2)
+                start = self._offsets.get(vm_id, 0)
+                if size < start:
+                    start = 0  # the log was truncated
+                start = max(0, start - _OVERLAP, size - _MAX_READ)
+                fh.seek(start)
+                text = fh.read(size - start).decode(errors="replace")
+        except FileNotFoundError:
+            return []
+        self._offsets[vm_id] = size
+        keys = parse_host_keys(text)
+        if keys:
+            self._found[vm_id] = keys
+            self._offsets.pop(vm_id, None)
+        return keys
+
+    def forget(self, live: set[str]) -> None:
+        """Drop what belongs to VMs no longer on this host."""
+        for table in (self._offsets, self._found):
+            for vm_id in set(table) - live:
+                del table[vm_id]
+
+
+def guest_facts(hypervisor: Hypervisor, reader: HostKeyReader, domains: list[DomainInfo]) -> dict[str, dict]:
+    """{uuid: {"addresses": [...], "ssh_host_keys": [...]}} for the running archq domains."""
+    facts: dict[str, dict] = {}
+    for dom in domains:
+        if dom.state != "running" or not dom.name.startswith(DOMAIN_PREFIX):
+            continue
+        try:
+            vm_id = str(uuid.UUID(dom.uuid))
+            addresses = hypervisor.interface_addresses(vm_id)
+        except (ValueError, HypervisorError):
+            log.debug("no addresses for %s", dom.uuid, exc_info=True)
+            continue
+        facts[vm_id] = {"addresses": addresses, "ssh_host_keys": reader.keys(vm_id)}
+    reader.forget({d.uuid for d in domains})
+    return facts

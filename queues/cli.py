@@ -15,7 +15,11 @@ COMMANDS: Table = {
     "conductor": "web.commands:conductor",
     "migrate": "web.commands:migrate",
     "up": "web.commands:up",
-    "images": "web.commands:images",
+    "images": {
+        "register-tiny": "web.commands:register_tiny",
+        "register": "web.commands:register",
+        "build": "workers.image_commands:build",
+    },
     "token": "web.token_commands:token",
     "worker": "workers.main:worker",
     "build-tiny": "workers.main:build_tiny",
@@ -29,7 +33,10 @@ COMMANDS: Table = {
         "trust": "workers.ssh_commands:trust",
     },
 }
-HELP = {"host": "Hypervisor hosts: list and show (over HTTP), trust an SSH host key (locally)."}
+HELP = {
+    "host": "Hypervisor hosts: list and show (over HTTP), trust an SSH host key (locally).",
+    "images": "The image catalog: build a guest image here (hypervisor side) and register built ones (web side).",
+}
 
 
 class LazyGroup(click.Group):

@@ -12,6 +12,7 @@ import time
 import click
 
 from queues.config import Settings
+from queues.images import built_artifacts
 from web.local_secrets import FLOWER_CREDENTIALS_FILE, flower_basic_auth
 from web.token_commands import bootstrap_admin_token
 
@@ -50,6 +51,24 @@ def register_tiny() -> None:
         if image is None:
             raise click.ClickException(f"no tiny guest built in {settings.images_dir / 'tiny'}; run `archq build-tiny`")
         click.echo(f"image tiny registered for {', '.join(sorted(image.artifacts))}")
+
+
+@images.command("register")
+@click.argument("name")
+def register(name: str) -> None:
+    """Register (or update) image NAME from what `archq images build NAME` built in the images directory."""
+    from web import create_app
+    from web.services.images import register_built
+
+    settings = Settings.from_env()
+    app = create_app(settings, sent_events=False)
+    with app.app_context():
+        image = register_built(settings.images_dir, name)
+        if image is None:
+            raise click.ClickException(
+                f"no {name} image built in {settings.images_dir / name}; run `archq images build {name} --arch ...`"
+            )
+        click.echo(f"image {name} registered for {', '.join(sorted(image.artifacts))}")
 
 
 @click.command()
@@ -97,6 +116,10 @@ def up(bind: str, no_worker: bool) -> None:
         log.info("tokens exist; the first admin token is in %s (if it was not removed)", token_file)
     # The tiny guest is in the catalog whenever it is built here (not fatal: it may be built later).
     subprocess.run([sys.executable, "-m", "queues.cli", "images", "register-tiny"], check=False)
+    # So is a Debian image built by `archq images build debian-12` (only tried when one was built, so the log
+    # says nothing about an image nobody asked for).
+    if built_artifacts(settings.images_dir, "debian-12"):
+        subprocess.run([sys.executable, "-m", "queues.cli", "images", "register", "debian-12"], check=False)
     archq = [sys.executable, "-m", "queues.cli"]
     flower = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower",
               f"--address={settings.flower_address}", f"--port={settings.flower_port}"]  # fmt: skip

@@ -11,7 +11,16 @@ from queues.arch import UnknownArch, parse_arch
 from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
 from queues.image_sources import validate_source
-from queues.images import DISK_FORMATS, FORMATS, KERNEL_INITRD, MAX_CMDLINE, SHA256_PATTERN
+from queues.images import (
+    DISK_FORMATS,
+    FORMATS,
+    KERNEL_INITRD,
+    LOGIN_USER_PATTERN,
+    MAX_CMDLINE,
+    MAX_LOGIN_USER,
+    SHA256_PATTERN,
+    disk_boot_errors,
+)
 from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
@@ -170,17 +179,27 @@ class ArtifactIn(Schema):
     kernel = fields.Nested(FileIn)
     initrd = fields.Nested(FileIn)
     cmdline = fields.String(validate=[validate.Length(max=MAX_CMDLINE), ONE_LINE])
+    # The image's default SSH user (cloud-init's default user), shown to whoever creates a VM from it.
+    login_user = fields.String(
+        validate=[
+            validate.Length(max=MAX_LOGIN_USER),
+            validate.Regexp(LOGIN_USER_PATTERN, error="must be a lower-case user name"),
+        ]
+    )
 
     @validates_schema
     def fields_of_format(self, data: dict, **_kwargs) -> None:
         if data.get("format") == KERNEL_INITRD:
             required, refused = ("kernel", "initrd"), ("source", "sha256")
         elif data.get("format") in DISK_FORMATS:
-            required, refused = ("source", "sha256"), ("kernel", "initrd", "cmdline")
+            # A disk may also carry the kernel and initrd it is booted with (both or neither, cmdline only then).
+            required, refused = ("source", "sha256"), ()
         else:
             return
         errors = {key: [f"required for format {data['format']}"] for key in required if key not in data}
         errors |= {key: [f"not used by format {data['format']}"] for key in refused if key in data}
+        if data["format"] in DISK_FORMATS:
+            errors |= disk_boot_errors(data)
         if errors:
             raise ValidationError(errors)
 
@@ -232,7 +251,7 @@ class ImageCreateRequest(Schema):
                 if holder and "source" in holder:
                     holder["source"] = validate_source(holder["source"], self.allowed_dirs)
                     holder["sha256"] = holder["sha256"].lower()
-            if artifact["format"] == KERNEL_INITRD:
+            if artifact["format"] == KERNEL_INITRD or "kernel" in artifact:
                 artifact.setdefault("cmdline", "")
         return data
 

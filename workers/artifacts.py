@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -171,12 +172,29 @@ def _hash_file(path: Path) -> str:
 # --- per-VM disks --------------------------------------------------------------------------------------------
 
 
-def create_overlay(disk: Path, base: Path, base_format: str) -> None:
+def create_overlay(disk: Path, base: Path, base_format: str, size_gib: int | None = None) -> None:
     """A qcow2 overlay backed by a store file: the VM writes only to its overlay, never to the shared base.
-    Made under a temporary name, so a crash never leaves a half-made disk in place."""
+    With `size_gib` larger than the base's virtual size the overlay is that large (the guest grows its
+    filesystem into it); never smaller, which would cut off the end of the base. Made under a temporary name,
+    so a crash never leaves a half-made disk in place."""
     if disk.exists():
         return
-    _qemu_img_into(disk, ["create", "-q", "-f", "qcow2", "-F", base_format, "-b", str(base)])
+    trailing: tuple[str, ...] = ()
+    if size_gib is not None and size_gib * 2**30 > virtual_size(base, base_format):
+        trailing = (f"{size_gib}G",)
+    _qemu_img_into(disk, ["create", "-q", "-f", "qcow2", "-F", base_format, "-b", str(base)], *trailing)
+
+
+def virtual_size(image: Path, image_format: str) -> int:
+    """The size in bytes the guest sees of a disk image (`qemu-img info`)."""
+    argv = ["qemu-img", "info", "--output=json", "-f", image_format, str(image)]
+    try:
+        proc = subprocess.run(argv, check=True, capture_output=True, timeout=_QEMU_IMG_TIMEOUT_S)
+        return int(json.loads(proc.stdout)["virtual-size"])
+    except FileNotFoundError as exc:
+        raise ArtifactError("disk_create_failed", "qemu-img is not installed (apt-get install qemu-utils)") from exc
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, ValueError, KeyError) as exc:
+        raise ArtifactError("disk_create_failed", f"cannot read the virtual size of {image}: {exc}") from exc
 
 
 def create_state_disk(store: ArtifactStore, disk: Path, size_mib: int = STATE_DISK_MIB) -> None:

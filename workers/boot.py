@@ -31,12 +31,23 @@ def fetch_artifact(store: ArtifactStore, artifact: dict) -> dict[str, Path]:
     return {role: store.ensure(source, sha256) for role, source, sha256 in files_of(artifact)}
 
 
-def prepare_disk(store: ArtifactStore, artifact: dict, files: dict[str, Path], vm_dir: Path, arch: Arch) -> Boot:
-    """The VM's own disk in its directory: a qcow2 overlay on the shared base, or a blank state disk for a
-    direct-boot guest. Calling it again for the same VM keeps the disk it made."""
+def prepare_disk(
+    store: ArtifactStore,
+    artifact: dict,
+    files: dict[str, Path],
+    vm_dir: Path,
+    arch: Arch,
+    size_gib: int | None = None,
+) -> Boot:
+    """The VM's own disk in its directory: a qcow2 overlay on the shared base (`size_gib` large when that is
+    larger than the base), or a blank state disk for a kernel+initrd guest. A disk artifact that carries a
+    kernel boots it directly with the overlay as its root disk (no firmware, so no nvram). Calling it again for
+    the same VM keeps the disk it made."""
     disk = vm_dir / DISK_NAME
     if artifact["format"] == KERNEL_INITRD:
         create_state_disk(store, disk)
         return Boot(files["kernel"], files["initrd"], artifact.get("cmdline") or "", disk, "qcow2", None)
-    create_overlay(disk, files["disk"], artifact["format"])
+    create_overlay(disk, files["disk"], artifact["format"], size_gib)
+    if artifact.get("kernel"):
+        return Boot(files["kernel"], files["initrd"], artifact.get("cmdline") or "", disk, "qcow2", None)
     return Boot(None, None, "", disk, "qcow2", vm_dir / NVRAM_NAME if arch is Arch.ARM64 else None)

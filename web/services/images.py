@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from queues.arch import Arch
-from queues.images import TINY, native_arch, tiny_artifacts
+from queues.images import TINY, built_artifacts, native_arch, tiny_artifacts
 from web.errors import Conflict, NotFound, Unprocessable
 from web.extensions import db
 from web.models import Image, Vm
@@ -84,22 +84,42 @@ def artifact_for(name: str, arch: Arch) -> dict:
 def register_tiny(images_dir: Path) -> Image | None:
     """Register (or update) `tiny` from the manifests `archq build-tiny` wrote under `images_dir/tiny`; None
     when no tiny guest is built there. An arch built later is added; a rebuilt one gets its new sha256s."""
-    artifacts = tiny_artifacts(Path(images_dir) / TINY)
+    return _register(
+        TINY,
+        tiny_artifacts(Path(images_dir) / TINY),
+        "busybox initramfs + Debian cloud kernel, direct kernel boot; prints its uname -m",
+    )
+
+
+# What `archq images build NAME` can build (workers/image_commands.py), and how the catalog describes it.
+BUILT_IMAGES = {
+    "debian-12": "Debian 12 (bookworm) with cloud-init (NoCloud), OpenSSH and the QEMU guest agent; "
+    "direct kernel boot from its own disk; log in as `debian`",
+}
+
+
+def register_built(images_dir: Path, name: str) -> Image | None:
+    """Register (or update) a disk image `archq images build NAME` built under `images_dir/NAME`; None when
+    none is built there. Like `tiny`, an arch built later is added and a rebuilt one gets its new sha256s."""
+    return _register(name, built_artifacts(images_dir, name), BUILT_IMAGES.get(name, ""))
+
+
+def _register(name: str, artifacts: dict[str, dict], description: str) -> Image | None:
     if not artifacts:
         return None
-    image = db.session.get(Image, TINY)
+    image = db.session.get(Image, name)
     if image is None:
-        image = Image(name=TINY, artifacts={}, description="")
+        image = Image(name=name, artifacts={}, description="")
         db.session.add(image)
     image.artifacts = {**(image.artifacts or {}), **artifacts}
-    image.description = "busybox initramfs + Debian cloud kernel, direct kernel boot; prints its uname -m"
+    image.description = description
     try:
         db.session.commit()
     except IntegrityError:
         # Another process registered it at the same moment; its row has the same manifests.
         db.session.rollback()
-        return db.session.get(Image, TINY)
-    log.info("image tiny registered for %s", ", ".join(sorted(artifacts)))
+        return db.session.get(Image, name)
+    log.info("image %s registered for %s", name, ", ".join(sorted(artifacts)))
     return image
 
 

@@ -13,7 +13,6 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from queues.arch import Arch, to_libvirt
 from workers.file_lock import locked
+from workers.guest.build_cache import TOOL_TIMEOUT_S, build_once, run_tool, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ _CMDLINES: dict[Arch, str] = {
 _ELF_MACHINE: dict[Arch, int] = {Arch.AMD64: 62, Arch.ARM64: 183}
 
 _APT_TIMEOUT_S = 900
-_TOOL_TIMEOUT_S = 300
 
 _INIT_SCRIPT = f"""#!/bin/busybox sh
 # archq tiny guest: mount the kernel filesystems, announce the boot, then tick forever (pid 1 must not exit).
@@ -94,39 +93,18 @@ def ensure_tiny_guest(arch: Arch, cache_dir: Path) -> TinyGuest:
     one after."""
     arch = Arch(arch)
     cache_dir = Path(cache_dir)
-    target = cache_dir / arch.value
-    guest = _load_cached(arch, target)
-    if guest is not None:
-        return guest
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TinyGuestError(f"cannot create the tiny guest cache directory {cache_dir}: {exc}") from exc
-    with locked(cache_dir / f".{arch.value}.lock"):
-        # Another process may have finished the build while this one waited for the lock.
-        guest = _load_cached(arch, target)
-        if guest is not None:
-            return guest
-        _remove_leftovers(cache_dir, arch)
-        started = time.monotonic()
-        log.info("building the %s tiny guest into %s", arch.value, target)
-        try:
-            build_dir = Path(tempfile.mkdtemp(prefix=f".build-{arch.value}-", dir=cache_dir))
-            try:
-                _build(arch, cache_dir, build_dir)
-                _install(build_dir / "out", target, cache_dir, arch)
-            finally:
-                shutil.rmtree(build_dir, ignore_errors=True)
-        except OSError as exc:
-            raise TinyGuestError(
-                f"building the {arch.value} tiny guest in {cache_dir} failed: {exc} (check free space and "
-                "permissions there)"
-            ) from exc
-        guest = _load_cached(arch, target)
-        if guest is None:
-            raise TinyGuestError(f"the {arch.value} tiny guest was built into {target} but does not verify")
-        log.info("built the %s tiny guest in %.1f s", arch.value, time.monotonic() - started)
-        return guest
+
+    def build(out: Path) -> None:
+        _build(arch, cache_dir, out.parent, out)
+
+    return build_once(
+        cache_dir=cache_dir,
+        name=arch.value,
+        what=f"{arch.value} tiny guest",
+        load=lambda target: _load_cached(arch, target),
+        build=build,
+        error=TinyGuestError,
+    )
 
 
 # --- cache ---------------------------------------------------------------------------------------------
@@ -134,28 +112,6 @@ def ensure_tiny_guest(arch: Arch, cache_dir: Path) -> TinyGuest:
 
 def _recipe_id() -> str:
     return hashlib.sha256(f"{_FORMAT_VERSION}\n{_INIT_SCRIPT}".encode()).hexdigest()[:16]
-
-
-_VERIFIED: dict[tuple[str, int, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    """SHA256 of a file, remembered while the file is unchanged (same inode, size and mtime): every create
-    checks the guest, and hashing 15-28 MB each time was most of a create's own cost."""
-    stat = path.stat()
-    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    known = _VERIFIED.get(key)
-    if known is None:
-        known = _VERIFIED[key] = _hash_file(path)
-    return known
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _load_cached(arch: Arch, target: Path) -> TinyGuest | None:
@@ -172,7 +128,7 @@ def _load_cached(arch: Arch, target: Path) -> TinyGuest | None:
         return None
     kernel, initrd = target / KERNEL_NAME, target / INITRD_NAME
     try:
-        kernel_sha, initrd_sha = _sha256(kernel), _sha256(initrd)
+        kernel_sha, initrd_sha = sha256_of(kernel), sha256_of(initrd)
     except OSError as exc:
         log.warning("tiny guest in %s is incomplete (%s); rebuilding", target, exc)
         return None
@@ -189,29 +145,10 @@ def _load_cached(arch: Arch, target: Path) -> TinyGuest | None:
     )
 
 
-def _remove_leftovers(cache_dir: Path, arch: Arch) -> None:
-    # Only called under the arch lock, so these belong to builders that died mid-way.
-    for pattern in (f".build-{arch.value}-*", f".old-{arch.value}-*"):
-        for stale in cache_dir.glob(pattern):
-            log.info("removing leftover %s", stale)
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _install(out: Path, target: Path, cache_dir: Path, arch: Arch) -> None:
-    """Move a finished guest into place with directory renames, so readers see all of it or none of it."""
-    old: Path | None = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".old-{arch.value}-", dir=cache_dir)) / arch.value
-        target.rename(old)
-    out.rename(target)
-    if old is not None:
-        shutil.rmtree(old.parent, ignore_errors=True)
-
-
 # --- build ---------------------------------------------------------------------------------------------
 
 
-def _build(arch: Arch, cache_dir: Path, build_dir: Path) -> None:
+def _build(arch: Arch, cache_dir: Path, build_dir: Path, out: Path) -> None:
     downloads = build_dir / "debs"
     downloads.mkdir()
     # The apt lists are shared by all architectures, so preparing them is serialised across builders.
@@ -221,8 +158,6 @@ def _build(arch: Arch, cache_dir: Path, build_dir: Path) -> None:
     kernel_deb = _apt_download(f"{kernel_pkg}:{arch.value}", downloads)
     busybox_deb = _apt_download(f"busybox-static:{arch.value}", downloads)
 
-    out = build_dir / "out"
-    out.mkdir()
     kernel = _extract_kernel(kernel_deb, build_dir / "kernel-root", arch)
     shutil.copyfile(kernel, out / KERNEL_NAME)
     guest_busybox = _extract_busybox(busybox_deb, build_dir / "busybox-root", arch)
@@ -237,14 +172,12 @@ def _build(arch: Arch, cache_dir: Path, build_dir: Path) -> None:
         "kernel_package": _deb_field(kernel_deb, "Package"),
         "kernel_version": _deb_field(kernel_deb, "Version"),
         "busybox_version": _deb_field(busybox_deb, "Version"),
-        "kernel_sha256": _sha256(out / KERNEL_NAME),
-        "initrd_sha256": _sha256(out / INITRD_NAME),
+        "kernel_sha256": sha256_of(out / KERNEL_NAME),
+        "initrd_sha256": sha256_of(out / INITRD_NAME),
         "cmdline": cmdline_for(arch),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    # mkdtemp makes 0700 directories; QEMU started by libvirt runs as another user and must read these.
-    out.chmod(0o755)
 
 
 def _run(
@@ -252,26 +185,11 @@ def _run(
     *,
     what: str,
     cwd: Path | None = None,
-    timeout: float = _TOOL_TIMEOUT_S,
+    timeout: float = TOOL_TIMEOUT_S,
     stdin: bytes | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run a command; on failure raise TinyGuestError naming the command and the tail of its stderr."""
-    command = " ".join(argv)
-    log.debug("running %s", command)
-    # Parsed output (apt-cache) must not be translated.
-    env = {**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"}
-    try:
-        proc = subprocess.run(
-            list(argv), cwd=cwd, input=stdin, capture_output=True, timeout=timeout, env=env, check=False
-        )
-    except FileNotFoundError as exc:
-        raise TinyGuestError(f"{what}: `{argv[0]}` is not installed ({exc})") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise TinyGuestError(f"{what}: `{command}` did not finish within {timeout:.0f} s") from exc
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.decode(errors="replace").strip().splitlines()[-15:])
-        raise TinyGuestError(f"{what}: `{command}` exited with {proc.returncode}:\n{tail}")
-    return proc
+    return run_tool(argv, what=what, error=TinyGuestError, cwd=cwd, timeout=timeout, stdin=stdin)
 
 
 def _native_arch() -> str:

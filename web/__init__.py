@@ -20,7 +20,8 @@ from web.publisher import Publisher
 from web.services.hosts import FleetCache
 from web.services.vms import write_creates
 
-MAX_BODY_BYTES = 64 * 1024
+# A create may carry 64 KiB of user data, which JSON escaping can make up to six times longer (\u0001).
+MAX_BODY_BYTES = 512 * 1024
 
 
 @dataclass

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
-from queues.guest_config import parse_ssh_public_key, validate_hostname, validate_user_data
 
 from queues.arch import UnknownArch, parse_arch
 from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
+from queues.guest_config import parse_ssh_public_key, validate_hostname, validate_user_data
 from queues.image_sources import validate_source
 from queues.images import (
     DISK_FORMATS,
@@ -55,11 +55,15 @@ class ArchField(fields.String):
             raise ValidationError(str(exc)) from exc
 
 
-def _hostname(value: str) -> None:
-    try:
-        validate_hostname(value)
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from exc
+class HostnameField(fields.String):
+    """An RFC 1123 hostname, loaded lowercased."""
+
+    def _deserialize(self, value, attr, data, **kwargs) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return validate_hostname(text)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
 
 
 class SshPublicKeyField(fields.String):
@@ -129,7 +133,7 @@ class VmCreateRequest(Schema):
         SshPublicKeyField(), load_default=list, validate=validate.Length(max=MAX_AUTHORIZED_KEYS)
     )
     user_data = UserDataField(load_default=None)
-    hostname = fields.String(load_default=None, validate=_hostname)
+    hostname = HostnameField(load_default=None)
     # The VM's disk size (at least the image's); cloud-init grows the root filesystem to it at first boot.
     disk_gib = fields.Integer(load_default=None, strict=True)
 

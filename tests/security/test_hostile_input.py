@@ -154,19 +154,21 @@ def image(description: str = "", cmdline: str = "console=ttyS0") -> dict:
 
 
 @pytest.mark.parametrize(
-    ("path", "body"),
+    ("path", "body", "field"),
     [
-        ("/api/v1/vms", {**TINY, "image": "\ud800"}),
-        ("/api/v1/images", image(description="\udfff")),
-        ("/api/v1/images", image(cmdline="console=\ud800")),
-        ("/api/v1/vms/x/migrate", {"target_host": "h\ud800"}),
-        ("/api/v1/tokens", {"name": "t", "role": "admin", "extra": ["\ud800"]}),
+        ("/api/v1/vms", {**TINY, "image": "\ud800"}, "image"),
+        ("/api/v1/vms", {**TINY, "user_data": "#!/bin/sh\n\udcff"}, "user_data"),
+        ("/api/v1/images", image(description="\udfff"), "description"),
+        ("/api/v1/images", image(cmdline="console=\ud800"), "artifacts.amd64.cmdline"),
+        ("/api/v1/vms/x/migrate", {"target_host": "h\ud800"}, "target_host"),
+        ("/api/v1/tokens", {"name": "t", "role": "admin", "extra": ["\ud800"]}, "extra.0"),
     ],
 )
-def test_an_unpaired_surrogate_anywhere_in_a_body_is_400(client, path, body):
-    # The standard library writes a lone surrogate as the `\ud800` escape that JSON parsers accept.
-    error = json_error(client.post(path, json=body), 400)
-    assert error["code"] == "malformed_json" and "surrogate" in error["message"]
+def test_an_unpaired_surrogate_anywhere_in_a_body_is_422_naming_where(client, path, body, field):
+    # The standard library writes a lone surrogate as the `\ud800` escape that JSON parsers accept; it is how
+    # bytes that are not UTF-8 look once they are in a JSON string.
+    error = json_error(client.post(path, json=body), 422)
+    assert error["code"] == "validation_failed" and "surrogate" in error["fields"][field][0]
 
 
 @pytest.mark.parametrize(

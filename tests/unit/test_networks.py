@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from queues.arch import Arch
-from queues.config import Settings, SettingError
+from queues.config import SettingError, Settings
 from queues.names import native_queue, tcg_queue
 from queues.networks import dhcp_range, mac_for, needs, offers
 from queues.placement import Demand, HostLoad, NoHostFits, NoHostOffers, Placement, place

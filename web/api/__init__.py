@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Flask, current_app, request
 
-from web.errors import BadRequest
+from web.errors import BadRequest, Unprocessable
 
 
 def archq():
@@ -23,16 +21,34 @@ def json_body() -> dict:
         raise BadRequest("the body must be valid JSON with Content-Type: application/json", code="malformed_json")
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="malformed_json")
+    # A `\ud800` escape parses to a lone surrogate, which is no Unicode text (how non-UTF-8 bytes look once
+    # they are in a JSON string): the database drivers and every encoder downstream fail on it.
     try:
-        # A `\ud800` escape parses to a lone surrogate, which is no Unicode text: the database drivers and
-        # every encoder downstream fail on it.
-        json.dumps(body, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise BadRequest(
-            "the body must be valid Unicode: it has an unpaired surrogate escape (\\ud800-\\udfff)",
-            code="malformed_json",
-        ) from None
+        where = _surrogate_in(body)
+    except RecursionError:
+        raise BadRequest("the body nests too deeply", code="malformed_json") from None
+    if where is not None:
+        message = "must be valid Unicode text (UTF-8): it has an unpaired surrogate escape (\\ud800-\\udfff)"
+        raise Unprocessable(f"{where}: {message}", fields={where: [message]})
     return body
+
+
+def _surrogate_in(value: object, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding a lone surrogate, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return path or "(body)"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        here = f"{path}.{key}" if path else str(key)
+        found = _surrogate_in(key, here) if isinstance(key, str) else None
+        found = found or _surrogate_in(item, here)
+        if found:
+            return found
+    return None
 
 
 def register_blueprints(app: Flask) -> None:

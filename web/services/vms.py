@@ -7,12 +7,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from queues.guest_config import user_data_digest
 from sqlalchemy import select
 
 from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
+from queues.guest_config import user_data_digest
 from queues.names import Task, host_queue
 from queues.networks import NetworkMode, mac_for, needs
 from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place

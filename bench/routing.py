@@ -48,6 +48,7 @@ def register_hosts(count: int) -> None:
             "capacity": {"vcpus": 64, "memory_mib": 262144, "disk_mib": 100_000},
             "allocated": {"domains": 0},
             "domains": [],
+            "networks": {"libvirt": ["archq"], "bridges": []},
             "at": time.time(),
         }
         record_heartbeat(messages.heartbeat.load(beat))

@@ -19,6 +19,7 @@ def beat(name: str, accel: str, modes: list[str], arch: str = "amd64") -> dict:
         "host": name, "arch": arch, "accel": accel, "emulators": [], "queues": [arch, f"host.{name}"],
         "cpu_modes": {arch: modes}, "capacity": {"vcpus": 8, "memory_mib": 8192, "disk_mib": 10000},
         "allocated": {}, "domains": [], "started_at": time.time(), "at": time.time(),
+        "networks": {"libvirt": ["archq"]},
     })  # fmt: skip
 
 

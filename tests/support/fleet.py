@@ -27,6 +27,7 @@ def beat(name: str, arch: str = "amd64", accel: str = "tcg", emulators=("arm64",
                 "domains": extra.pop("domains", []),
                 "started_at": 0.0,
                 "migration": extra.pop("migration", {"address": f"10.0.0.{len(name)}", "ssh_port": 22}),
+                "networks": extra.pop("networks", {"libvirt": ["archq"], "bridges": []}),
                 "at": time.time(),
             }
         )

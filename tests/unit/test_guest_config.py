@@ -181,6 +181,12 @@ def test_control_characters_in_the_comment_are_refused(keys, control):
         parse_ssh_public_key(f"{public}{control}x")
 
 
+def test_a_comment_with_a_lone_surrogate_from_json_is_refused_as_not_utf8(keys):
+    public = generate_key(keys, "ed25519").with_suffix(".pub").read_text().strip()
+    with pytest.raises(ValueError, match="not valid UTF-8"):
+        parse_ssh_public_key(f"{public}\udc80")
+
+
 def test_a_key_line_over_16_kib_is_refused(keys):
     public = generate_key(keys, "ed25519").with_suffix(".pub").read_text().strip()
     at_limit = public + " " + "c" * (16 * 1024 - len(public) - 1)

@@ -90,7 +90,12 @@ class _Blob:
 
 def parse_ssh_public_key(line: str) -> SshPublicKey:
     """Parse one OpenSSH public key line (`type base64 [comment]`); `ValueError` says what is wrong."""
-    if len(line.encode("utf-8", "surrogatepass")) > MAX_SSH_KEY_BYTES:
+    try:
+        size = len(line.encode("utf-8"))
+    except UnicodeEncodeError:
+        # A JSON string may carry lone surrogates; the key would later fail to be written into the seed's YAML.
+        raise ValueError("the SSH public key is not valid UTF-8 text") from None
+    if size > MAX_SSH_KEY_BYTES:
         raise ValueError(f"an SSH public key is at most {MAX_SSH_KEY_BYTES} bytes")
     # Before the line checks: a pasted private key is several lines, and "give the .pub" is the useful answer.
     if "PRIVATE KEY-----" in line or line.lstrip().startswith("PuTTY-User-Key-File"):

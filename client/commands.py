@@ -352,10 +352,9 @@ def vm_ssh(
             if not command and sys.stdin.isatty() and sys.stdout.isatty():
                 status = ssh.interactive_shell(session, sys.stdin.fileno(), sys.stdout.fileno())
             else:
-                stdout, stderr = click.get_binary_stream("stdout"), click.get_binary_stream("stderr")
                 # Joined with spaces, as ssh does: the guest's shell parses the line.
                 line = " ".join(command) if command else None
-                status = ssh.run(session, line, click.get_binary_stream("stdin"), stdout, stderr)
+                status = ssh.run(session, line, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer)
     except ssh.VmSshError as exc:
         raise SshFailure(str(exc)) from None
     sys.exit(status)

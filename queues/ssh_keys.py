@@ -12,7 +12,6 @@ comment") as the known host keys of `entry`; lines paramiko cannot use are left 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,8 +40,9 @@ def host_keys_from_lines(entry: str, lines: Iterable[str]) -> paramiko.HostKeys:
         key_type, blob = parts[0], parts[1]
         try:
             key = paramiko.PKey.from_type_string(key_type, base64.b64decode(blob, validate=True))
-        except (binascii.Error, ValueError, paramiko.SSHException):
-            # An algorithm paramiko lacks (ssh-dss, sk-*): one less key to match, never a reason to accept.
+        except Exception:
+            # An algorithm paramiko lacks (ssh-dss, sk-*) or a garbled line (paramiko and its backends raise a
+            # dozen kinds of error for those): one key fewer to match, never a reason to accept anything.
             continue
         # HostKeys.add keeps one key per type for an entry; a guest has one host key per type anyway.
         keys.add(entry, key.get_name(), key)

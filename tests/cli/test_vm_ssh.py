@@ -6,12 +6,18 @@ through."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import select
 import shutil
+import struct
 import subprocess
+import sys
+import termios
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +30,7 @@ from click.testing import CliRunner, Result
 from client.ssh import VmSshError, known_hosts_for, login_keys, open_session, plan_connection, run
 from queues.cli import main
 from queues.ssh_keys import fingerprint
+from tests.support.services import ROOT
 from tests.support.sshd import SSHD, keygen, make_sshd, natted_network, running_sshd
 
 pytestmark = pytest.mark.skipif(not Path(SSHD).exists(), reason="needs openssh-server")
@@ -179,6 +186,47 @@ def test_without_i_the_ssh_agents_key_is_used(api, guest, tmp_path, monkeypatch)
     finally:
         agent.terminate()
         agent.wait(timeout=10)
+
+
+def test_on_a_terminal_without_a_command_it_is_an_interactive_shell_sized_like_the_terminal(api, guest):
+    """A real pseudo-terminal: the command must put it in raw mode, give the guest a PTY of its size, relay the
+    keys typed and the screen, exit with the shell's status, and leave the terminal as it found it."""
+    controller, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    before = termios.tcgetattr(terminal)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm"}
+    argv = [sys.executable, "-m", "queues.cli", "vm", "ssh", "web1", "-i", str(guest.client_key), *port_of(guest)]
+    proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd=ROOT)
+    try:
+        screen = _read_until(controller, b"# " if guest.user == "root" else b"$ ", proc)  # the shell's prompt
+        os.write(controller, b"echo size=$(stty size) term=$TERM; exit 5\r")
+        screen += _read_until(controller, None, proc)
+        assert proc.wait(timeout=10) == 5, screen
+        assert b"size=33 111 term=xterm" in screen
+        assert termios.tcgetattr(terminal) == before
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(controller)
+        os.close(terminal)
+
+
+def _read_until(fd: int, marker: bytes | None, proc: subprocess.Popen, timeout: float = 15.0) -> bytes:
+    """What the terminal shows until `marker` appears (None: until the program exits)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if marker is not None and marker in seen:
+            return seen
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                seen += os.read(fd, 4096)
+            except OSError:  # EIO: the program closed its end
+                return seen
+        elif marker is None and proc.poll() is not None:
+            return seen
+    raise AssertionError(f"timed out; the terminal showed {seen!r}")
 
 
 # --- the guest's host key ------------------------------------------------------------------------------------

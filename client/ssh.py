@@ -29,6 +29,8 @@ or a passphrase.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 import os
 import select
 import signal
@@ -52,9 +54,17 @@ NO_STATUS = 255
 
 Ask = Callable[[str], str]
 
+# paramiko logs failed negotiations at ERROR; without a handler Python would print them next to our own one-line
+# message (and in the middle of the command's stderr).
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
 
 class VmSshError(Exception):
     pass
+
+
+class HostKeyMismatch(VmSshError):
+    """The server proved a key other than the recorded ones."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +137,18 @@ def guest_address(vm: dict) -> str | None:
     addresses = vm.get("addresses") or []
     for family in ("ipv4", "ipv6"):
         for address in addresses:
-            if address.get(family):
+            if address.get(family) and _routable(address[family]):
                 return address[family]
     return None
+
+
+def _routable(address: str) -> bool:
+    """Not link-local: it would need the name of an interface on the client's side, which it cannot know."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return not (ip.is_link_local or ip.is_unspecified)
 
 
 def plan_connection(
@@ -235,12 +254,12 @@ def _handshake(
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
         if "no acceptable host key" in str(exc):
-            raise VmSshError(on_mismatch("no host key of those types")) from None
+            raise HostKeyMismatch(on_mismatch("no host key of those types")) from None
         raise VmSshError(f"no SSH handshake with {what}: {exc or type(exc).__name__}") from None
     seen = transport.get_remote_server_key()
     if not any(seen.asbytes() == key.asbytes() for key in recorded):
         transport.close()
-        raise VmSshError(on_mismatch(f"host key {seen.get_name()} {fingerprint(seen)}"))
+        raise HostKeyMismatch(on_mismatch(f"host key {seen.get_name()} {fingerprint(seen)}"))
     return transport
 
 
@@ -335,39 +354,62 @@ def open_session(
     timeout: float = 10.0,
     ask: Ask | None = None,
 ) -> Session:
-    sock: socket.socket | paramiko.Channel | None = None
-    jump_transport: paramiko.Transport | None = None
-    route = "direct"
+    mismatch = ""  # what answered at the guest's address directly, if it was not the guest
     if jump is not True:
         try:
             sock = socket.create_connection((target.address, target.port), timeout=direct_timeout)
         except OSError as exc:
-            reason = exc.strerror or str(exc) or "timed out"
-            if jump is False:
-                raise VmSshError(f"cannot reach VM {target.vm}'s guest at {target.entry} directly: {reason}") from None
-            if target.jump is None:
+            if jump is False or target.jump is None:
                 raise VmSshError(
-                    f"cannot reach VM {target.vm}'s guest at {target.entry} directly ({reason}) and {target.no_jump}"
+                    f"cannot reach VM {target.vm}'s guest at {target.entry} directly: "
+                    f"{exc.strerror or exc or 'timed out'}" + ("" if jump is False else f"; and {target.no_jump}")
                 ) from None
-    if sock is None:
+        else:
+            try:
+                return _guest_session(target, sock, keys, ask, timeout, "direct")
+            except HostKeyMismatch as exc:
+                # A guest's NATed address may well be another machine on the client's own network (every
+                # libvirt default network is 192.168.122.0/24): that one is refused, the real guest may be
+                # behind the host.
+                if jump is False or target.jump is None:
+                    raise
+                mismatch = str(exc)
+    try:
         if target.jump is None:
             raise VmSshError(f"cannot jump to VM {target.vm}: {target.no_jump}")
-        jump_transport, sock = _open_jump(target, ask, timeout)
-        route = f"via {target.jump.name} ({target.jump.entry})"
-    recorded = list(target.host_keys.lookup(target.entry).values())
-    try:
-        transport = _handshake(sock, recorded, timeout, f"VM {target.vm}'s guest at {target.entry}",
-                               _guest_mismatch(target))  # fmt: skip
+        jump_transport, channel = _open_jump(target, ask, timeout)
         try:
-            _authenticate(transport, target.user, keys, ask, target.entry)
+            route = f"via {target.jump.name} ({target.jump.entry})"
+            session = _guest_session(target, channel, keys, ask, timeout, route)
         except VmSshError:
-            transport.close()
-            raise
-    except VmSshError:
-        if jump_transport is not None:
             jump_transport.close()
+            raise
+    except VmSshError as exc:
+        # What the direct attempt met is the news; that the detour failed as well comes second.
+        if mismatch:
+            raise HostKeyMismatch(f"{mismatch} (and through its host: {exc})") from None
         raise
-    return Session(transport, route, jump_transport)
+    session.jump = jump_transport
+    return session
+
+
+def _guest_session(
+    target: Target,
+    sock: socket.socket | paramiko.Channel,
+    keys: Sequence[LoginKey],
+    ask: Ask | None,
+    timeout: float,
+    route: str,
+) -> Session:
+    recorded = list(target.host_keys.lookup(target.entry).values())
+    what = f"VM {target.vm}'s guest at {target.entry}"
+    transport = _handshake(sock, recorded, timeout, what, _guest_mismatch(target))
+    try:
+        _authenticate(transport, target.user, keys, ask, target.entry)
+    except VmSshError:
+        transport.close()
+        raise
+    return Session(transport, route)
 
 
 # --- running -----------------------------------------------------------------------------------------------
@@ -392,11 +434,14 @@ def _copy(read: Callable[[int], bytes], out: BinaryIO) -> None:
 
 
 def run(session: Session, command: str | None, stdin: BinaryIO | None, stdout: BinaryIO, stderr: BinaryIO) -> int:
-    channel = session.transport.open_session()
-    if command is None:
-        channel.invoke_shell()
-    else:
-        channel.exec_command(command)
+    try:
+        channel = session.transport.open_session()
+        if command is None:
+            channel.invoke_shell()
+        else:
+            channel.exec_command(command)
+    except paramiko.SSHException as exc:
+        raise VmSshError(f"the guest refused to run {'a shell' if command is None else 'the command'}: {exc}") from None
     if stdin is not None:
         # A daemon thread: it may be blocked reading a terminal when the command ends, and must not keep us.
         threading.Thread(target=_pump_stdin, args=(channel, stdin), daemon=True).start()
@@ -413,9 +458,12 @@ def run(session: Session, command: str | None, stdin: BinaryIO | None, stdout: B
 
 def interactive_shell(session: Session, fd_in: int = 0, fd_out: int = 1) -> int:
     columns, lines = os.get_terminal_size(fd_in)
-    channel = session.transport.open_session()
-    channel.get_pty(term=os.environ.get("TERM", "vt100"), width=columns, height=lines)
-    channel.invoke_shell()
+    try:
+        channel = session.transport.open_session()
+        channel.get_pty(term=os.environ.get("TERM", "vt100"), width=columns, height=lines)
+        channel.invoke_shell()
+    except paramiko.SSHException as exc:
+        raise VmSshError(f"the guest refused an interactive shell: {exc}") from None
     saved = termios.tcgetattr(fd_in)
 
     def resized(*_args: object) -> None:

@@ -27,7 +27,7 @@ import paramiko
 import pytest
 from click.testing import CliRunner, Result
 
-from client.ssh import VmSshError, known_hosts_for, login_keys, open_session, plan_connection, run
+from client.ssh import VmSshError, known_hosts_for, load_key, login_keys, open_session, plan_connection, run
 from queues.cli import main
 from queues.ssh_keys import fingerprint
 from tests.support.services import ROOT
@@ -259,6 +259,7 @@ def test_a_recorded_key_of_a_type_the_guest_does_not_have_is_a_mismatch(api, gue
     assert result.exit_code == 255
     assert "host key mismatch" in result.stderr and "offers no host key of those types" in result.stderr
     assert "ecdsa-sha2-nistp256 SHA256:" in result.stderr
+    assert len(result.stderr.splitlines()) == 1  # paramiko's own log of the failed negotiation stays quiet
 
 
 # --- what is missing before connecting -----------------------------------------------------------------------
@@ -389,6 +390,23 @@ def test_a_guest_behind_its_hosts_nat_is_reached_through_the_host_by_itself(api,
             direct_only = archq_ssh("web1", "--no-jump", *args, *port_of(vm_guest), "--", "true")
             assert direct_only.exit_code == 255 and "directly" in direct_only.stderr
 
+            # Another machine at the same address on the client's side (192.168.122.0/24 is every libvirt's
+            # default network): its key is not the guest's, so the command goes through the host instead.
+            impostor = make_sshd(tmp_path / "impostor", address=net.private)
+            subprocess.run(["ip", "addr", "add", f"{net.private}/32", "dev", "lo"], check=True)
+            try:
+                impostor.port = vm_guest.port
+                with running_sshd(impostor):
+                    detour = archq_ssh("web1", *args, *port_of(vm_guest), "--", "echo $SSH_CONNECTION")
+                    assert detour.exit_code == 0, detour.output
+                    assert detour.stdout.split()[2:] == [net.private, str(vm_guest.port)]
+                    refused = archq_ssh("web1", "--no-jump", *args, *port_of(vm_guest), "--", "true")
+                    assert refused.exit_code == 255
+                    assert refused.stderr.startswith("Error: host key mismatch: VM web1's guest at")
+                    assert "Accepted publickey" not in impostor.log()
+            finally:
+                subprocess.run(["ip", "addr", "del", f"{net.private}/32", "dev", "lo"], check=False)
+
 
 # --- the functions under the command -------------------------------------------------------------------------
 
@@ -406,6 +424,31 @@ def test_plan_prefers_ipv4_then_ipv6_and_builds_the_guests_known_hosts(guest, tm
     only_v6 = plan_connection(vm_json(guest, addresses=vm["addresses"][:1]), None, jump_user="root",
                               jump_key=tmp_path / "k", known_hosts=tmp_path / "kh")  # fmt: skip
     assert only_v6.address == "fd00::5"
+
+
+def test_link_local_addresses_are_skipped(guest, tmp_path):
+    vm = vm_json(guest, addresses=[
+        {"mac": "52:54:00:00:00:01", "ipv4": None, "ipv6": "fe80::5054:ff:fe00:1", "source": "agent"},
+        {"mac": "52:54:00:00:00:01", "ipv4": None, "ipv6": "2001:db8::5", "source": "agent"},
+    ])  # fmt: skip
+    target = plan_connection(vm, None, jump_user="root", jump_key=tmp_path / "k", known_hosts=tmp_path / "kh")
+    assert target.address == "2001:db8::5"
+
+
+def test_a_passphrase_is_asked_for_an_encrypted_key_and_a_wrong_one_refused(tmp_path):
+    locked = tmp_path / "locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-phrase", "-f", str(locked)], check=True)
+    prompts: list[str] = []
+
+    def ask(prompt: str) -> str:
+        prompts.append(prompt)
+        return "s3cret-phrase"
+
+    key = load_key(locked, ask)
+    assert key.get_name() == "ssh-ed25519" and prompts == [f"Enter passphrase for key '{locked}': "]
+    with pytest.raises(VmSshError, match="wrong passphrase") as caught:
+        load_key(locked, lambda _prompt: "not-it")
+    assert "not-it" not in str(caught.value)
 
 
 def test_open_session_reports_the_route_it_took(api, guest, jump_host, tmp_path):

@@ -14,7 +14,8 @@ Interface
     and the default ~/.ssh/id_* files (loaded when tried). `ask` None: no terminal, encrypted keys are refused.
 `open_session(target, keys, *, jump=None, direct_timeout=2.0, timeout=10.0, ask=None) -> Session`
     An authenticated SSH transport to the guest. `jump` None: directly if the guest's port answers within
-    `direct_timeout`, else through the host; True: through the host only; False: directly only.
+    `direct_timeout` with one of the guest's keys, else through the host (what answers directly with another key
+    may be a different machine at the same private address); True: through the host only; False: directly only.
 `run(session, command, stdin, stdout, stderr) -> int`
     Runs `command` (None: the login shell, without a PTY, reading `stdin`), streams its output, returns its
     exit status (255 when it died without one, as ssh does).
@@ -22,8 +23,8 @@ Interface
     A login shell on a PTY sized like the terminal on `fd_in`, which is put in raw mode meanwhile.
 `known_hosts_for(address, key_lines, port=22) -> paramiko.HostKeys`
     The guest's host keys as known_hosts entries of `address`.
-Every failure is a `VmSshError` with a one-line message saying what to do; no message ever holds a private key
-or a passphrase.
+Every failure is a `VmSshError` (`HostKeyMismatch` for a key other than the recorded ones) with a one-line
+message saying what to do; no message ever holds a private key or a passphrase.
 """
 
 from __future__ import annotations

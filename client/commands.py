@@ -4,7 +4,9 @@ $ARCHQ_DATA_DIR/admin-token when readable) and `--output table|json`."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import getpass
 import os
 import re
 import sys
@@ -15,8 +17,11 @@ from typing import TextIO
 
 import click
 
+from client import ssh
 from client.http import ApiClient, ClientError, segment
 from client.output import emit, fields_of, table
+from client.ssh import NO_STATUS
+from queues.config import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -309,6 +314,87 @@ def vm_migrate(
     if target_host:
         body["target_host"] = target_host
     finish(api, output, api.post(f"/vms/{segment(resolve_vm(api, vm_ref))}/migrate", body), wait, timeout)
+
+
+class SshFailure(click.ClickException):
+    # 255, as ssh: the remote command's own statuses (1, 2, ...) pass through and must stay distinguishable.
+    exit_code = NO_STATUS
+
+
+@vm.command("ssh")
+@click.argument("vm_ref", metavar="VM")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-i",
+    "identities",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="KEY",
+    help="a private key to log in with (repeatable); default: ssh-agent's keys and ~/.ssh/id_*",
+)
+@click.option("-l", "login", metavar="USER", help="the guest user (default: the image's login user)")
+@click.option("-p", "port", type=click.IntRange(1, 65535), default=22, show_default=True, help="the guest's SSH port")
+@click.option(
+    "--jump/--no-jump",
+    default=None,
+    help="only through the VM's host / only directly (default: directly if it answers, else the host)",
+)
+@click.option("--jump-user", help="user on the host (default: ARCHQ_SSH_USER, root)")
+@click.option(
+    "--jump-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="key for the host (default: ARCHQ_SSH_KEY, $ARCHQ_DATA_DIR/ssh/id_ed25519)",
+)
+@click.option(
+    "--direct-timeout",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="seconds to wait for the guest's port before going through the host",
+)
+@api_command
+def vm_ssh(
+    api: ApiClient,
+    output: str,
+    vm_ref: str,
+    command: tuple[str, ...],
+    identities: tuple[Path, ...],
+    login: str | None,
+    port: int,
+    jump: bool | None,
+    jump_user: str | None,
+    jump_key: Path | None,
+    direct_timeout: float,
+) -> None:
+    """Log in to VM's guest over SSH, or run COMMAND there (after `--`; its exit status is ours).
+
+    The guest must prove one of the host keys archq read from its console, the host it is reached through one
+    recorded in ARCHQ_KNOWN_HOSTS (`archq host trust`). Exit status 255: the SSH connection failed."""
+    vm = api.get(f"/vms/{segment(resolve_vm(api, vm_ref))}")["vm"]
+    host = None
+    if vm.get("host") and jump is not False:
+        # Only needed to jump: the guest may well answer directly, and if not the plan says why there is no jump.
+        with contextlib.suppress(ClientError):
+            host = api.get(f"/hosts/{segment(vm['host'])}")["host"]
+    settings = Settings.from_env()
+    # A passphrase is asked only on a terminal, and getpass reads it from there without echo.
+    ask = getpass.getpass if sys.stdin.isatty() else None
+    try:
+        target = ssh.plan_connection(
+            vm, host, user=login, port=port, jump_user=jump_user or settings.ssh_user,
+            jump_key=jump_key or settings.ssh_key_file, known_hosts=settings.known_hosts_file,
+        )  # fmt: skip
+        keys = ssh.login_keys(identities, ask)
+        with ssh.open_session(target, keys, jump=jump, direct_timeout=direct_timeout, ask=ask) as session:
+            if not command and sys.stdin.isatty() and sys.stdout.isatty():
+                status = ssh.interactive_shell(session, sys.stdin.fileno(), sys.stdout.fileno())
+            else:
+                # Joined with spaces, as ssh does: the guest's shell parses the line.
+                line = " ".join(command) if command else None
+                status = ssh.run(session, line, sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer)
+    except ssh.VmSshError as exc:
+        raise SshFailure(str(exc)) from None
+    sys.exit(status)
 
 
 # --- job ---------------------------------------------------------------------------------------------------

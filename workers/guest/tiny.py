@@ -1,17 +1,22 @@
 """A tiny bootable guest for direct kernel boot under QEMU: a Debian cloud kernel plus a busybox initramfs
-whose /init prints a marker line and then a counter every second. Built from Debian packages with apt,
-once per architecture, into a cache directory that concurrent workers share."""
+whose /init prints a marker line and then a counter every second. Beside the counter it loads the kernel's
+virtio NIC drivers, takes a DHCP lease on the first ethernet interface and reports it in one console line
+(see `parse_net_line`). Built from Debian packages with apt, once per architecture, into a cache directory that
+concurrent workers share."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import ipaddress
 import json
 import logging
+import lzma
 import os
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Sequence
@@ -25,13 +30,24 @@ from workers.guest.build_cache import TOOL_TIMEOUT_S, build_once, run_tool, sha2
 log = logging.getLogger(__name__)
 
 MARKER = "ARCHQ-TINY-BOOTED"
+NET_TAG = "ARCHQ-TINY-NET"
 
 KERNEL_NAME = "vmlinuz"
 INITRD_NAME = "initrd.img"
 MANIFEST_NAME = "manifest.json"
 
 # Bump when the layout of the built guest changes in a way the init script hash does not capture.
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
+
+# The drivers a virtio NIC needs, by module name. Debian's 6.1 cloud kernels (amd64 and arm64) build all of them
+# as modules; each module's modinfo names the rest (virtio, virtio_ring, virtio_pci_modern_dev,
+# virtio_pci_legacy_dev, net_failover, failover), so the build follows those instead of a fixed list.
+_NIC_MODULES = ("virtio_pci", "virtio_net")
+
+# Shell scripts shipped next to this module (package data), copied into the initramfs as they are.
+_SCRIPTS_DIR = Path(__file__).parent
+_NET_SCRIPT = "tiny-net.sh"
+_UDHCPC_SCRIPT = "tiny-udhcpc.sh"
 
 # Serial output is slow under TCG, so kernel messages below "emergency" are kept off the console;
 # panic=-1 reboots at once on a panic, which makes `-no-reboot` QEMU exit instead of hanging to a timeout;
@@ -47,7 +63,8 @@ _ELF_MACHINE: dict[Arch, int] = {Arch.AMD64: 62, Arch.ARM64: 183}
 _APT_TIMEOUT_S = 900
 
 _INIT_SCRIPT = f"""#!/bin/busybox sh
-# archq tiny guest: mount the kernel filesystems, announce the boot, then tick forever (pid 1 must not exit).
+# archq tiny guest: mount the kernel filesystems, announce the boot, start networking, then tick forever
+# (pid 1 must not exit).
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -55,6 +72,8 @@ _INIT_SCRIPT = f"""#!/bin/busybox sh
 export PATH=/bin
 # Firmware and the x86 boot stub leave a half-written line on the serial port: start a fresh one.
 printf '\\n%s\\n' "{MARKER} arch=$(uname -m)" > /dev/console
+# In the background, so that drivers and DHCP never delay the marker or the ticks; it prints its own line.
+/bin/busybox sh /etc/archq/net.sh < /dev/null > /dev/null 2>&1 &
 n=0
 while true; do
     n=$((n + 1))
@@ -76,6 +95,45 @@ class TinyGuest:
     cmdline: str
     kernel_sha256: str
     initrd_sha256: str
+
+
+@dataclass(frozen=True)
+class TinyNet:
+    """What the guest's one network line says. status is "up" (mac and ipv4 set), "dhcp-failed" (mac set) or
+    "none" (the guest found no ethernet interface)."""
+
+    status: str
+    mac: str | None = None
+    ipv4: ipaddress.IPv4Interface | None = None
+
+
+_NET_LINE = re.compile(
+    rf"^{NET_TAG} (?:"
+    r"(?P<none>none)"
+    r"|dhcp-failed mac=(?P<failed_mac>[0-9a-f]{2}(?::[0-9a-f]{2}){5})"
+    r"|mac=(?P<mac>[0-9a-f]{2}(?::[0-9a-f]{2}){5}) ipv4=(?P<ipv4>\d{1,3}(?:\.\d{1,3}){3}/\d{1,2})"
+    r")$"
+)
+
+
+def net_line_pattern() -> re.Pattern[str]:
+    """The regular expression a console line matches when it is the guest's network line (one line, without
+    its line ending): `ARCHQ-TINY-NET mac=<mac> ipv4=<addr>/<prefix>`, `ARCHQ-TINY-NET dhcp-failed mac=<mac>`
+    or `ARCHQ-TINY-NET none`. Groups: none, failed_mac, mac, ipv4."""
+    return _NET_LINE
+
+
+def parse_net_line(line: str) -> TinyNet | None:
+    """The network line's meaning, or None when the line is not one (a trailing CR from the serial port is
+    ignored)."""
+    match = _NET_LINE.match(line.rstrip("\r\n"))
+    if match is None:
+        return None
+    if match["none"]:
+        return TinyNet(status="none")
+    if match["failed_mac"]:
+        return TinyNet(status="dhcp-failed", mac=match["failed_mac"])
+    return TinyNet(status="up", mac=match["mac"], ipv4=ipaddress.IPv4Interface(match["ipv4"]))
 
 
 def marker_line(arch: Arch) -> str:
@@ -110,8 +168,15 @@ def ensure_tiny_guest(arch: Arch, cache_dir: Path) -> TinyGuest:
 # --- cache ---------------------------------------------------------------------------------------------
 
 
+def _script(name: str) -> str:
+    return (_SCRIPTS_DIR / name).read_text()
+
+
 def _recipe_id() -> str:
-    return hashlib.sha256(f"{_FORMAT_VERSION}\n{_INIT_SCRIPT}".encode()).hexdigest()[:16]
+    recipe = "\n".join(
+        [str(_FORMAT_VERSION), _INIT_SCRIPT, _script(_NET_SCRIPT), _script(_UDHCPC_SCRIPT), *_NIC_MODULES]
+    )
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
 def _load_cached(arch: Arch, target: Path) -> TinyGuest | None:
@@ -160,8 +225,9 @@ def _build(arch: Arch, cache_dir: Path, build_dir: Path, out: Path) -> None:
 
     kernel = _extract_kernel(kernel_deb, build_dir / "kernel-root", arch)
     shutil.copyfile(kernel, out / KERNEL_NAME)
+    modules = _nic_modules(build_dir / "kernel-root", kernel_deb)
     guest_busybox = _extract_busybox(busybox_deb, build_dir / "busybox-root", arch)
-    _build_initramfs(arch, guest_busybox, build_dir / "initramfs", out / INITRD_NAME)
+    _build_initramfs(arch, guest_busybox, modules, build_dir / "initramfs", out / INITRD_NAME)
 
     for name in (KERNEL_NAME, INITRD_NAME):
         (out / name).chmod(0o644)
@@ -172,6 +238,7 @@ def _build(arch: Arch, cache_dir: Path, build_dir: Path, out: Path) -> None:
         "kernel_package": _deb_field(kernel_deb, "Package"),
         "kernel_version": _deb_field(kernel_deb, "Version"),
         "busybox_version": _deb_field(busybox_deb, "Version"),
+        "modules": [name for name, _ in modules],
         "kernel_sha256": sha256_of(out / KERNEL_NAME),
         "initrd_sha256": sha256_of(out / INITRD_NAME),
         "cmdline": cmdline_for(arch),
@@ -307,14 +374,22 @@ def _host_busybox(arch: Arch, guest_busybox: Path) -> str:
     raise TinyGuestError("building the initramfs needs a host busybox: run `apt-get install busybox-static`")
 
 
-def _build_initramfs(arch: Arch, guest_busybox: Path, root: Path, dest: Path) -> None:
-    for sub in ("bin", "dev", "proc", "sys", "tmp"):
+def _build_initramfs(
+    arch: Arch, guest_busybox: Path, modules: Sequence[tuple[str, bytes]], root: Path, dest: Path
+) -> None:
+    for sub in ("bin", "dev", "proc", "sys", "tmp", "run", "etc/archq", "lib/modules"):
         (root / sub).mkdir(parents=True)
     shutil.copyfile(guest_busybox, root / "bin" / "busybox")
     (root / "bin" / "busybox").chmod(0o755)
     (root / "bin" / "sh").symlink_to("busybox")
     (root / "init").write_text(_INIT_SCRIPT)
     (root / "init").chmod(0o755)
+    for source, target in ((_NET_SCRIPT, "net.sh"), (_UDHCPC_SCRIPT, "udhcpc.sh")):
+        (root / "etc" / "archq" / target).write_text(_script(source))
+        (root / "etc" / "archq" / target).chmod(0o755)
+    for name, image in modules:
+        (root / "lib" / "modules" / f"{name}.ko").write_bytes(image)
+    (root / "etc" / "archq" / "modules").write_text("".join(f"{name}\n" for name, _ in modules))
     # The kernel opens /dev/console for pid 1 before /init can mount devtmpfs, so the node must be in the
     # archive or the marker never reaches the serial port.
     try:
@@ -342,3 +417,102 @@ def _build_initramfs(arch: Arch, guest_busybox: Path, root: Path, dest: Path) ->
     with dest.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz:
         gz.write(archive)
     log.info("initramfs %s: %d entries, %.1f KiB", dest.name, len(entries), dest.stat().st_size / 1024)
+
+
+# --- NIC drivers ---------------------------------------------------------------------------------------
+
+_MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+
+
+def _module_name(path: Path) -> str:
+    # The kernel treats - and _ in module names alike; modinfo's depends= uses _.
+    name = path.name
+    for suffix in _MODULE_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name.replace("-", "_")
+
+
+def _module_image(path: Path) -> bytes:
+    """The module as insmod must get it: busybox insmod reads plain ELF only, so compressed modules are
+    unpacked here."""
+    data = path.read_bytes()
+    if path.name.endswith(".ko.xz"):
+        return lzma.decompress(data)
+    if path.name.endswith(".ko.gz"):
+        return gzip.decompress(data)
+    if path.name.endswith(".ko.zst"):
+        # Python 3.11 has no zstd; Debian's 6.1 kernels ship .ko (trixie's ship .ko.xz).
+        return _run(["zstd", "-dc"], what=f"decompressing {path.name}", stdin=data).stdout
+    return data
+
+
+def _modinfo(image: bytes, what: str) -> dict[str, str]:
+    """The key=value pairs of a module's .modinfo section (for keys given more than once, the last)."""
+    # Both guest architectures are 64-bit little-endian, the only ELF class this reads.
+    if image[:4] != b"\x7fELF" or image[4] != 2 or image[5] != 1:
+        raise TinyGuestError(f"{what} is not a 64-bit little-endian ELF module")
+    (shoff,) = struct.unpack_from("<Q", image, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", image, 0x3A)
+
+    def section(index: int) -> tuple[int, int, int]:
+        base = shoff + index * shentsize
+        (name,) = struct.unpack_from("<I", image, base)
+        offset, size = struct.unpack_from("<QQ", image, base + 0x18)
+        return name, offset, size
+
+    _, names_at, _ = section(shstrndx)
+    for index in range(shnum):
+        name, offset, size = section(index)
+        if image[names_at + name : image.index(b"\0", names_at + name)] == b".modinfo":
+            pairs = (item.split(b"=", 1) for item in image[offset : offset + size].split(b"\0") if b"=" in item)
+            return {key.decode(): value.decode(errors="replace") for key, value in pairs}
+    raise TinyGuestError(f"{what} has no .modinfo section")
+
+
+def _nic_modules(kernel_root: Path, kernel_deb: Path) -> list[tuple[str, bytes]]:
+    """The virtio NIC drivers of the unpacked kernel package and everything they depend on, as (name, plain
+    ELF image) in an order busybox insmod can load them: dependencies first. Built-in drivers are left out."""
+    module_dirs = sorted((kernel_root / "lib" / "modules").glob("*/"))
+    if len(module_dirs) != 1:
+        raise TinyGuestError(f"{kernel_deb.name} holds {len(module_dirs)} lib/modules/* directories, expected one")
+    module_dir = module_dirs[0]
+    files: dict[str, Path] = {}
+    for path in (module_dir / "kernel").rglob("*.ko*"):
+        if path.name.endswith(_MODULE_SUFFIXES):
+            files[_module_name(path)] = path
+    builtin_list = module_dir / "modules.builtin"
+    builtin = (
+        {_module_name(Path(line.strip())) for line in builtin_list.read_text().splitlines() if line.strip()}
+        if builtin_list.is_file()
+        else set()
+    )
+
+    ordered: list[tuple[str, bytes]] = []
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(name: str, wanted_by: str) -> None:
+        if name in done or name in builtin:
+            return
+        if name in visiting:
+            raise TinyGuestError(f"the modules of {kernel_deb.name} depend on each other in a cycle through {name}")
+        path = files.get(name)
+        if path is None:
+            raise TinyGuestError(
+                f"{kernel_deb.name} has {name} (needed by {wanted_by}) neither built in nor as a module"
+            )
+        visiting.add(name)
+        image = _module_image(path)
+        depends = _modinfo(image, f"{path.name} from {kernel_deb.name}").get("depends", "")
+        for dependency in filter(None, depends.split(",")):
+            visit(dependency.replace("-", "_"), name)
+        visiting.discard(name)
+        done.add(name)
+        ordered.append((name, image))
+
+    for name in _NIC_MODULES:
+        visit(name, "a virtio NIC")
+    log.info("NIC modules from %s: %s", kernel_deb.name, " ".join(name for name, _ in ordered) or "all built in")
+    return ordered

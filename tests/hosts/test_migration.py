@@ -18,7 +18,7 @@ from queues.arch import Arch
 from tests.support.migration_lab import Cluster, cluster
 from tests.support.services import wait_for
 from tests.support.twohosts import lab_available
-from workers.guest.tiny import marker_line
+from workers.guest.tiny import marker_line, parse_net_line
 
 pytestmark = pytest.mark.libvirtd
 
@@ -285,5 +285,31 @@ def test_a_cold_migration_of_a_running_vm_shuts_it_down_moves_it_and_boots_it_on
         assert lab.where(vm_id) == {"h1": None, "h2": "running"}
         # Not live: the guest booted again on h2.
         wait_for(lambda: marker_line(Arch.AMD64) in text(lab.console("h2", vm_id)), timeout=90, what="a boot on h2")
+    finally:
+        delete(lab, vm_id)
+
+
+def test_a_live_migration_keeps_the_mac_and_the_guest_answers_on_the_target(lab: Cluster):
+    vm_id = running_vm(lab, "mig-nic")
+    try:
+        vm = lab.vm(vm_id)
+        assert vm["network"]["mode"] == "nat"
+        nets = wait_for(
+            lambda: [n for line in text(lab.console("h1", vm_id)).splitlines() if (n := parse_net_line(line))],
+            timeout=60, what="the tiny guest's DHCP line on h1",
+        )  # fmt: skip
+        address = str(nets[0].ipv4.ip)
+        assert nets[0].mac == vm["mac"]
+        done = wait_job(lab, migrate(lab, vm_id, target_host="h2")["id"])
+        assert done["state"] == "succeeded", done
+        conn = libvirt.open(lab.hosts["h2"].uri)
+        try:
+            xml = ET.fromstring(conn.lookupByUUIDString(vm_id).XMLDesc(0))
+        finally:
+            conn.close()
+        assert xml.find("devices/interface/mac").get("address") == vm["mac"] == lab.vm(vm_id)["mac"]
+        # h2's archq network has the same subnet as h1's: the guest keeps its lease and answers there.
+        ping = lab.hosts["h2"].run(["ping", "-c", "3", "-W", "2", address])
+        assert ping.returncode == 0, ping.stdout + ping.stderr
     finally:
         delete(lab, vm_id)

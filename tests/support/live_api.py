@@ -4,9 +4,13 @@ tests of HTTP clients (the CLI, schemathesis)."""
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from flask import Flask
 
 from tests.support.auth import make_token
 from tests.support.services import ArchqProcess, free_port, wait_for
@@ -29,10 +33,26 @@ def _healthy(url: str, process: ArchqProcess) -> bool:
         return False
 
 
-@pytest.fixture
-def live_api(app, processes) -> LiveApi:
+def _start(start: Callable[..., ArchqProcess]) -> tuple[str, ArchqProcess]:
     port = free_port()
-    process = processes("api", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4")
+    process = start("api", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4")
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _healthy(url, process), timeout=30, interval=0.1, what="the API to answer")
+    return url, process
+
+
+@pytest.fixture
+def live_api(app, processes) -> LiveApi:
+    url, process = _start(processes)
     return LiveApi(url, make_token(app, "admin", "live-admin"), make_token(app, "operator", "live-operator"), process)
+
+
+@contextmanager
+def serve_api(app: Flask, env: dict[str, str], log: Path) -> Iterator[tuple[str, str]]:
+    """`archq api` on the database of `app` (with `env` from tests.conftest.settings_env) for a module's
+    worth of tests; yields its URL and an admin token."""
+    url, process = _start(lambda *args: ArchqProcess(list(args), env, log))
+    try:
+        yield url, make_token(app, "admin", "live-admin")
+    finally:
+        process.stop()

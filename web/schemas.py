@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from queues.arch import UnknownArch, parse_arch
+from queues.arch import parse_arch
 from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
 from queues.guest_config import parse_ssh_public_key, validate_hostname, validate_user_data
@@ -44,49 +45,34 @@ class UtcDateTime(fields.DateTime):
         return super()._serialize(value, attr, obj, **kwargs)
 
 
-class ArchField(fields.String):
-    """Accepts every alias (x86_64, aarch64, ...) in any case; loads the canonical name."""
+class Checked(fields.String):
+    """A string loaded through `check`, which returns its normal form or raises ValueError with the message
+    the user sees for the field."""
+
+    def __init__(self, check: Callable[[str], str], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.check = check
 
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return parse_arch(text).value
-        except UnknownArch as exc:
-            raise ValidationError(str(exc)) from exc
-
-
-class HostnameField(fields.String):
-    """An RFC 1123 hostname, loaded lowercased."""
-
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return validate_hostname(text)
+            return self.check(text)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
 
 
-class SshPublicKeyField(fields.String):
-    """An OpenSSH public key line, checked and loaded in its normal form ("type base64 comment")."""
-
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return parse_ssh_public_key(text).line
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
+def _canonical_arch(text: str) -> str:
+    """Every alias (x86_64, aarch64, ...) in any case, as the canonical name."""
+    return parse_arch(text).value
 
 
-class UserDataField(fields.String):
-    """`#cloud-config` YAML or a `#!` script, at most 64 KiB of UTF-8."""
+def _ssh_key(text: str) -> str:
+    return parse_ssh_public_key(text).line
 
-    def _deserialize(self, value, attr, data, **kwargs) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            validate_user_data(text)
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from exc
-        return text
+
+def _user_data(text: str) -> str:
+    validate_user_data(text)
+    return text
 
 
 MAX_AUTHORIZED_KEYS = 32
@@ -114,7 +100,7 @@ class VmCreateRequest(Schema):
             NAME_PATTERN, error="must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
         ),
     )
-    arch = ArchField(required=True)
+    arch = Checked(_canonical_arch, required=True)
     vcpus = fields.Integer(required=True, strict=True)
     memory_mib = fields.Integer(required=True, strict=True)
     # Looked up in the image catalog when the VM is submitted (unknown: 422 naming the known ones).
@@ -130,10 +116,10 @@ class VmCreateRequest(Schema):
     # First boot (cloud-init NoCloud): keys for the image's default user, the user's own user data, a hostname
     # (default: the VM's name).
     ssh_authorized_keys = fields.List(
-        SshPublicKeyField(), load_default=list, validate=validate.Length(max=MAX_AUTHORIZED_KEYS)
+        Checked(_ssh_key), load_default=list, validate=validate.Length(max=MAX_AUTHORIZED_KEYS)
     )
-    user_data = UserDataField(load_default=None)
-    hostname = HostnameField(load_default=None)
+    user_data = Checked(_user_data, load_default=None)
+    hostname = Checked(validate_hostname, load_default=None)
     # The VM's disk size (at least the image's); cloud-init grows the root filesystem to it at first boot.
     disk_gib = fields.Integer(load_default=None, strict=True)
 

@@ -119,9 +119,10 @@ def test_a_vm_shows_the_addresses_its_host_reports_and_how_fresh_they_are(client
     with hypervisor_worker("amd64-host"):
         host = wait_host(client, "amd64-host")
         assert "archq" in host["networks"]["libvirt"]
-        accepted = create(client).get_json()
+        accepted = create(client, name="addressed").get_json()
         vm_id = accepted["vm"]["id"]
-        assert wait_job(client, accepted["job"]["id"])["state"] == "succeeded"
+        job = wait_job(client, accepted["job"]["id"])
+        assert job["state"] == "succeeded", job["error"]
 
         def addressed() -> dict | None:
             vm = client.get(f"/api/v1/vms/{vm_id}").get_json()["vm"]

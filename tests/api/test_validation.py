@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.api import TINY
+from web import MAX_BODY_BYTES
 
 
 def error_of(response, status: int) -> dict:
@@ -73,7 +74,7 @@ def test_malformed_body_is_400(client, body, content_type):
 
 
 def test_huge_body_is_413(client):
-    error_of(client.post("/api/v1/vms", json={**TINY, "name": "x" * 100_000}), 413)
+    error_of(client.post("/api/v1/vms", json={**TINY, "name": "x" * (MAX_BODY_BYTES + 1)}), 413)
 
 
 @pytest.mark.parametrize(

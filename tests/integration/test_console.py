@@ -62,7 +62,7 @@ def test_a_host_whose_worker_does_not_answer_is_503(client, app):
         record_heartbeat(messages.heartbeat.load({
             "host": "silent", "arch": "amd64", "accel": "tcg", "emulators": [], "queues": ["amd64", "host.silent"],
             "cpu_modes": {}, "capacity": {"vcpus": 4, "memory_mib": 4096}, "allocated": {}, "domains": [],
-            "started_at": time.time(), "at": time.time(),
+            "started_at": time.time(), "at": time.time(), "networks": {"libvirt": ["archq"]},
         }))  # fmt: skip
         db.session.commit()
     vm_id = create_vm(client, name="unheard", host="silent")["vm"]["id"]

@@ -1,14 +1,16 @@
 """The tiny guest's network on the real libvirtd (qemu:///system): with a virtio NIC on a libvirt NAT network it
 loads its drivers, takes a DHCP lease from libvirt's dnsmasq and says so in one console line, the same address
-libvirt reports from its lease file; without a NIC it still boots, says it has none, and ticks.
+libvirt reports from its lease file; on a network without DHCP it says the lease failed; without a NIC it still
+boots, says it has none, and ticks.
 
-Each architecture boots under TCG with direct kernel boot. The NAT network is this module's own (its name and
-subnet are used by nothing else) and exists only while the module runs. Needs dnsmasq-base on the host."""
+Each architecture boots under TCG with direct kernel boot. The networks are this module's own (their names and
+subnets are used by nothing else) and exist only while the module runs. Needs dnsmasq-base on the host."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import platform
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from queues.arch import Arch, to_libvirt
+from queues.arch import Arch, parse_arch, to_libvirt
 from tests.support.domains import SYSTEM, force_remove
 from workers.guest.tiny import TinyGuest, TinyNet, ensure_tiny_guest, marker_line, parse_net_line
 
@@ -29,11 +31,17 @@ GATEWAY = ipaddress.IPv4Address("192.168.213.1")
 DHCP_FIRST = ipaddress.IPv4Address("192.168.213.100")
 DHCP_LAST = ipaddress.IPv4Address("192.168.213.199")
 MACS = {Arch.AMD64: "52:54:00:a7:13:01", Arch.ARM64: "52:54:00:a7:13:02"}
+# An isolated network whose dnsmasq serves no DHCP: a NIC there never gets a lease.
+NO_DHCP_NETWORK = "aqtest-tiny-nodhcp"
+NO_DHCP_GATEWAY = ipaddress.IPv4Address("192.168.214.1")
+NO_DHCP_MAC = "52:54:00:a7:14:01"
 
 # Measured here: marker 2-4 s, lease under a second after it; the margin is for a machine busy with other guests.
 LEASE_TIMEOUT_S = 90.0
 # A NIC-less guest waits 5 s for an interface before it says "none".
 NO_NIC_TIMEOUT_S = 60.0
+# The guest's udhcpc gives up after 10 discovers 2 s apart.
+NO_LEASE_TIMEOUT_S = 120.0
 TICK_TIMEOUT_S = 10.0
 
 MACHINES = {Arch.AMD64: "q35", Arch.ARM64: "virt"}
@@ -51,9 +59,16 @@ def network_xml() -> str:
     return ET.tostring(network, encoding="unicode")
 
 
-def domain_xml(name: str, guest: TinyGuest, console: Path, mac: str | None) -> str:
+def no_dhcp_network_xml() -> str:
+    network = ET.Element("network")
+    ET.SubElement(network, "name").text = NO_DHCP_NETWORK
+    ET.SubElement(network, "ip", address=str(NO_DHCP_GATEWAY), netmask="255.255.255.0")
+    return ET.tostring(network, encoding="unicode")
+
+
+def domain_xml(name: str, guest: TinyGuest, console: Path, mac: str | None, network: str = NETWORK) -> str:
     """A TCG domain booting the tiny guest's kernel and initrd directly, its serial port in `console`, with one
-    virtio NIC on the test network when `mac` is given and no NIC at all otherwise."""
+    virtio NIC on `network` when `mac` is given and no NIC at all otherwise."""
     domain = ET.Element("domain", type="qemu")
     ET.SubElement(domain, "name").text = name
     ET.SubElement(domain, "memory", unit="MiB").text = "128"
@@ -69,7 +84,7 @@ def domain_xml(name: str, guest: TinyGuest, console: Path, mac: str | None) -> s
     devices = ET.SubElement(domain, "devices")
     if mac is not None:
         interface = ET.SubElement(devices, "interface", type="network")
-        ET.SubElement(interface, "source", network=NETWORK)
+        ET.SubElement(interface, "source", network=network)
         ET.SubElement(interface, "mac", address=mac)
         ET.SubElement(interface, "model", type="virtio")
     serial = ET.SubElement(devices, "serial", type="file")
@@ -114,9 +129,9 @@ def conn() -> Iterator[libvirt.virConnect]:
     connection.close()
 
 
-def remove_network(conn: libvirt.virConnect) -> None:
+def remove_network(conn: libvirt.virConnect, name: str = NETWORK) -> None:
     try:
-        network = conn.networkLookupByName(NETWORK)
+        network = conn.networkLookupByName(name)
     except libvirt.libvirtError:
         return
     # A transient network is gone once destroyed, so ask before.
@@ -136,6 +151,14 @@ def nat_network(conn: libvirt.virConnect) -> Iterator[libvirt.virNetwork]:
     remove_network(conn)
 
 
+@pytest.fixture
+def no_dhcp_network(conn: libvirt.virConnect) -> Iterator[libvirt.virNetwork]:
+    remove_network(conn, NO_DHCP_NETWORK)
+    network = conn.networkCreateXML(no_dhcp_network_xml())
+    yield network
+    remove_network(conn, NO_DHCP_NETWORK)
+
+
 @pytest.fixture(scope="module", params=list(Arch), ids=lambda arch: arch.value)
 def tiny(request: pytest.FixtureRequest) -> TinyGuest:
     return ensure_tiny_guest(request.param, IMAGES_CACHE / "tiny")
@@ -152,15 +175,15 @@ def console(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def boot(conn: libvirt.virConnect, console: Path) -> Iterator[Callable[[TinyGuest, str | None], libvirt.virDomain]]:
+def boot(conn: libvirt.virConnect, console: Path) -> Iterator[Callable[..., libvirt.virDomain]]:
     """Starts a transient tiny-guest domain (at most one per test) and removes it afterwards."""
     names: list[str] = []
 
-    def start(guest: TinyGuest, mac: str | None) -> libvirt.virDomain:
+    def start(guest: TinyGuest, mac: str | None, network: str = NETWORK) -> libvirt.virDomain:
         name = f"aqtest-tiny-{'net' if mac else 'nonic'}-{guest.arch.value}"
         force_remove(name)
         names.append(name)
-        return conn.createXML(domain_xml(name, guest, console, mac), 0)
+        return conn.createXML(domain_xml(name, guest, console, mac, network), 0)
 
     yield start
     for name in names:
@@ -224,3 +247,21 @@ def test_guest_without_a_nic_still_boots_says_so_and_ticks(tiny: TinyGuest, boot
     wait_for_line(console, lambda _: ticks_after(console, net_at), TICK_TIMEOUT_S, "tick after the network line")
     assert domain.isActive()
     print(f"\n{tiny.arch.value}: marker {to_marker:.1f} s, 'none' {to_none:.1f} s after start")
+
+
+def test_guest_whose_nic_gets_no_lease_says_so_and_ticks(
+    no_dhcp_network: libvirt.virNetwork, boot, console: Path
+) -> None:
+    # The network script is the same on both architectures; the host's own one is enough here.
+    guest = ensure_tiny_guest(parse_arch(platform.machine()), IMAGES_CACHE / "tiny")
+    started = time.monotonic()
+    domain = boot(guest, NO_DHCP_MAC, NO_DHCP_NETWORK)
+    wait_for_line(console, lambda line: line == marker_line(guest.arch), NO_LEASE_TIMEOUT_S, "boot marker")
+    wait_for_line(console, lambda line: parse_net_line(line) is not None, NO_LEASE_TIMEOUT_S, "ARCHQ-TINY-NET line")
+    given_up = time.monotonic() - started
+
+    assert net_lines(console) == [TinyNet(status="dhcp-failed", mac=NO_DHCP_MAC)]
+    net_at = next(i for i, line in enumerate(console_lines(console)) if parse_net_line(line) is not None)
+    wait_for_line(console, lambda _: ticks_after(console, net_at), TICK_TIMEOUT_S, "tick after the network line")
+    assert domain.isActive()
+    print(f"\n{guest.arch.value}: 'dhcp-failed' {given_up:.1f} s after start")

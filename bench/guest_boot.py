@@ -1,0 +1,238 @@
+"""Boot to SSH of a real guest: the debian-12 image (workers/guest/debian.py) of each architecture, through
+archq (POST /api/v1/vms with an SSH key, then the address and host keys the VM's JSON shows, then an SSH login
+running `uname -m` with the host key verified) vs the same image started by hand: a qcow2 overlay made with
+`qemu-img`, a NoCloud seed made with `genisoimage`, the same domain XML (workers.domain_xml) defined and
+started with `virsh` on the same libvirt network, the address from libvirt's DHCP leases, the host keys from
+the serial console, and the same SSH login. 2 vCPUs, 1 GiB, on qemu:///system; the arm64 guest runs under TCG
+on an x86-64 host (emulated, as archq routes it). archq and virsh alternate, one guest at a time; every domain
+made here is removed at the end, whatever happens."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import libvirt
+import paramiko
+
+from bench.common import (
+    IMAGES_DIR,
+    PROBE_CACHE_DIR,
+    PROBE_FILE,
+    QEMU_HOST,
+    Http,
+    Samples,
+    Stack,
+    begin,
+    bench_parser,
+    compare,
+    end,
+    median,
+    wait_host,
+    wait_job,
+)
+from client.ssh import known_hosts_for
+from queues.arch import Arch, parse_arch
+from queues.networks import mac_for
+from workers.cloud_init import parse_host_keys
+from workers.domain_xml import DomainSpec, Nic, build_domain_xml, domain_name
+from workers.guest.debian import ensure_debian_image
+
+URI = "qemu:///system"
+NETWORK = "archq"
+UNAME = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
+GUEST = {"vcpus": 2, "memory_mib": 1024, "image": "debian-12"}
+BOOT_TIMEOUT_S = 900
+
+
+def virsh(*args: str) -> None:
+    subprocess.run(["virsh", "-c", URI, *args], check=True, capture_output=True, timeout=120)
+
+
+def poll(probe, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(interval)
+    raise RuntimeError(f"no {what} within {timeout:.0f} s")
+
+
+def ssh_uname(address: str, host_keys: list[str], key: paramiko.PKey) -> str | None:
+    """`uname -m` over SSH as `debian`, accepting only `host_keys`; None while the guest does not answer."""
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client._host_keys = known_hosts_for(address, host_keys)
+    try:
+        client.connect(address, username="debian", pkey=key, timeout=5, allow_agent=False, look_for_keys=False)
+        _, stdout, _ = client.exec_command("uname -m", timeout=30)
+        return stdout.read().decode().strip() or None
+    except (OSError, paramiko.SSHException):
+        return None
+    finally:
+        client.close()
+
+
+def remove_domains(tag: str) -> int:
+    conn = libvirt.open(URI)
+    try:
+        mine = [dom for dom in conn.listAllDomains() if tag in dom.name()]
+        for dom in mine:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        return len(mine)
+    finally:
+        conn.close()
+
+
+def lease_of(mac: str) -> str | None:
+    conn = libvirt.open(URI)
+    try:
+        leases = conn.networkLookupByName(NETWORK).DHCPLeases(mac)
+    finally:
+        conn.close()
+    return leases[0]["ipaddr"] if leases else None
+
+
+def hand_made_seed(directory: Path, name: str, public_key: str) -> Path:
+    """The NoCloud seed a person would write: meta-data, a #cloud-config with the key, genisoimage."""
+    files = directory / "seed"
+    files.mkdir()
+    (files / "meta-data").write_text(f"instance-id: {name}\nlocal-hostname: {name}\n")
+    (files / "user-data").write_text(f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\nssh_pwauth: false\n")
+    seed = directory / "seed.iso"
+    subprocess.run(
+        ["genisoimage", "-quiet", "-output", str(seed), "-volid", "cidata", "-joliet", "-rock",
+         str(files / "meta-data"), str(files / "user-data")],
+        check=True,
+    )  # fmt: skip
+    return seed
+
+
+def main() -> None:
+    args = bench_parser(__doc__).parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    started = begin("guest_boot: debian-12 boot to SSH, archq vs virsh", args, probe_kvm=True)
+    for tool in ("virsh", "genisoimage", "qemu-img"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (.ci/setup installs it)")
+    images = {arch: ensure_debian_image(arch, IMAGES_DIR) for arch in Arch}
+    native = parse_arch(platform.machine())
+    # paramiko cannot generate Ed25519 keys; an ECDSA key is as good for a login.
+    key = paramiko.ECDSAKey.generate()
+    public_key = f"{key.get_name()} {key.get_base64()} bench"
+    tag = uuid.uuid4().hex[:6]
+    numbers = itertools.count()
+    stack_env = {"ARCHQ_LIBVIRT_URI": URI, "ARCHQ_CAPABILITIES_FILE": "", "ARCHQ_ACCEL": "auto",
+                 "ARCHQ_HOSTNAME": QEMU_HOST, "ARCHQ_HEARTBEAT_INTERVAL_S": "1"}  # fmt: skip
+    results: dict[Arch, dict[str, Samples]] = {arch: {"archq": {}, "virsh": {}} for arch in Arch}
+    try:
+        with Stack(**stack_env) as stack:
+            if (PROBE_CACHE_DIR / PROBE_FILE).exists():
+                shutil.copy(PROBE_CACHE_DIR / PROBE_FILE, stack.data_dir / PROBE_FILE)
+            register = [sys.executable, "-m", "queues.cli", "images", "register", "debian-12"]
+            subprocess.run(register, env={**os.environ, **stack.env}, check=True, capture_output=True)
+            _api, base = stack.api()
+            stack.archq("conductor")
+            worker = stack.archq("worker")
+            http = Http(base, stack.token)
+            host = wait_host(http, QEMU_HOST, timeout=120, child=worker)
+            raw_dir = Path(tempfile.mkdtemp(prefix="raw-", dir=stack.dir))
+            raw_dir.chmod(0o755)
+            print(f"{rounds} round(s) per arch; worker on {URI}, native {native} under {host['accel']}; "
+                  f"debian-12, 2 vCPUs, 1 GiB; heartbeat every 1 s")  # fmt: skip
+
+            def archq_boot(arch: Arch) -> float:
+                submitted = time.perf_counter()
+                request = {"name": f"boot-{tag}-{next(numbers)}", "arch": arch.value, **GUEST}
+                status, body = http.call("POST", "/vms", {**request, "ssh_authorized_keys": [public_key]})
+                if status != 202:
+                    raise RuntimeError(f"POST /vms answered {status}: {body}")
+                vm_id = body["vm"]["id"]
+                wait_job(http, body["job"]["id"], timeout=300)
+
+                def known() -> dict | None:
+                    vm = http.call("GET", f"/vms/{vm_id}")[1]["vm"]
+                    return vm if vm["addresses"] and vm["ssh_host_keys"] else None
+
+                vm = poll(known, BOOT_TIMEOUT_S, "address and host keys in the VM's JSON")
+                uname = poll(lambda: ssh_uname(vm["addresses"][0]["ipv4"], vm["ssh_host_keys"], key),
+                             BOOT_TIMEOUT_S, "SSH login")  # fmt: skip
+                took = time.perf_counter() - submitted
+                assert uname == UNAME[arch], uname
+                wait_job(http, http.call("DELETE", f"/vms/{vm_id}")[1]["job"]["id"], timeout=120)
+                return took
+
+            def virsh_boot(arch: Arch) -> float:
+                image = images[arch]
+                vm_id = str(uuid.uuid4())
+                vm_dir = raw_dir / vm_id
+                vm_dir.mkdir(mode=0o755)
+                name = f"raw-{tag}-{next(numbers)}"
+                submitted = time.perf_counter()
+                disk = vm_dir / "disk.qcow2"
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                                str(image.directory / "disk.qcow2"), str(disk)], check=True)  # fmt: skip
+                seed = hand_made_seed(vm_dir, name, public_key)
+                spec = DomainSpec(
+                    uuid=vm_id, name=name, arch=arch, vcpus=GUEST["vcpus"], memory_mib=GUEST["memory_mib"],
+                    kernel=image.directory / "vmlinuz", initrd=image.directory / "initrd.img",
+                    cmdline=image.cmdline, serial_log=vm_dir / "console.log",
+                    domain_type="qemu" if arch != native or host["accel"] == "tcg" else host["accel"],
+                    disk=disk, nic=Nic(mac_for(vm_id), "network", NETWORK), seed=seed,
+                )  # fmt: skip
+                (vm_dir / "domain.xml").write_text(build_domain_xml(spec))
+                virsh("define", str(vm_dir / "domain.xml"))
+                virsh("start", domain_name(name))
+                address = poll(lambda: lease_of(spec.nic.mac), BOOT_TIMEOUT_S, "DHCP lease")
+                keys = poll(lambda: parse_host_keys(_text(spec.serial_log)), BOOT_TIMEOUT_S, "host keys on the console")
+                uname = poll(lambda: ssh_uname(address, keys, key), BOOT_TIMEOUT_S, "SSH login")
+                took = time.perf_counter() - submitted
+                assert uname == UNAME[arch], uname
+                virsh("destroy", domain_name(name))
+                virsh("undefine", domain_name(name))
+                return took
+
+            for number in range(1, rounds + 1):
+                for arch in Arch:
+                    order = ("archq", "virsh") if number % 2 else ("virsh", "archq")
+                    line = []
+                    for contender in order:
+                        boot = archq_boot if contender == "archq" else virsh_boot
+                        seconds = boot(arch)
+                        results[arch][contender].setdefault("boot s", []).append(seconds)
+                        line.append(f"{contender} {seconds:.1f} s")
+                    print(f"round {number}/{rounds} {arch}: " + ", ".join(line), flush=True)
+    finally:
+        left = remove_domains(tag)
+        if left:
+            print(f"removed {left} domain(s) left behind by this run")
+    for arch in Arch:
+        archq, raw = results[arch]["archq"].get("boot s", []), results[arch]["virsh"].get("boot s", [])
+        if archq and raw:
+            compare(f"{arch} debian-12 boot -> SSH `uname -m`", "s", archq, raw, "virsh", rate=False)
+    every = [s for arch in Arch for s in results[arch]["archq"].get("boot s", [])]
+    if every:
+        print(f"(archq boot-to-SSH over both architectures: median {median(every):.1f} s)")
+    end(started)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ from queues.config import Settings
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = ("succeeded", "failed", "cancelled")
-VM_COLUMNS = ("id", "name", "arch", "state", "host", "accel", "emulated", "vcpus", "memory_mib", "image")
+VM_COLUMNS = ("id", "name", "arch", "state", "host", "accel", "emulated", "vcpus", "memory_mib", "image", "ipv4")
 JOB_COLUMNS = ("id", "kind", "state", "queue", "host", "vm_id", "created_at")
 HOST_COLUMNS = ("name", "arch", "accel", "state", "emulators", "last_seen")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -211,7 +211,8 @@ def _public_keys(path: Path) -> list[str]:
 def vm_list(api: ApiClient, output: str) -> None:
     """List VMs."""
     answer = api.get("/vms")
-    emit(output, answer, table(answer["vms"], VM_COLUMNS))
+    rows = [{**vm, "ipv4": [a["ipv4"] for a in vm.get("addresses") or [] if a.get("ipv4")]} for vm in answer["vms"]]
+    emit(output, answer, table(rows, VM_COLUMNS))
 
 
 @vm.command("show")

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.libvirtd
 
 TINY = {"arch": "amd64", "vcpus": 1, "memory_mib": 64, "image": "tiny"}
 # The files a VM directory may hold; anything else (an external overlay, a half-made disk) is an orphan.
-VM_FILES = {"console.log", "disk.qcow2", "last-revert"}
+VM_FILES = {"console.log", "disk.qcow2", "seed.iso", "last-revert"}
 
 
 def wait_ended(stack, job_id: str, timeout: float = 120) -> dict:

@@ -25,8 +25,10 @@ def nat_network_xml(name: str, subnet: str) -> str:
     network = ET.Element("network")
     ET.SubElement(network, "name").text = name
     ET.SubElement(network, "forward", mode="nat")
-    # Without a name libvirt picks virbrN, which may clash with an operator's networks after a reboot.
-    ET.SubElement(network, "bridge", name=bridge_name(name), stp="on", delay="0")
+    # Without a name libvirt picks virbrN, which may clash with an operator's networks after a reboot. No STP:
+    # a bridge of taps alone cannot loop, and with STP on the kernel holds every new port (a guest booting or
+    # arriving by migration) for twice its minimum forward delay of 2 s before it forwards a frame.
+    ET.SubElement(network, "bridge", name=bridge_name(name), stp="off", delay="0")
     ip = ET.SubElement(network, "ip", address=gateway, prefix=prefix)
     dhcp = ET.SubElement(ip, "dhcp")
     ET.SubElement(dhcp, "range", start=first, end=last)

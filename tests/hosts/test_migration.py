@@ -311,7 +311,7 @@ def test_a_live_migration_keeps_the_mac_and_the_guest_answers_on_the_target(lab:
             conn.close()
         assert xml.find("devices/interface/mac").get("address") == vm["mac"] == lab.vm(vm_id)["mac"]
         # h2's archq network has the same subnet as h1's: the guest keeps its lease and answers there.
-        # The new tap's bridge port takes a moment to forward; the guest's ARP answer then comes from h2's bridge.
+        # The guest's first answers may race QEMU's announce of its MAC on h2's bridge.
         wait_for(
             lambda: lab.hosts["h2"].run(["ping", "-c", "1", "-W", "1", address]).returncode == 0,
             timeout=30, what=f"the guest to answer ping at {address} on h2",

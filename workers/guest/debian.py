@@ -182,7 +182,8 @@ def _run(argv: list[str], *, what: str, timeout: float = 600) -> bytes:
 
 def _ensure_foreign_arch_runs(arch: Arch) -> None:
     """mmdebstrap runs the guest's maintainer scripts: a foreign architecture needs qemu-user-static
-    registered in binfmt_misc with the F flag (the chroot then needs no copy of the emulator)."""
+    registered in binfmt_misc with the F flag (the chroot then needs no copy of the emulator), and arch-test,
+    which mmdebstrap uses to check that it runs."""
     native = _run(["dpkg", "--print-architecture"], what="reading dpkg's architecture").decode().strip()
     if arch.value == native:
         return
@@ -198,7 +199,7 @@ def _ensure_foreign_arch_runs(arch: Arch) -> None:
     if not entry.exists():
         raise DebianImageError(
             f"building an {arch.value} image on {native} needs {entry} registered: run "
-            "`apt-get install qemu-user-static binfmt-support`"
+            "`apt-get install qemu-user-static binfmt-support arch-test`"
         )
 
 

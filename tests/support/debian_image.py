@@ -20,5 +20,6 @@ def debian_image(arch: str) -> Path:
 
 @pytest.fixture(scope="session", params=["amd64", "arm64"])
 def debian_image_dir(request: pytest.FixtureRequest) -> Path:
-    """debian_image for each architecture in turn (tests using it run once per arch)."""
+    """debian_image for each architecture in turn (tests using it run once per arch); import it into a test
+    module, or define a fixture of its own around debian_image()."""
     return debian_image(request.param)

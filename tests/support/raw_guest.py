@@ -68,11 +68,13 @@ def boot_raw_guest(
     vcpus: int = 2,
     memory_mib: int = 1024,
     domain_type: str = "qemu",
+    cmdline: str | None = None,
     timeout_s: float = 900,
 ) -> RawBootTimings:
     """Boot `image_dir` (disk.qcow2, vmlinuz, initrd.img, manifest.json) once, measure, and remove the domain.
     `domain_type` is qemu (TCG) unless told: /dev/kvm can exist and still not run a guest (this lab's does
-    not: the guest pauses with a KVM internal error), so KVM is the caller's claim to make."""
+    not: the guest pauses with a KVM internal error), so KVM is the caller's claim to make. `cmdline` replaces
+    the image's kernel command line (to measure what a boot option costs)."""
     manifest = json.loads((image_dir / "manifest.json").read_text())
     work_dir = Path(tempfile.mkdtemp(prefix=f"raw-{arch}-", dir=work_dir))
     # QEMU runs as libvirt-qemu: it must traverse the directory to open the overlay, seed and console log.
@@ -102,7 +104,7 @@ def boot_raw_guest(
             memory_mib=memory_mib,
             kernel=image_dir / "vmlinuz",
             initrd=image_dir / "initrd.img",
-            cmdline=manifest["cmdline"],
+            cmdline=manifest["cmdline"] if cmdline is None else cmdline,
             disk=overlay,
             seed=seed,
             network=network,

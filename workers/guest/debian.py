@@ -52,7 +52,7 @@ _PACKAGES = (
 
 # The raw ext4 root has no partition table, so root is the whole disk; `rw` skips the remount systemd-remount-fs
 # would do. No `quiet`: measured under TCG here it made boot slower, not faster (amd64 userspace at 26-31 s
-# instead of 19-21 s, arm64 48 s instead of 38 s, SSH 5-20 s later). `mitigations=off` gained ~5 s more on
+# instead of 19-21 s; arm64 48 s instead of 38 s; SSH 5-20 s later). `mitigations=off` gained ~5 s more on
 # amd64 TCG but is left out: the same image runs under KVM, where the guest needs its mitigations.
 _CMDLINES: dict[Arch, str] = {
     Arch.AMD64: "root=/dev/vda rw console=ttyS0",

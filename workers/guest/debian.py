@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shlex
 import shutil
 import time
@@ -39,8 +38,9 @@ ROOT_SIZE = "2G"
 # Bump when the build changes in a way the package list and hooks do not capture.
 _FORMAT_VERSION = 1
 
-MIRROR = os.environ.get("ARCHQ_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-SECURITY_MIRROR = os.environ.get("ARCHQ_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+# Point releases and security updates too: a guest should not boot with fixes Debian already shipped.
+MIRROR = "http://deb.debian.org/debian"
+SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
 _PACKAGES = (
     "systemd-sysv", "udev", "dbus", "libpam-systemd", "cloud-init", "openssh-server", "qemu-guest-agent",

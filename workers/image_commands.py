@@ -24,7 +24,7 @@ BUILDERS = {DEBIAN_12: ensure_debian_image}
     "arches",
     multiple=True,
     type=click.Choice([a.value for a in ALL]),
-    help="repeatable; default: both (arm64 on x86-64 runs through qemu-user: ~10 minutes)",
+    help="repeatable; default: both (arm64 on x86-64 runs through qemu-user: 10-15 minutes)",
 )
 @click.option("--no-register", is_flag=True, help="only build; do not add it to the image catalog")
 def build(name: str, arches: tuple[str, ...], no_register: bool) -> None:

@@ -104,7 +104,8 @@ def test_a_second_image_with_the_same_name_is_409(client):
             ["kernel", "source"],
             "must be under one of the image directories",
         ),
-        ({**disk("http://m.example/a.qcow2"), "cmdline": "console=ttyS0"}, ["cmdline"], "not used by format"),
+        ({**disk("http://m.example/a.qcow2"), "cmdline": "console=ttyS0"}, ["cmdline"], "only used with kernel"),
+        ({**disk("http://m.example/a.qcow2"), "login_user": "Root User"}, ["login_user"], "lower-case user name"),
     ],
 )  # fmt: skip
 def test_invalid_artifact_is_422_naming_the_field(client, artifact, path, fragment):
@@ -128,6 +129,43 @@ def test_invalid_artifact_is_422_naming_the_field(client, artifact, path, fragme
 def test_invalid_image_is_422(client, body, field, fragment):
     error = error_of(client.post("/api/v1/images", json=body), 422)
     assert fragment in str(error["fields"][field])
+
+
+def booted_disk(**parts) -> dict:
+    """A disk that carries the kernel, initrd and command line it boots directly (the debian-12 form)."""
+    body = {
+        **disk("https://m.example/debian-12.qcow2"),
+        "kernel": {"source": "https://m.example/vmlinuz", "sha256": SHA},
+        "initrd": {"source": "https://m.example/initrd.img", "sha256": SHA},
+        "cmdline": "root=/dev/vda rw console=ttyS0",
+        "login_user": "debian",
+    }
+    return {k: v for k, v in {**body, **parts}.items() if v is not None}
+
+
+def test_a_disk_with_its_own_kernel_initrd_and_cmdline_is_registered_as_given(client):
+    response = client.post("/api/v1/images", json={"name": "debian-12", "artifacts": {"amd64": booted_disk()}})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert response.get_json()["image"]["artifacts"]["amd64"] == booted_disk()
+
+
+def test_a_disk_with_a_kernel_and_no_cmdline_gets_an_empty_one(client):
+    response = client.post("/api/v1/images", json={"name": "d", "artifacts": {"amd64": booted_disk(cmdline=None)}})
+    assert response.get_json()["image"]["artifacts"]["amd64"]["cmdline"] == ""
+
+
+@pytest.mark.parametrize(
+    ("given", "field", "fragment"),
+    [
+        ({"initrd": None}, "initrd", "required with kernel"),
+        ({"kernel": None}, "kernel", "required with initrd"),
+        ({"kernel": None, "initrd": None}, "cmdline", "only used with kernel and initrd"),
+    ],
+)
+def test_half_of_a_booted_disk_is_422_naming_the_missing_field(client, given, field, fragment):
+    body = {"name": "half", "artifacts": {"arm64": booted_disk(**given)}}
+    error = error_of(client.post("/api/v1/images", json=body), 422)
+    assert fragment in " ".join(error["fields"]["artifacts"]["arm64"][field])
 
 
 def test_a_create_for_an_arch_the_image_lacks_is_422_naming_what_it_has(client):

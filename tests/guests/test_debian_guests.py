@@ -14,11 +14,11 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from tests.support.debian_image import debian_image
 
 from queues.arch import Arch
 from tests.conftest import IMAGES_CACHE, settings_env
 from tests.support.api import wait_job
+from tests.support.debian_image import debian_image
 from tests.support.domains import SYSTEM, domain_exists, force_remove
 from tests.support.live_api import serve_api
 from tests.support.qemu_stack import QemuStack, qemu_stack

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from queues.arch import Arch
 from workers.artifacts import ArtifactError, ArtifactStore, create_overlay, create_state_disk
+from workers.boot import Boot, prepare_disk
 
 PAYLOAD = b"archq artifact\n" * 4096
 
@@ -151,6 +153,33 @@ def test_an_overlay_is_backed_by_the_base_and_made_once(tmp_path):
     create_overlay(overlay, base, "raw")
     assert overlay.stat().st_ino == before
     assert [p.name for p in overlay.parent.iterdir()] == ["disk.qcow2"]
+
+
+def test_an_overlay_is_as_large_as_asked_when_that_is_larger_than_the_base_and_never_smaller(tmp_path):
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "2G"], check=True)
+    for name, size_gib, expected in (("grown", 8, 8 << 30), ("kept", 1, 2 << 30), ("default", None, 2 << 30)):
+        overlay = tmp_path / name / "disk.qcow2"
+        overlay.parent.mkdir()
+        create_overlay(overlay, base, "qcow2", size_gib)
+        info = qemu_img_info(overlay)
+        assert (info["virtual-size"], info["backing-filename"]) == (expected, str(base)), name
+
+
+def test_a_disk_carrying_a_kernel_boots_it_with_the_overlay_as_root_and_no_nvram(store, tmp_path):
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "2G"], check=True)
+    files = {"disk": base, "kernel": tmp_path / "vmlinuz", "initrd": tmp_path / "initrd.img"}
+    ref = {"source": str(tmp_path / "src"), "sha256": "ab" * 32}
+    artifact = {"format": "qcow2", "kernel": ref, "initrd": ref, "cmdline": "root=/dev/vda rw console=ttyAMA0"}
+    (tmp_path / "vm").mkdir()
+    boot = prepare_disk(store, artifact, files, tmp_path / "vm", Arch.ARM64, size_gib=8)
+    assert boot == Boot(files["kernel"], files["initrd"], artifact["cmdline"], tmp_path / "vm" / "disk.qcow2",
+                        "qcow2", None)  # fmt: skip
+    assert qemu_img_info(boot.disk)["virtual-size"] == 8 << 30
+    (tmp_path / "plain").mkdir()
+    plain = prepare_disk(store, {"format": "qcow2"}, {"disk": base}, tmp_path / "plain", Arch.ARM64)
+    assert (plain.kernel, plain.nvram) == (None, tmp_path / "plain" / "nvram.fd")
 
 
 def test_a_state_disk_is_a_blank_64_mib_qcow2(store, tmp_path):

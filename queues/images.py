@@ -150,6 +150,9 @@ def built_artifacts(images_dir: Path, name: str) -> dict[str, dict]:
         }
         if manifest.get("login_user"):
             found[arch]["login_user"] = manifest["login_user"]
+        # The size the guest sees: a VM's `disk_gib` may not be smaller.
+        if isinstance(manifest.get("virtual_size"), int):
+            found[arch]["virtual_size"] = manifest["virtual_size"]
     return found
 
 

@@ -11,6 +11,8 @@ import pytest
 from queues.networks import mac_for
 from tests.support.api import TINY, wait_host, wait_job
 from tests.support.services import wait_for
+from web.extensions import db
+from web.models import Image
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,13 @@ def test_a_vm_shows_the_addresses_its_host_reports_and_how_fresh_they_are(client
         assert vm["addresses"][0]["mac"] == vm["mac"]
         assert vm["addresses"][0]["ipv4"] and vm["addresses"][0]["source"] in ("lease", "agent")
         assert vm["addresses_at"] is not None
+
+
+def test_a_disk_smaller_than_the_images_is_422(app, client):
+    with app.app_context():
+        tiny = db.session.get(Image, "tiny").artifacts["amd64"]
+        db.session.add(Image(name="big-disk", artifacts={"amd64": {**tiny, "virtual_size": 2 * 2**30 + 1}}))
+        db.session.commit()
+    error = error_of(create(client, image="big-disk", disk_gib=2), 422)
+    assert error["fields"] == {"disk_gib": ["must be at least 3 GiB, the size of image 'big-disk''s disk"]}
+    assert create(client, image="big-disk", disk_gib=3).status_code == 202

@@ -205,6 +205,7 @@ def submit_create(
     With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
     arch = Arch(request["arch"])
     artifact = artifact_for(request["image"], arch)
+    _check_disk_size(request.get("disk_gib"), artifact, request["image"])
     network = attachment(request["network"], settings)
     decision = decide(request, arch, settings, cursor, need=needs(network, settings.nat_network))
     check_cpu_mode(
@@ -251,6 +252,15 @@ def submit_create(
     elif error := write_creates([(vm, job)])[0]:
         raise error
     return vm, job
+
+
+def _check_disk_size(disk_gib: int | None, artifact: dict, image: str) -> None:
+    """A VM's disk is an overlay on its image: it cannot be smaller than the image's own disk."""
+    image_bytes = artifact.get("virtual_size") or 0
+    if disk_gib is not None and disk_gib * 2**30 < image_bytes:
+        least = -(-image_bytes // 2**30)
+        message = f"must be at least {least} GiB, the size of image {image!r}'s disk"
+        raise Unprocessable(f"disk_gib: {message}", fields={"disk_gib": [message]})
 
 
 def attachment(network: dict, settings: Settings) -> dict:

@@ -39,22 +39,18 @@ from bench.common import (
     wait_host,
     wait_job,
 )
+from bench.vm import URI, remove_domains, virsh
 from client.ssh import known_hosts_for
 from queues.arch import Arch, parse_arch
 from queues.networks import mac_for
-from workers.cloud_init import parse_host_keys
+from tests.support.raw_guest import host_keys_from_console, make_seed
 from workers.domain_xml import DomainSpec, Nic, build_domain_xml, domain_name
 from workers.guest.debian import ensure_debian_image
 
-URI = "qemu:///system"
 NETWORK = "archq"
 UNAME = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
 GUEST = {"vcpus": 2, "memory_mib": 1024, "image": "debian-12"}
 BOOT_TIMEOUT_S = 900
-
-
-def virsh(*args: str) -> None:
-    subprocess.run(["virsh", "-c", URI, *args], check=True, capture_output=True, timeout=120)
 
 
 def poll(probe, timeout: float, what: str, interval: float = 0.5):
@@ -82,19 +78,6 @@ def ssh_uname(address: str, host_keys: list[str], key: paramiko.PKey) -> str | N
         client.close()
 
 
-def remove_domains(tag: str) -> int:
-    conn = libvirt.open(URI)
-    try:
-        mine = [dom for dom in conn.listAllDomains() if tag in dom.name()]
-        for dom in mine:
-            if dom.isActive():
-                dom.destroy()
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-        return len(mine)
-    finally:
-        conn.close()
-
-
 def lease_of(mac: str) -> str | None:
     conn = libvirt.open(URI)
     try:
@@ -102,21 +85,6 @@ def lease_of(mac: str) -> str | None:
     finally:
         conn.close()
     return leases[0]["ipaddr"] if leases else None
-
-
-def hand_made_seed(directory: Path, name: str, public_key: str) -> Path:
-    """The NoCloud seed a person would write: meta-data, a #cloud-config with the key, genisoimage."""
-    files = directory / "seed"
-    files.mkdir()
-    (files / "meta-data").write_text(f"instance-id: {name}\nlocal-hostname: {name}\n")
-    (files / "user-data").write_text(f"#cloud-config\nssh_authorized_keys:\n  - {public_key}\nssh_pwauth: false\n")
-    seed = directory / "seed.iso"
-    subprocess.run(
-        ["genisoimage", "-quiet", "-output", str(seed), "-volid", "cidata", "-joliet", "-rock",
-         str(files / "meta-data"), str(files / "user-data")],
-        check=True,
-    )  # fmt: skip
-    return seed
 
 
 def main() -> None:
@@ -160,15 +128,18 @@ def main() -> None:
                     raise RuntimeError(f"POST /vms answered {status}: {body}")
                 vm_id = body["vm"]["id"]
                 wait_job(http, body["job"]["id"], timeout=300)
+                running = time.perf_counter() - submitted
 
                 def known() -> dict | None:
                     vm = http.call("GET", f"/vms/{vm_id}")[1]["vm"]
                     return vm if vm["addresses"] and vm["ssh_host_keys"] else None
 
                 vm = poll(known, BOOT_TIMEOUT_S, "address and host keys in the VM's JSON")
+                known_at = time.perf_counter() - submitted
                 uname = poll(lambda: ssh_uname(vm["addresses"][0]["ipv4"], vm["ssh_host_keys"], key),
                              BOOT_TIMEOUT_S, "SSH login")  # fmt: skip
                 took = time.perf_counter() - submitted
+                print(f"   archq {arch}: running {running:.1f} s, address and keys {known_at:.1f} s, SSH {took:.1f} s")
                 assert uname == UNAME[arch], uname
                 wait_job(http, http.call("DELETE", f"/vms/{vm_id}")[1]["job"]["id"], timeout=120)
                 return took
@@ -183,7 +154,7 @@ def main() -> None:
                 disk = vm_dir / "disk.qcow2"
                 subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
                                 str(image.directory / "disk.qcow2"), str(disk)], check=True)  # fmt: skip
-                seed = hand_made_seed(vm_dir, name, public_key)
+                seed = make_seed(vm_dir, name, public_key)  # what a person writes: meta-data, a #cloud-config
                 spec = DomainSpec(
                     uuid=vm_id, name=name, arch=arch, vcpus=GUEST["vcpus"], memory_mib=GUEST["memory_mib"],
                     kernel=image.directory / "vmlinuz", initrd=image.directory / "initrd.img",
@@ -194,10 +165,17 @@ def main() -> None:
                 (vm_dir / "domain.xml").write_text(build_domain_xml(spec))
                 virsh("define", str(vm_dir / "domain.xml"))
                 virsh("start", domain_name(name))
+                running = time.perf_counter() - submitted
                 address = poll(lambda: lease_of(spec.nic.mac), BOOT_TIMEOUT_S, "DHCP lease")
-                keys = poll(lambda: parse_host_keys(_text(spec.serial_log)), BOOT_TIMEOUT_S, "host keys on the console")
+                leased = time.perf_counter() - submitted
+                keys = poll(lambda: host_keys_from_console(spec.serial_log), BOOT_TIMEOUT_S, "host keys on the console")
+                known_at = time.perf_counter() - submitted
                 uname = poll(lambda: ssh_uname(address, keys, key), BOOT_TIMEOUT_S, "SSH login")
                 took = time.perf_counter() - submitted
+                print(
+                    f"   virsh {arch}: running {running:.1f} s, lease {leased:.1f} s, keys {known_at:.1f} s, "
+                    f"SSH {took:.1f} s"
+                )
                 assert uname == UNAME[arch], uname
                 virsh("destroy", domain_name(name))
                 virsh("undefine", domain_name(name))
@@ -225,13 +203,6 @@ def main() -> None:
     if every:
         print(f"(archq boot-to-SSH over both architectures: median {median(every):.1f} s)")
     end(started)
-
-
-def _text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 if __name__ == "__main__":

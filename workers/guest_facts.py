@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from pathlib import Path
 
@@ -73,3 +74,35 @@ def guest_facts(hypervisor: Hypervisor, reader: HostKeyReader, domains: list[Dom
         facts[vm_id] = {"addresses": addresses, "ssh_host_keys": reader.keys(vm_id)}
     reader.forget({d.uuid for d in domains})
     return facts
+
+
+class GuestWatch(threading.Thread):
+    """Reads the running guests' facts every interval, apart from the heartbeat: a guest agent that does not
+    answer, or a domain busy with a snapshot or a migration, can hold a libvirt call for seconds, and a host's
+    liveness must not wait for its guests."""
+
+    def __init__(self, hypervisor: Hypervisor, data_dir: Path, interval_s: float) -> None:
+        super().__init__(name="archq-guest-watch", daemon=True)
+        self._hypervisor = hypervisor
+        self._reader = HostKeyReader(data_dir)
+        self._interval_s = interval_s
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._facts: dict[str, dict] = {}
+
+    def latest(self) -> dict[str, dict]:
+        with self._lock:
+            return self._facts
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                facts = guest_facts(self._hypervisor, self._reader, self._hypervisor.list_domains())
+                with self._lock:
+                    self._facts = facts
+            except Exception:
+                log.warning("reading the guests' addresses and host keys failed; retrying", exc_info=True)
+            self._stopping.wait(self._interval_s)
+
+    def stop(self) -> None:
+        self._stopping.set()

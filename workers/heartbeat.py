@@ -12,7 +12,7 @@ from celery import Celery
 
 from queues import messages
 from queues.names import CONTROL, Task
-from workers.guest_facts import HostKeyReader, guest_facts
+from workers.guest_facts import GuestWatch
 from workers.host import HostProfile, free_disk_mib
 from workers.hypervisor import Hypervisor
 from workers.snapshots import snapshot_support
@@ -29,10 +29,11 @@ def heartbeat_message(
     data_dir_free_mib: int,
     migration: dict | None = None,
     networks: dict | None = None,
-    keys: HostKeyReader | None = None,
+    facts: dict[str, dict] | None = None,
 ) -> dict:
+    """`facts`: addresses and host keys by domain UUID, as workers/guest_facts.py last read them."""
     domains = hypervisor.list_domains()
-    facts = guest_facts(hypervisor, keys, domains) if keys is not None else {}
+    facts = facts or {}
     return messages.heartbeat.dump(
         {
             "host": profile.name,
@@ -81,7 +82,11 @@ class HeartbeatThread(threading.Thread):
         self._stopping = threading.Event()
         self._migration = migration
         self._networks = networks or dict
-        self._keys = HostKeyReader(Path(data_dir))
+        self._guests = GuestWatch(hypervisor, Path(data_dir), interval_s)
+
+    def start(self) -> None:
+        self._guests.start()
+        super().start()
 
     def beat(self) -> None:
         message = heartbeat_message(
@@ -90,7 +95,7 @@ class HeartbeatThread(threading.Thread):
             free_disk_mib(self._data_dir),
             self._migration,
             self._networks(),
-            self._keys,
+            self._guests.latest(),
         )
         # A beat that waited in the queue longer than a few intervals says nothing about now.
         self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
@@ -105,3 +110,8 @@ class HeartbeatThread(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        self._guests.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        self._guests.join(timeout)

@@ -18,18 +18,21 @@ import pytest
 from queues.arch import Arch
 from tests.conftest import IMAGES_CACHE, settings_env
 from tests.support.api import wait_job
+from tests.support.cloud_image import generic_cloud_image
 from tests.support.debian_image import debian_image
 from tests.support.domains import SYSTEM, domain_exists, force_remove
 from tests.support.live_api import serve_api
 from tests.support.qemu_stack import QemuStack, qemu_stack
 from tests.support.services import ROOT, RedisServer, wait_for
 from web.services.images import register_built
+from workers.guest.build_cache import sha256_of
 
 pytestmark = pytest.mark.libvirtd
 
 HOST = "debian-qemu"
 UNAME = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
 BOOT_TIMEOUT_S = 600
+GENERIC = "generic"
 
 
 @dataclass
@@ -38,7 +41,8 @@ class Guests:
     url: str
     token: str
     key: Path
-    vms: dict[Arch, dict]
+    # By arch for the debian-12 VMs, GENERIC for the one from the generic cloud image.
+    vms: dict[str, dict]
 
     def vm(self, vm_id: str) -> dict:
         return self.stack.client.get(f"/api/v1/vms/{vm_id}").get_json()["vm"]
@@ -81,6 +85,23 @@ def guests(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterat
                     assert response.status_code == 202, response.get_json()
                     vms[arch] = response.get_json()
                     created.append(vms[arch]["vm"]["id"])
+                # The same guest in the generic cloud-image form: a partitioned disk with its own bootloader.
+                cloud = generic_cloud_image()
+                artifact = {"format": "qcow2", "source": str(cloud), "sha256": sha256_of(cloud), "login_user": "debian"}
+                response = stack.client.post(
+                    "/api/v1/images", json={"name": "generic-cloud", "artifacts": {"amd64": artifact}}
+                )
+                assert response.status_code == 201, response.get_json()
+                response = stack.client.post(
+                    "/api/v1/vms",
+                    json={
+                        "name": "cloud-amd64", "arch": "amd64", "vcpus": 2, "memory_mib": 1024,
+                        "image": "generic-cloud", "ssh_authorized_keys": [key.with_suffix(".pub").read_text()],
+                    },
+                )  # fmt: skip
+                assert response.status_code == 202, response.get_json()
+                vms[GENERIC] = response.get_json()
+                created.append(vms[GENERIC]["vm"]["id"])
                 yield Guests(stack, url, token, key, vms)
     finally:
         for vm_id in created:
@@ -88,9 +109,9 @@ def guests(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterat
         redis_server.stop()
 
 
-def booted(guests: Guests, arch: Arch) -> dict:
-    """The VM once it runs, has an address and its host keys are known."""
-    accepted = guests.vms[arch]
+def booted(guests: Guests, which: str) -> dict:
+    """The VM once it runs, has an address and its host keys are known (`which`: an arch, or GENERIC)."""
+    accepted = guests.vms[which]
     job = wait_job(guests.stack.client, accepted["job"]["id"], timeout=300)
     assert job["state"] == "succeeded", job
     vm_id = accepted["vm"]["id"]
@@ -99,7 +120,7 @@ def booted(guests: Guests, arch: Arch) -> dict:
         vm = guests.vm(vm_id)
         return vm if vm["addresses"] and vm["ssh_host_keys"] else None
 
-    return wait_for(ready, timeout=BOOT_TIMEOUT_S, interval=2, what=f"the {arch} guest's address and host keys")
+    return wait_for(ready, timeout=BOOT_TIMEOUT_S, interval=2, what=f"the {which} guest's address and host keys")
 
 
 def test_an_arm64_vm_on_this_x86_host_is_emulated_on_tcg_arm64(guests):
@@ -165,3 +186,15 @@ def test_delete_leaves_no_seed_lease_or_file(guests):
     finally:
         conn.close()
     assert leases == []
+
+
+def test_a_generic_cloud_image_boots_from_its_bootloader_with_the_same_nic_seed_and_login(guests):
+    vm = booted(guests, GENERIC)
+    assert (vm["image"], vm["firmware"]) == ("generic-cloud", "bios")
+    assert vm["addresses"][0]["mac"] == vm["mac"] and vm["login_user"] == "debian"
+    login = guests.ssh(vm["name"], "uname", "-m", ";", "hostname", ";", "cat", "/proc/cmdline")
+    assert login.returncode == 0, login.stderr
+    uname, hostname, *cmdline = login.stdout.split()
+    assert (uname, hostname) == ("x86_64", vm["name"])
+    # Booted by its own bootloader from its own partition, not by archq's direct kernel boot.
+    assert "root=/dev/vda2" in cmdline

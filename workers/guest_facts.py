@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from workers.boot import CONSOLE_NAME
 from workers.cloud_init import parse_host_keys
 from workers.domain_xml import DOMAIN_PREFIX
-from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
+from workers.hypervisor import DomainInfo, Hypervisor
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,42 @@ class HostKeyReader:
                 del table[vm_id]
 
 
-def guest_facts(hypervisor: Hypervisor, reader: HostKeyReader, domains: list[DomainInfo]) -> dict[str, dict]:
+# The guest agent answers from inside the guest, on its CPU time (emulated, under TCG): asked this often, not
+# every heartbeat. Leases are the host's own and cost the guest nothing.
+AGENT_EVERY_S = 10.0
+
+
+def merged(lease: list[dict], agent: list[dict]) -> list[dict]:
+    """One entry per NIC: the agent's view where it knows the NIC (it is the guest's own), else the lease's."""
+    by_mac = {entry["mac"]: entry for entry in lease}
+    for entry in agent:
+        known = by_mac.get(entry["mac"])
+        by_mac[entry["mac"]] = {**entry, "ipv4": entry["ipv4"] or (known or {}).get("ipv4")}
+    return sorted(by_mac.values(), key=lambda e: e["mac"])
+
+
+class AgentCache:
+    """The last addresses each guest's agent gave, asked again only every AGENT_EVERY_S."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._asked: dict[str, tuple[float, list[dict]]] = {}
+
+    def addresses(self, hypervisor: Hypervisor, vm_id: str) -> list[dict]:
+        now = self._clock()
+        asked = self._asked.get(vm_id)
+        if asked is None or now - asked[0] >= AGENT_EVERY_S:
+            asked = self._asked[vm_id] = (now, hypervisor.interface_addresses(vm_id, "agent"))
+        return asked[1]
+
+    def forget(self, live: set[str]) -> None:
+        for vm_id in set(self._asked) - live:
+            del self._asked[vm_id]
+
+
+def guest_facts(
+    hypervisor: Hypervisor, reader: HostKeyReader, domains: list[DomainInfo], agents: AgentCache
+) -> dict[str, dict]:
     """{uuid: {"addresses": [...], "ssh_host_keys": [...]}} for the running archq domains."""
     facts: dict[str, dict] = {}
     for dom in domains:
@@ -67,12 +104,13 @@ def guest_facts(hypervisor: Hypervisor, reader: HostKeyReader, domains: list[Dom
             continue
         try:
             vm_id = str(uuid.UUID(dom.uuid))
-            addresses = hypervisor.interface_addresses(vm_id)
-        except (ValueError, HypervisorError):
-            log.debug("no addresses for %s", dom.uuid, exc_info=True)
+        except ValueError:
             continue
+        addresses = merged(hypervisor.interface_addresses(vm_id, "lease"), agents.addresses(hypervisor, vm_id))
         facts[vm_id] = {"addresses": addresses, "ssh_host_keys": reader.keys(vm_id)}
-    reader.forget({d.uuid for d in domains})
+    live = {d.uuid for d in domains}
+    reader.forget(live)
+    agents.forget(live)
     return facts
 
 
@@ -85,6 +123,7 @@ class GuestWatch(threading.Thread):
         super().__init__(name="archq-guest-watch", daemon=True)
         self._hypervisor = hypervisor
         self._reader = HostKeyReader(data_dir)
+        self._agents = AgentCache()
         self._interval_s = interval_s
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -97,7 +136,7 @@ class GuestWatch(threading.Thread):
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                facts = guest_facts(self._hypervisor, self._reader, self._hypervisor.list_domains())
+                facts = guest_facts(self._hypervisor, self._reader, self._hypervisor.list_domains(), self._agents)
                 with self._lock:
                     self._facts = facts
             except Exception:

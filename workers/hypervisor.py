@@ -353,42 +353,31 @@ class Hypervisor:
         except libvirt.libvirtError:
             return []
 
-    def interface_addresses(self, uuid: str) -> list[dict]:
-        """The domain's addresses as [{"mac", "ipv4", "ipv6", "source"}], from the DHCP leases of libvirt's
-        networks and from the QEMU guest agent when it answers (it also knows bridged NICs and IPv6)."""
+    def interface_addresses(self, uuid: str, source: str) -> list[dict]:
+        """The domain's addresses as one source knows them, [{"mac", "ipv4", "ipv6", "source"}]: `lease` (the
+        DHCP leases of libvirt's networks) or `agent` (the QEMU guest agent, which also knows bridged NICs and
+        IPv6). [] when that source knows nothing (no lease yet, no agent in the guest, or it does not answer)."""
+        flag = {
+            "lease": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            "agent": libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+        }[source]
         try:
             dom = self._lookup(uuid)
+            interfaces = dom.interfaceAddresses(flag, 0) if dom is not None else {}
         except libvirt.libvirtError:
             return []
-        if dom is None:
-            return []
-        found: dict[tuple[str, str], dict] = {}
-        for source, flag in (
-            ("lease", libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE),
-            ("agent", libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT),
-        ):
-            try:
-                interfaces = dom.interfaceAddresses(flag, 0)
-            except libvirt.libvirtError:
-                # No lease yet, no agent in the guest, or the agent not answering: the other source may know.
-                continue
-            for iface in interfaces.values():
-                mac = (iface.get("hwaddr") or "").lower()
-                if not mac or mac == "00:00:00:00:00:00":
-                    continue  # the guest's loopback, as the agent reports it
-                for addr in iface.get("addrs") or []:
-                    family = "ipv4" if addr["type"] == libvirt.VIR_IP_ADDR_TYPE_IPV4 else "ipv6"
-                    if family == "ipv6" and addr["addr"].lower().startswith("fe80"):
-                        continue  # link-local: not reachable as an address to log in to
-                    entry = found.setdefault((mac, source), {"mac": mac, "ipv4": None, "ipv6": None, "source": source})
-                    entry[family] = entry[family] or addr["addr"]
-        # The agent's view wins where both know a NIC: it is the guest's own.
-        by_mac: dict[str, dict] = {}
-        for (mac, source), entry in sorted(found.items(), key=lambda kv: kv[0][1] != "agent"):
-            by_mac.setdefault(mac, entry)
-            if source == "lease" and by_mac[mac] is not entry:
-                by_mac[mac]["ipv4"] = by_mac[mac]["ipv4"] or entry["ipv4"]
-        return sorted(by_mac.values(), key=lambda e: e["mac"])
+        found: dict[str, dict] = {}
+        for iface in interfaces.values():
+            mac = (iface.get("hwaddr") or "").lower()
+            if not mac or mac == "00:00:00:00:00:00":
+                continue  # the guest's loopback, as the agent reports it
+            for addr in iface.get("addrs") or []:
+                family = "ipv4" if addr["type"] == libvirt.VIR_IP_ADDR_TYPE_IPV4 else "ipv6"
+                if family == "ipv6" and addr["addr"].lower().startswith("fe80"):
+                    continue  # link-local: not reachable as an address to log in to
+                entry = found.setdefault(mac, {"mac": mac, "ipv4": None, "ipv6": None, "source": source})
+                entry[family] = entry[family] or addr["addr"]
+        return sorted(found.values(), key=lambda e: e["mac"])
 
     @contextmanager
     def transient(self, xml: str) -> Iterator[bool]:

@@ -18,6 +18,7 @@ from queues.networks import dhcp_range, mac_for, needs, offers
 from queues.placement import Demand, HostLoad, NoHostFits, NoHostOffers, Placement, place
 from queues.routing import Fleet, LiveHost, offers_of
 from workers.domain_xml import DomainSpec, Nic, build_domain_xml
+from workers.guest_facts import AGENT_EVERY_S, AgentCache, merged
 from workers.networks import host_bridges, nat_network_xml
 
 NAT = ("libvirt", "archq")
@@ -149,3 +150,35 @@ def test_the_seed_is_a_read_only_cdrom_on_virtio_scsi(arch):
 def test_arm64_guests_get_gic_v3():
     assert ET.fromstring(build_domain_xml(spec(arch=Arch.ARM64))).find("features/gic").get("version") == "3"
     assert ET.fromstring(build_domain_xml(spec())).find("features") is None
+
+
+def test_the_agents_view_of_a_nic_wins_and_keeps_the_leases_ipv4():
+    lease = [{"mac": "52:54:00:00:00:01", "ipv4": "192.168.150.7", "ipv6": None, "source": "lease"}]
+    agent = [
+        {"mac": "52:54:00:00:00:01", "ipv4": None, "ipv6": "fd00::7", "source": "agent"},
+        {"mac": "52:54:00:00:00:02", "ipv4": "10.1.2.3", "ipv6": None, "source": "agent"},
+    ]
+    assert merged(lease, agent) == [
+        {"mac": "52:54:00:00:00:01", "ipv4": "192.168.150.7", "ipv6": "fd00::7", "source": "agent"},
+        {"mac": "52:54:00:00:00:02", "ipv4": "10.1.2.3", "ipv6": None, "source": "agent"},
+    ]
+    assert merged(lease, []) == lease
+
+
+class CountingHypervisor:
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def interface_addresses(self, vm_id: str, source: str) -> list[dict]:
+        self.asked += 1
+        return [{"mac": "52:54:00:00:00:01", "ipv4": f"10.0.0.{self.asked}", "ipv6": None, "source": source}]
+
+
+def test_the_guest_agent_is_asked_only_every_few_seconds():
+    now = [0.0]
+    cache, hypervisor = AgentCache(clock=lambda: now[0]), CountingHypervisor()
+    first = cache.addresses(hypervisor, "vm")
+    now[0] = AGENT_EVERY_S - 0.1
+    assert cache.addresses(hypervisor, "vm") == first and hypervisor.asked == 1
+    now[0] = AGENT_EVERY_S
+    assert cache.addresses(hypervisor, "vm")[0]["ipv4"] == "10.0.0.2"

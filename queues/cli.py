@@ -8,6 +8,8 @@ import importlib
 
 import click
 
+from queues.config import EX_CONFIG, SettingError
+
 Table = dict[str, "str | Table"]
 
 COMMANDS: Table = {
@@ -55,6 +57,13 @@ class LazyGroup(click.Group):
             return LazyGroup(name=cmd_name, table=target, help=HELP.get(cmd_name))
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingError as exc:
+            click.echo(f"archq: configuration error: {exc}", err=True)
+            ctx.exit(EX_CONFIG)
 
 
 @click.group(cls=LazyGroup)

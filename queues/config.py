@@ -8,6 +8,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from queues.networks import dhcp_range
 
@@ -22,7 +23,9 @@ def _time_limits(text: str) -> dict[str, float]:
     limits = dict(DEFAULT_TIME_LIMITS)
     for item in filter(None, (part.strip() for part in text.split(","))):
         kind, _, seconds = item.partition("=")
-        limits[kind.strip()] = float(seconds)
+        if kind.strip() not in limits:
+            raise SettingError(f"ARCHQ_TIME_LIMITS: unknown job kind {kind.strip()!r} (kinds: {', '.join(limits)})")
+        limits[kind.strip()] = _number("ARCHQ_TIME_LIMITS", seconds, float, minimum=1)
     return limits
 
 
@@ -30,16 +33,42 @@ def _paths(text: str) -> tuple[Path, ...]:
     return tuple(Path(p) for p in text.split(":") if p)
 
 
+def _number(name: str, text: str, kind: type[int] | type[float], minimum: float = 0) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingError(f"{name}={text!r}: not {'an integer' if kind is int else 'a number'}") from None
+    if value < minimum:
+        raise SettingError(f"{name}={text!r}: must be at least {minimum:g}")
+    return value
+
+
 def _int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
+    return _number(name, os.environ.get(name, str(default)), int)
 
 
 def _float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+    return _number(name, os.environ.get(name, str(default)), float)
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise SettingError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+# ARCHQ_ACCEL: `auto` takes the host's accelerator when a guest boots with it, else TCG.
+ACCEL_CHOICES = ("auto", "kvm", "hvf", "tcg")
 
 
 class SettingError(ValueError):
     """A setting that cannot work; the message names the variable."""
+
+
+# sysexits.h's EX_CONFIG: the exit status of a command stopped by a configuration error (supervisors, systemd's
+# RestartPreventExitStatus=, do not start it again).
+EX_CONFIG = 78
 
 
 def _nat_network(name: str) -> str:
@@ -130,7 +159,7 @@ class Settings:
             libvirt_uri=os.environ.get("ARCHQ_LIBVIRT_URI", cls.libvirt_uri),
             hostname=os.environ.get("ARCHQ_HOSTNAME") or socket.gethostname(),
             capabilities_file=os.environ.get("ARCHQ_CAPABILITIES_FILE", ""),
-            accel=os.environ.get("ARCHQ_ACCEL", cls.accel),
+            accel=_choice("ARCHQ_ACCEL", cls.accel, ACCEL_CHOICES),
             kvm_probe_timeout_s=_float("ARCHQ_KVM_PROBE_TIMEOUT_S", cls.kvm_probe_timeout_s),
             max_vcpus=_int("ARCHQ_MAX_VCPUS", cls.max_vcpus),
             max_memory_mib=_int("ARCHQ_MAX_MEMORY_MIB", cls.max_memory_mib),
@@ -149,7 +178,7 @@ class Settings:
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),
             flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
-            migration_transport=os.environ.get("ARCHQ_MIGRATION_TRANSPORT", cls.migration_transport),
+            migration_transport=_choice("ARCHQ_MIGRATION_TRANSPORT", cls.migration_transport, ("tcp", "ssh", "tls")),
             migration_address=os.environ.get("ARCHQ_MIGRATION_ADDRESS", ""),
             ssh_port=_int("ARCHQ_SSH_PORT", cls.ssh_port),
             shared_storage=os.environ.get("ARCHQ_SHARED_STORAGE", ""),

@@ -18,7 +18,7 @@ from celery import Celery
 from queues.arch import Arch, to_libvirt
 from queues.celery_app import declare_queue, make_celery
 from queues.claims import ClaimStore
-from queues.config import Settings
+from queues.config import EX_CONFIG, Settings
 from workers.capabilities import (
     CapabilitiesError,
     HostCapabilities,
@@ -29,6 +29,7 @@ from workers.capabilities import (
 from workers.console import ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
+from workers.host_check import check_host
 from workers.hypervisor import Hypervisor, HypervisorError
 from workers.migration import migration_endpoint
 from workers.networks import ensure_nat_network, offered
@@ -182,17 +183,16 @@ class WorkerService:
 @click.option("--capabilities-file", type=click.Path(exists=True, dir_okay=False), help="captured capabilities XML")
 @click.option("--accel", type=click.Choice(["auto", "kvm", "hvf", "tcg"]), help="[env ARCHQ_ACCEL, default auto]")
 @click.option("--concurrency", type=int, help="jobs at once [env ARCHQ_WORKER_CONCURRENCY, default 4]")
+@click.option("--check", is_flag=True, help="print what the worker would do here and exit (non-zero on a problem)")
 def worker(
     libvirt_uri: str | None,
     hostname: str | None,
     capabilities_file: str | None,
     accel: str | None,
     concurrency: int | None,
+    check: bool,
 ) -> None:
     """Run a hypervisor worker on this host (supervised: a crashed or wedged worker is restarted)."""
-    if os.environ.get(_CHILD) != "1":
-        sys.exit(supervise([sys.executable, "-m", "queues.cli", *sys.argv[1:]]))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides = {
         "libvirt_uri": libvirt_uri,
         "hostname": hostname,
@@ -200,8 +200,21 @@ def worker(
         "accel": accel,
         "worker_concurrency": concurrency,
     }
+    # Read (and so validated) before anything starts: a bad setting stops here, named, and is never restarted.
     settings = dataclasses.replace(Settings.from_env(), **{k: v for k, v in overrides.items() if v is not None})
-    WorkerService.build(settings).run()
+    if check:
+        findings = check_host(settings, discover_host)
+        click.echo("\n".join(finding.line() for finding in findings))
+        sys.exit(0 if all(finding.ok for finding in findings) else 1)
+    if os.environ.get(_CHILD) != "1":
+        sys.exit(supervise([sys.executable, "-m", "queues.cli", *sys.argv[1:]]))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        service = WorkerService.build(settings)
+    except CapabilitiesError as exc:
+        click.echo(f"archq worker: this host cannot run a worker: {exc}", err=True)
+        sys.exit(EX_CONFIG)
+    service.run()
 
 
 @click.command("build-tiny")
@@ -242,7 +255,8 @@ def supervise(command: list[str]) -> int:
         started = time.monotonic()
         child = subprocess.Popen(command, env={**os.environ, _CHILD: "1"})
         code = child.wait()
-        if stopping:
+        if stopping or code == EX_CONFIG:
+            # A configuration error comes back the same on every start: stop, the message is already out.
             return code
         log.error("worker exited with %s; starting it again in %.0fs", code, backoff)
         time.sleep(backoff)

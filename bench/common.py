@@ -248,7 +248,7 @@ class Stack:
         upgrade(self.env["ARCHQ_DATABASE_URL"])
         # Every benchmark creates `tiny` VMs: put the built guest in this stack's image catalog.
         subprocess.run(
-            [sys.executable, "-m", "queues.cli", "images", "register-tiny"],
+            [sys.executable, "-m", "client.cli", "images", "register-tiny"],
             env={**os.environ, **self.env},
             check=True,
             capture_output=True,
@@ -290,7 +290,7 @@ class Stack:
         return child
 
     def archq(self, *args: str, name: str | None = None, **env: str) -> Child:
-        return self.spawn(name or args[0], [sys.executable, "-m", "queues.cli", *args], **env)
+        return self.spawn(name or args[0], [sys.executable, "-m", "client.cli", *args], **env)
 
     def api(self, workers: int = 2, threads: int = 8) -> tuple[Child, str]:
         """`archq api` (gunicorn) on a free port; returns it and its base URL once it answers."""

@@ -108,7 +108,7 @@ def main() -> None:
         with Stack(**stack_env) as stack:
             if (PROBE_CACHE_DIR / PROBE_FILE).exists():
                 shutil.copy(PROBE_CACHE_DIR / PROBE_FILE, stack.data_dir / PROBE_FILE)
-            register = [sys.executable, "-m", "queues.cli", "images", "register", "debian-12"]
+            register = [sys.executable, "-m", "client.cli", "images", "register", "debian-12"]
             subprocess.run(register, env={**os.environ, **stack.env}, check=True, capture_output=True)
             _api, base = stack.api()
             stack.archq("conductor")

@@ -1,13 +1,12 @@
-"""`archq vm|job|host|image ...`: the HTTP API from a shell. Every command takes `--url` (ARCHQ_URL, default
-http://127.0.0.1:8080), `--token` (ARCHQ_TOKEN, else the admin token `archq up` wrote in
-$ARCHQ_DATA_DIR/admin-token when readable) and `--output table|json`."""
+"""`archq vm|job|host|images|system ...`: the HTTP API from a shell. Every command takes `--url`, `--token`,
+`--context` (client/config.py says where each comes from otherwise), `-o table|json|yaml|name` and `-c COLUMN`,
+before the subcommand (`archq -o json vm list`) or after it."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import getpass
-import os
 import re
 import sys
 import time
@@ -18,12 +17,12 @@ from typing import TextIO
 import click
 
 from client import ssh
+from client.config import DEFAULT_URL, resolve
 from client.http import ApiClient, ClientError, segment
-from client.output import emit, fields_of, table
+from client.output import CLIENT_OPTIONS, OUTPUTS, emit, fields_of, select_columns, table
 from client.ssh import NO_STATUS
 from queues.config import Settings
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 TERMINAL = ("succeeded", "failed", "cancelled")
 VM_COLUMNS = ("id", "name", "arch", "state", "host", "accel", "emulated", "vcpus", "memory_mib", "image", "ipv4")
 JOB_COLUMNS = ("id", "kind", "state", "queue", "host", "vm_id", "created_at")
@@ -31,29 +30,55 @@ HOST_COLUMNS = ("name", "arch", "accel", "state", "emulators", "last_seen")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
-def _default_token() -> str:
-    path = Path(os.environ.get("ARCHQ_DATA_DIR", "/var/lib/archq")) / "admin-token"
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
 def api_command(fn: Callable) -> Callable:
-    """Adds --url, --token and --output; passes `api` (an ApiClient) and `output`; turns API errors into a
-    message and exit status 1."""
+    """Adds the client options (their values given before the subcommand count too); passes `api` (an
+    ApiClient) and `output`; turns API errors into a message and exit status 1."""
 
-    @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
-    @click.option("--token", envvar="ARCHQ_TOKEN", help="bearer token (env ARCHQ_TOKEN)")
-    @click.option("--url", envvar="ARCHQ_URL", default=DEFAULT_URL, show_default=True, help="API (env ARCHQ_URL)")
+    @click.option("--column", "-c", "columns", multiple=True, help="only this column or field (repeatable)")
+    @click.option("--output", "-o", type=click.Choice(OUTPUTS), help="table (default), json, yaml or name")
+    @click.option("--context", help="a context of the config file (env ARCHQ_CONTEXT)")
+    @click.option("--token", help="bearer token (env ARCHQ_TOKEN)")
+    @click.option("--url", help=f"API (env ARCHQ_URL, default {DEFAULT_URL})")
     @functools.wraps(fn)
-    def wrapper(url: str, token: str | None, output: str, **kwargs):
+    def wrapper(url: str | None, token: str | None, context: str | None, output: str | None, columns, **kwargs):
+        given = client_options(click.get_current_context())
+        endpoint = resolve(url or given.get("url"), token or given.get("token"), context or given.get("context"))
+        select_columns(columns or given.get("columns") or ())
         try:
-            return fn(ApiClient(url, token or _default_token()), output, **kwargs)
+            return fn(ApiClient(endpoint.url, endpoint.token), output or given.get("output") or "table", **kwargs)
         except ClientError as exc:
-            raise click.ClickException(str(exc)) from None
+            hint = f"\nhint: the API refused the token from {endpoint.source}" if exc.status == 401 else ""
+            raise click.ClickException(str(exc) + hint) from None
 
     return wrapper
+
+
+def complete(collection: str, incomplete: str) -> list[str]:
+    """Names of VMs or hosts for shell completion (`_ARCHQ_COMPLETE=bash_source archq`), from the API the
+    client would use; nothing when it cannot be reached (completion must never print an error)."""
+    ctx = click.get_current_context(silent=True)
+    given = client_options(ctx) if ctx else {}
+    try:
+        endpoint = resolve(given.get("url"), given.get("token"), given.get("context"))
+        rows = ApiClient(endpoint.url, endpoint.token, timeout=3).get(f"/{collection}")[collection]
+    except (ClientError, click.ClickException):
+        return []
+    return sorted(row["name"] for row in rows if row.get("name", "").startswith(incomplete))
+
+
+def vm_argument(fn: Callable) -> Callable:
+    """The VM a command acts on, by id or name; the shell completes names."""
+    return click.argument("vm_ref", metavar="VM", shell_complete=lambda _c, _p, text: complete("vms", text))(fn)
+
+
+def host_argument(fn: Callable) -> Callable:
+    """The host a command acts on; the shell completes names."""
+    return click.argument("name", shell_complete=lambda _c, _p, text: complete("hosts", text))(fn)
+
+
+def client_options(ctx: click.Context) -> dict:
+    """The client options given before the subcommand (`archq -o json vm list`): the root command's."""
+    return ctx.find_root().meta.get(CLIENT_OPTIONS, {})
 
 
 def resolve_vm(api: ApiClient, id_or_name: str) -> str:
@@ -118,7 +143,7 @@ def _quiet_wait(api: ApiClient, job: dict, timeout: float) -> dict:
 
 
 def end_job(output: str, job: dict) -> None:
-    if output == "json":
+    if output != "table":
         emit(output, {"job": job}, "")
     elif job.get("error"):
         click.echo(f"error: {job['error']['code']}: {job['error']['message']}", err=True)
@@ -216,7 +241,7 @@ def vm_list(api: ApiClient, output: str) -> None:
 
 
 @vm.command("show")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @api_command
 def vm_show(api: ApiClient, output: str, vm_ref: str) -> None:
     """Show VM (an id or a name)."""
@@ -225,7 +250,7 @@ def vm_show(api: ApiClient, output: str, vm_ref: str) -> None:
 
 
 @vm.command("delete")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @with_wait
 @api_command
 def vm_delete(api: ApiClient, output: str, vm_ref: str, wait: bool, timeout: float) -> None:
@@ -234,7 +259,7 @@ def vm_delete(api: ApiClient, output: str, vm_ref: str, wait: bool, timeout: flo
 
 
 def _action(action: str, doc: str) -> click.Command:
-    @click.argument("vm_ref", metavar="VM")
+    @vm_argument
     @with_wait
     @api_command
     def command(api: ApiClient, output: str, vm_ref: str, wait: bool, timeout: float) -> None:
@@ -255,7 +280,7 @@ def snapshot() -> None:
 
 
 @snapshot.command("create")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @click.argument("name")
 @click.option("--memory/--no-memory", default=False, show_default=True, help="include the guest's memory")
 @with_wait
@@ -269,7 +294,7 @@ def snapshot_create(
 
 
 @snapshot.command("list")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @api_command
 def snapshot_list(api: ApiClient, output: str, vm_ref: str) -> None:
     """List VM's snapshots."""
@@ -280,7 +305,7 @@ def snapshot_list(api: ApiClient, output: str, vm_ref: str) -> None:
 
 
 @snapshot.command("revert")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @click.argument("name")
 @with_wait
 @api_command
@@ -291,7 +316,7 @@ def snapshot_revert(api: ApiClient, output: str, vm_ref: str, name: str, wait: b
 
 
 @snapshot.command("delete")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @click.argument("name")
 @with_wait
 @api_command
@@ -302,7 +327,7 @@ def snapshot_delete(api: ApiClient, output: str, vm_ref: str, name: str, wait: b
 
 
 @vm.command("migrate")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @click.option("--target-host", help="where to (default: archq picks a host)")
 @click.option("--live/--offline", default=True, show_default=True)
 @with_wait
@@ -323,7 +348,7 @@ class SshFailure(click.ClickException):
 
 
 @vm.command("ssh")
-@click.argument("vm_ref", metavar="VM")
+@vm_argument
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option(
     "-i",
@@ -420,12 +445,16 @@ def job_show(api: ApiClient, output: str, job_id: str) -> None:
 @job.command("list")
 @click.option("--state")
 @click.option("--kind")
+@click.option("--vm", "vm_ref", metavar="VM", help="only this VM's jobs (id or name)")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0, show_default=True)
 @api_command
-def job_list(api: ApiClient, output: str, state: str | None, kind: str | None, limit: int, offset: int) -> None:
+def job_list(
+    api: ApiClient, output: str, state: str | None, kind: str | None, vm_ref: str | None, limit: int, offset: int
+) -> None:
     """List jobs, newest first."""
-    answer = api.get("/jobs", state=state, kind=kind, limit=limit, offset=offset)
+    vm_id = resolve_vm(api, vm_ref) if vm_ref else None
+    answer = api.get("/jobs", state=state, kind=kind, vm_id=vm_id, limit=limit, offset=offset)
     emit(output, answer, table(answer["jobs"], JOB_COLUMNS))
 
 
@@ -444,7 +473,7 @@ def job_cancel(api: ApiClient, output: str, job_id: str) -> None:
 @api_command
 def job_wait(api: ApiClient, output: str, job_id: str, timeout: float) -> None:
     """Wait for a job to end, showing its progress; exit 1 unless it succeeded."""
-    if output == "json":
+    if output != "table":
         end_job(output, _quiet_wait(api, api.get(f"/jobs/{segment(job_id)}")["job"], timeout))
     else:
         end_job(output, wait_for_job(api, job_id, timeout))
@@ -462,7 +491,7 @@ def host_list(api: ApiClient, output: str) -> None:
 
 
 @click.command("show")
-@click.argument("name")
+@host_argument
 @api_command
 def host_show(api: ApiClient, output: str, name: str) -> None:
     """Show a host."""
@@ -470,12 +499,22 @@ def host_show(api: ApiClient, output: str, name: str) -> None:
     emit(output, answer, fields_of(answer["host"]))
 
 
-@click.group()
-def image() -> None:
-    """Images: list, add."""
+def _host_action(action: str, doc: str) -> click.Command:
+    @click.command(action, help=doc)
+    @host_argument
+    @api_command
+    def command(api: ApiClient, output: str, name: str) -> None:
+        answer = api.post(f"/hosts/{segment(name)}/{action}")
+        emit(output, answer, f"host {name} {action}ed")
+
+    return command
 
 
-@image.command("list")
+host_drain = _host_action("drain", "Stop placing new VMs on host NAME; its VMs stay.")
+host_undrain = _host_action("undrain", "Place new VMs on host NAME again.")
+
+
+@click.command("list")
 @api_command
 def image_list(api: ApiClient, output: str) -> None:
     """List images."""
@@ -485,7 +524,25 @@ def image_list(api: ApiClient, output: str) -> None:
     emit(output, answer, table(rows, columns))
 
 
-@image.command("add")
+@click.command("show")
+@click.argument("name")
+@api_command
+def image_show(api: ApiClient, output: str, name: str) -> None:
+    """Show image NAME and its artifacts per architecture."""
+    answer = api.get(f"/images/{segment(name)}")
+    emit(output, answer, fields_of(answer["image"]))
+
+
+@click.command("delete")
+@click.argument("name")
+@api_command
+def image_delete(api: ApiClient, output: str, name: str) -> None:
+    """Delete image NAME from the catalog (its VMs keep their disks)."""
+    answer = api.delete(f"/images/{segment(name)}")
+    emit(output, answer, f"image {name} deleted")
+
+
+@click.command("add")
 @click.argument("name")
 @click.option("--arch", required=True, type=click.Choice(["amd64", "arm64"]), help="the guest architecture")
 @click.option("--format", "image_format", type=click.Choice(["qcow2", "raw"]), default="qcow2", show_default=True)
@@ -500,3 +557,19 @@ def image_add(
     artifact = {"format": image_format, "source": source, "sha256": sha256}
     answer = api.post("/images", {"name": name, "description": description, "artifacts": {arch: artifact}})
     emit(output, answer, f"image {name} added for {arch}")
+
+
+# --- system ------------------------------------------------------------------------------------------------
+
+
+@click.group()
+def system() -> None:
+    """The control plane."""
+
+
+@system.command("info")
+@api_command
+def system_info(api: ApiClient, output: str) -> None:
+    """The API's version and architecture, the broker, live workers and queue depths."""
+    answer = api.get("/system/info")
+    emit(output, answer, fields_of(answer))

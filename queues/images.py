@@ -115,7 +115,7 @@ def _manifests(directory: Path) -> Iterator[tuple[str, Path, dict]]:
 
 def tiny_artifacts(tiny_dir: Path) -> dict[str, dict]:
     """The artifacts of the built `tiny` guests found under `tiny_dir` (`<arch>/manifest.json`, written by
-    `archq build-tiny`), keyed by arch; an arch not built yet is absent."""
+    `archq images build tiny`), keyed by arch; an arch not built yet is absent."""
     return {
         arch: {
             "format": KERNEL_INITRD,

@@ -40,7 +40,7 @@ def images() -> None:
 
 @images.command("register-tiny")
 def register_tiny() -> None:
-    """Register (or update) the `tiny` image from the guests `archq build-tiny` built in the images directory."""
+    """Register (or update) the `tiny` image from the guests `archq images build tiny` built in the images directory."""
     from web import create_app
     from web.services.images import register_tiny as register
 
@@ -49,7 +49,8 @@ def register_tiny() -> None:
     with app.app_context():
         image = register(settings.images_dir)
         if image is None:
-            raise click.ClickException(f"no tiny guest built in {settings.images_dir / 'tiny'}; run `archq build-tiny`")
+            built = settings.images_dir / "tiny"
+            raise click.ClickException(f"no tiny guest built in {built}; run `archq images build tiny`")
         click.echo(f"image tiny registered for {', '.join(sorted(image.artifacts))}")
 
 
@@ -108,19 +109,19 @@ def up(bind: str, no_worker: bool) -> None:
     _logging()
     log = logging.getLogger("archq.up")
     settings = Settings.from_env()
-    subprocess.run([sys.executable, "-m", "queues.cli", "migrate"], check=True)
+    subprocess.run([sys.executable, "-m", "client.cli", "db", "upgrade"], check=True)
     token_file, secret = bootstrap_admin_token(settings)
     if secret:
         click.echo(f"created the admin token, shown only now (also in {token_file}, mode 0600):\n{secret}")
     else:
         log.info("tokens exist; the first admin token is in %s (if it was not removed)", token_file)
     # The tiny guest is in the catalog whenever it is built here (not fatal: it may be built later).
-    subprocess.run([sys.executable, "-m", "queues.cli", "images", "register-tiny"], check=False)
+    subprocess.run([sys.executable, "-m", "client.cli", "images", "register-tiny"], check=False)
     # So is a Debian image built by `archq images build debian-12` (only tried when one was built, so the log
     # says nothing about an image nobody asked for).
     if built_artifacts(settings.images_dir, "debian-12"):
-        subprocess.run([sys.executable, "-m", "queues.cli", "images", "register", "debian-12"], check=False)
-    archq = [sys.executable, "-m", "queues.cli"]
+        subprocess.run([sys.executable, "-m", "client.cli", "images", "register", "debian-12"], check=False)
+    archq = [sys.executable, "-m", "client.cli"]
     flower = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower",
               f"--address={settings.flower_address}", f"--port={settings.flower_port}"]  # fmt: skip
     # In Flower's environment rather than its command line, where `ps` would show the password.

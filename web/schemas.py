@@ -267,6 +267,7 @@ class JobQuery(Schema):
             ["create", "delete", "start", "stop", "reboot", "snapshot", "revert", "snapshot_delete", "migrate"]
         )
     )
+    vm_id = fields.UUID(metadata={"description": "only this VM's jobs"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     # Bounded: the database refuses an OFFSET past a 64-bit integer.
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31))

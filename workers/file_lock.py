@@ -1,5 +1,5 @@
 """An exclusive lock between processes on one host (fcntl.flock on a lock file): several workers, or a
-worker and `archq build-tiny`, may prepare the same file at once."""
+worker and `archq images build tiny`, may prepare the same file at once."""
 
 from __future__ import annotations
 

@@ -207,7 +207,7 @@ def worker(
         click.echo("\n".join(finding.line() for finding in findings))
         sys.exit(0 if all(finding.ok for finding in findings) else 1)
     if os.environ.get(_CHILD) != "1":
-        sys.exit(supervise([sys.executable, "-m", "queues.cli", *sys.argv[1:]]))
+        sys.exit(supervise([sys.executable, "-m", "client.cli", *sys.argv[1:]]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         service = WorkerService.build(settings)
@@ -215,22 +215,6 @@ def worker(
         click.echo(f"archq worker: this host cannot run a worker: {exc}", err=True)
         sys.exit(EX_CONFIG)
     service.run()
-
-
-@click.command("build-tiny")
-@click.option("--arch", "arches", multiple=True, type=click.Choice(["amd64", "arm64"]), help="default: both")
-def build_tiny(arches: tuple[str, ...]) -> None:
-    """Build the `tiny` guest (Debian cloud kernel + busybox initramfs) into the data directory."""
-    from queues.arch import ALL, Arch
-    from workers.guest.tiny import ensure_tiny_guest
-
-    settings = Settings.from_env()
-    for arch in [Arch(a) for a in arches] or list(ALL):
-        guest = ensure_tiny_guest(arch, settings.images_dir / "tiny")
-        click.echo(f"{arch}: kernel {guest.kernel} sha256 {guest.kernel_sha256}")
-        click.echo(f"{arch}: initrd {guest.initrd} sha256 {guest.initrd_sha256}")
-        click.echo(f"{arch}: manifest {guest.kernel.parent / 'manifest.json'}")
-    click.echo("add it to the image catalog with `archq images register-tiny` (`archq up` does it)")
 
 
 _CHILD = "ARCHQ_SUPERVISED_CHILD"

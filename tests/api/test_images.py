@@ -213,7 +213,7 @@ def run_cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
     from tests.conftest import settings_env
 
     return subprocess.run(
-        [sys.executable, "-m", "queues.cli", *args], env={**os.environ, **settings_env(settings), **env},
+        [sys.executable, "-m", "client.cli", *args], env={**os.environ, **settings_env(settings), **env},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -224,4 +224,4 @@ def test_archq_images_register_tiny_reads_the_built_manifests(settings, tmp_path
     assert done.returncode == 0, done.stderr
     assert "image tiny registered for amd64, arm64" in done.stdout
     missing = run_cli(settings, "images", "register-tiny", ARCHQ_IMAGES_DIR=str(tmp_path / "empty"))
-    assert missing.returncode != 0 and "run `archq build-tiny`" in missing.stderr
+    assert missing.returncode != 0 and "run `archq images build tiny`" in missing.stderr

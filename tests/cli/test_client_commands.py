@@ -11,8 +11,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from client.cli import main
 from client.commands import progress_text
-from queues.cli import main
 from tests.support.api import wait_host
 from tests.support.services import ROOT
 
@@ -102,7 +102,7 @@ def test_token_create_prints_the_token_alone_on_its_last_line_and_it_works(live_
 
     env = {**settings_env(settings), "PATH": "/usr/bin:/bin"}
     created = subprocess.run(
-        [sys.executable, "-m", "queues.cli", "token", "create", "--role", "viewer", "--name", "cli-viewer"],
+        [sys.executable, "-m", "client.cli", "token", "create", "--role", "viewer", "--name", "cli-viewer"],
         env=env, cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     secret = created.stdout.strip().splitlines()[-1]
@@ -110,10 +110,10 @@ def test_token_create_prints_the_token_alone_on_its_last_line_and_it_works(live_
     listed = CliRunner().invoke(main, ["vm", "list", "--url", live_api.url, "--token", secret, "-o", "json"])
     assert listed.exit_code == 0 and json.loads(listed.output) == {"vms": []}
 
-    tokens = subprocess.run([sys.executable, "-m", "queues.cli", "token", "list"], env=env, cwd=ROOT,
+    tokens = subprocess.run([sys.executable, "-m", "client.cli", "token", "list"], env=env, cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "cli-viewer" in tokens and secret not in tokens
-    subprocess.run([sys.executable, "-m", "queues.cli", "token", "revoke", "cli-viewer"], env=env, cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "client.cli", "token", "revoke", "cli-viewer"], env=env, cwd=ROOT,
                    capture_output=True, check=True)  # fmt: skip
     refused = CliRunner().invoke(main, ["vm", "list", "--url", live_api.url, "--token", secret])
     assert refused.exit_code == 1 and "unknown or revoked" in refused.output
@@ -121,11 +121,11 @@ def test_token_create_prints_the_token_alone_on_its_last_line_and_it_works(live_
 
 def test_an_admin_adds_an_image_and_everyone_lists_it(archq, live_api):
     added = archq(
-        "image", "add", "sec-disk", "--arch", "arm64", "--source", "https://mirror.example/d.qcow2",
+        "images", "add", "sec-disk", "--arch", "arm64", "--source", "https://mirror.example/d.qcow2",
         "--sha256", "ab" * 32, token=live_api.admin_token,
     )  # fmt: skip
     assert "image sec-disk added for arm64" in added.output
-    listed = json.loads(archq("image", "list", "--output", "json").output)
+    listed = json.loads(archq("images", "list", "--output", "json").output)
     image = next(image for image in listed["images"] if image["name"] == "sec-disk")
     assert image["native_arch"] == "arm64"
-    archq("image", "add", "sec-disk2", "--arch", "amd64", "--source", "https://m/d", "--sha256", "ab" * 32, expect=1)
+    archq("images", "add", "sec-disk2", "--arch", "amd64", "--source", "https://m/d", "--sha256", "ab" * 32, expect=1)

@@ -27,8 +27,8 @@ import paramiko
 import pytest
 from click.testing import CliRunner, Result
 
+from client.cli import main
 from client.ssh import VmSshError, known_hosts_for, load_key, login_keys, open_session, plan_connection, run
-from queues.cli import main
 from queues.ssh_keys import fingerprint
 from tests.support.services import ROOT
 from tests.support.sshd import SSHD, keygen, make_sshd, natted_network, running_sshd
@@ -195,7 +195,7 @@ def test_on_a_terminal_without_a_command_it_is_an_interactive_shell_sized_like_t
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
     before = termios.tcgetattr(terminal)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm"}
-    argv = [sys.executable, "-m", "queues.cli", "vm", "ssh", "web1", "-i", str(guest.client_key), *port_of(guest)]
+    argv = [sys.executable, "-m", "client.cli", "vm", "ssh", "web1", "-i", str(guest.client_key), *port_of(guest)]
     proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal, env=env, cwd=ROOT)
     try:
         screen = _read_until(controller, b"# " if guest.user == "root" else b"$ ", proc)  # the shell's prompt

@@ -23,7 +23,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 def archq(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "queues.cli", *args],
+        [sys.executable, "-m", "client.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -51,7 +51,7 @@ class Guests:
         """`archq vm ssh NAME -i KEY -- COMMAND` as a user runs it."""
         env = {**os.environ, "ARCHQ_URL": self.url, "ARCHQ_TOKEN": self.token, **settings_env(self.stack.settings)}
         return subprocess.run(
-            [sys.executable, "-m", "queues.cli", "vm", "ssh", name, "-i", str(self.key), "--", *command],
+            [sys.executable, "-m", "client.cli", "vm", "ssh", name, "-i", str(self.key), "--", *command],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
 

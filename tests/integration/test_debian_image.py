@@ -65,7 +65,7 @@ def test_archq_images_build_reuses_the_cached_image_and_registers_it(settings):
     upgrade(settings.database_url)
     env = {**os.environ, **settings_env(settings)}
     done = subprocess.run(
-        [sys.executable, "-m", "queues.cli", "images", "build", "debian-12", "--arch", "amd64"],
+        [sys.executable, "-m", "client.cli", "images", "build", "debian-12", "--arch", "amd64"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

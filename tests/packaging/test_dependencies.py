@@ -91,7 +91,7 @@ def test_the_client_commands_need_only_the_base_install():
         return set(run.stdout.split())
 
     # What the interpreter loads before any import of ours (site hooks) is not the client's doing.
-    imported = modules_after(", queues.cli, client.commands, client.http, client.output, client.ssh") - modules_after(
+    imported = modules_after(", client.cli, client.commands, client.http, client.output, client.ssh") - modules_after(
         ""
     )
     imported -= set(_installed_packages())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from queues.cli import COMMANDS
+from client.cli import ROOT as COMMAND_TREE
 from queues.config import EX_CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def test_each_unit_reads_the_environment_file_and_stops_on_a_configuration_error
     assert service["Restart"] == "on-failure"
     assert service["RestartPreventExitStatus"] == str(EX_CONFIG)
     command = service["ExecStart"].split()
-    assert command[0] == ARCHQ and command[1] in COMMANDS
+    assert command[0] == ARCHQ and command[1] in COMMAND_TREE.table
 
 
 def test_the_worker_starts_after_libvirtd_and_checks_the_host_first():

@@ -81,7 +81,7 @@ class Cluster:
         host = self.hosts[name]
         log = (self.workdir / f"worker-{name}-{time.monotonic_ns()}.log").open("wb")
         proc = host.popen(
-            [sys.executable, "-m", "queues.cli", "worker"],
+            [sys.executable, "-m", "client.cli", "worker"],
             env={**self.worker_env(host), **env},
             cwd=ROOT,
             stdout=log,

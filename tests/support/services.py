@@ -85,7 +85,7 @@ class ArchqProcess:
         self.log = log
         self._file = log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "queues.cli", *args],
+            [sys.executable, "-m", "client.cli", *args],
             env={**os.environ, **env},
             stdout=self._file,
             stderr=subprocess.STDOUT,

@@ -47,5 +47,6 @@ def list_jobs():
         200: {description: a page of jobs, content: {application/json: {schema: JobListOut}}}
     """
     query = JobQuery().load(request.args.to_dict())
-    rows = jobs.list_jobs(query.get("state"), query.get("kind"), query["limit"], query["offset"])
+    vm_id = str(query["vm_id"]) if "vm_id" in query else None
+    rows = jobs.list_jobs(query.get("state"), query.get("kind"), query["limit"], query["offset"], vm_id)
     return jsonify({"jobs": job_out.dump(rows, many=True), "limit": query["limit"], "offset": query["offset"]})

@@ -82,7 +82,7 @@ def artifact_for(name: str, arch: Arch) -> dict:
 
 
 def register_tiny(images_dir: Path) -> Image | None:
-    """Register (or update) `tiny` from the manifests `archq build-tiny` wrote under `images_dir/tiny`; None
+    """Register (or update) `tiny` from the manifests `archq images build tiny` wrote under `images_dir/tiny`; None
     when no tiny guest is built there. An arch built later is added; a rebuilt one gets its new sha256s."""
     return _register(
         TINY,

@@ -34,8 +34,10 @@ def get_job(job_id: str) -> Job:
     return job
 
 
-def list_jobs(state: str | None, kind: str | None, limit: int, offset: int) -> list[Job]:
+def list_jobs(state: str | None, kind: str | None, limit: int, offset: int, vm_id: str | None = None) -> list[Job]:
     query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    if vm_id:
+        query = query.where(Job.vm_id == vm_id)
     if state:
         query = query.where(Job.state == state)
     if kind:

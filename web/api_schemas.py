@@ -28,6 +28,11 @@ class HealthOut(Schema):
     status = fields.String(required=True)
 
 
+class ReadyOut(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
 class VmAcceptedOut(Schema):
     vm = fields.Nested(VmOut, required=True)
     job = fields.Nested(JobOut, required=True)

@@ -3,7 +3,7 @@
 Protected by default: every route needs a token except the `PUBLIC` allow-list, so a new blueprint needs
 nothing to be protected. The role a request needs follows from its method and path alone (`required_role`):
 
-- `GET /api/v1/health` and `GET /api/v1/openapi.json`: no token.
+- `GET /api/v1/health`, `GET /api/v1/ready` and `GET /api/v1/openapi.json`: no token.
 - anything under `/api/v1/tokens`: admin, reads too.
 - a VM's console (`/api/v1/vms/<id>/console...`): operator, reads too (a console is control of the guest).
 - any other `GET`/`HEAD`/`OPTIONS` (and `GET /metrics`): viewer.
@@ -24,7 +24,9 @@ from web.errors import ApiError
 from web.services.tokens import Role, authenticate
 
 API = "/api/v1"
-PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", f"{API}/health"), ("GET", f"{API}/openapi.json")})
+PUBLIC: frozenset[tuple[str, str]] = frozenset(
+    {("GET", f"{API}/health"), ("GET", f"{API}/ready"), ("GET", f"{API}/openapi.json")}
+)
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPERATOR_PREFIXES = (f"{API}/vms", f"{API}/jobs")
 ADMIN_PREFIXES = (f"{API}/tokens",)

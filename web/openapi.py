@@ -47,7 +47,7 @@ _ERRORS = {
     409: "the resource is in a state that does not allow this",
     413: "the body is over the size limit",
     422: "invalid fields (a message per field) or a reused Idempotency-Key",
-    503: "no host can take this now (Retry-After says when to try again)",
+    503: "no host can take this now (Retry-After says when to try again); for /ready: `fields` names what is down",
 }
 
 

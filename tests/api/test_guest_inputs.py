@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from queues.networks import mac_for
-from tests.support.api import TINY, wait_host, wait_job
+from tests.support.api import TINY, error_of, wait_host, wait_job
 from tests.support.services import wait_for
 from web.extensions import db
 from web.models import Image
@@ -31,11 +31,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def create(client, **fields):
     return client.post("/api/v1/vms", json={**TINY, **fields})
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()["error"]
 
 
 def test_a_vm_gets_a_nat_nic_with_a_mac_from_its_id_and_its_name_as_hostname(client):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from migrations import upgrade
-from tests.support.api import TINY
+from tests.support.api import TINY, error_of
 
 SHA = "ab" * 32
 
@@ -30,11 +30,6 @@ def sources(tmp_path: Path) -> Path:
 
 def disk(source: str, sha: str = SHA, fmt: str = "qcow2") -> dict:
     return {"format": fmt, "source": source, "sha256": sha}
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()["error"]
 
 
 def test_tiny_is_registered_for_both_architectures(client):

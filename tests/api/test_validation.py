@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.api import TINY
+from tests.support.api import TINY, error_of
 from web import MAX_BODY_BYTES
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "fields"}
-    return error
 
 
 @pytest.mark.parametrize(

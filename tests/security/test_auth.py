@@ -5,20 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.api import TINY
+from tests.support.api import TINY, error_of
 from tests.support.auth import authed_client, make_token
 from web.auth import required_role
 from web.extensions import db
 from web.models import ApiToken
 from web.services.tokens import Role
-
-
-def error_of(response, status: int) -> dict:
-    assert response.status_code == status, response.get_data(as_text=True)
-    error = response.get_json()["error"]
-    assert set(error) == {"code", "message", "fields"}
-    return error
-
 
 PROTECTED = [
     ("GET", "/api/v1/vms"),

@@ -30,3 +30,12 @@ def wait_host(client, name: str, state: str = "up", timeout: float = 15) -> dict
         return host if host and host["state"] == state else None
 
     return wait_for(seen, timeout=timeout, what=f"host {name} to be {state}")
+
+
+def error_of(response, status: int) -> dict:
+    """The `{"code", "message", "fields"}` of an error answer, after checking its status and shape."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    error = response.get_json()["error"]
+    assert set(error) == {"code", "message", "fields"}
+    return error

@@ -3,8 +3,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from web.api import archq
+from web.errors import ApiError
 from web.openapi import openapi_document
-from web.services.system import system_info
+from web.services.system import system_info, unready
 
 bp = Blueprint("system", __name__)
 
@@ -18,6 +19,30 @@ def health():
         200: {description: alive, content: {application/json: {schema: HealthOut}}}
     """
     return jsonify({"status": "ok"})
+
+
+class NotReady(ApiError):
+    status = 503
+    code = "not_ready"
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness: the database and the broker answer, so a job can be accepted (no token needed)
+    ---
+    get:
+      responses:
+        200: {description: ready, content: {application/json: {schema: ReadyOut}}}
+        503: Error
+    """
+    problems = unready(archq().celery)
+    if problems:
+        down = " and ".join(sorted(problems))
+        raise NotReady(
+            f"not ready: the {down} {'is' if len(problems) == 1 else 'are'} down",
+            fields={name: [problem] for name, problem in problems.items()},
+        )
+    return jsonify({"status": "ready", "checks": {"database": "ok", "broker": "ok"}})
 
 
 @bp.get("/openapi.json")

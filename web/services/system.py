@@ -1,4 +1,5 @@
-"""What `GET /api/v1/system/info` reports: this API host, the broker, and the live fleet per queue."""
+"""What `GET /api/v1/system/info` reports (this API host, the broker, and the live fleet per queue), and whether
+the API can take jobs now (`GET /api/v1/ready`)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 
 from celery import Celery
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from queues.arch import ALL, UnknownArch, parse_arch
 from queues.config import Settings
 from queues.names import STATIC_QUEUES, native_queue, tcg_queue
+from web.extensions import db
 from web.services.hosts import live_hosts
+
+# A readiness probe answers within a load balancer's timeout even when a dependency hangs.
+READY_TIMEOUT_S = 2.0
 
 
 def _version() -> str:
@@ -18,6 +25,24 @@ def _version() -> str:
         return version("archq")
     except PackageNotFoundError:
         return "unknown"
+
+
+def unready(celery: Celery) -> dict[str, str]:
+    """What keeps this API from accepting jobs, per dependency (empty: ready). A job is written to the database
+    and published to the broker: both must answer."""
+    problems = {}
+    try:
+        db.session.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        # The class, not the message: a driver's message may carry the URL.
+        problems["database"] = f"the database does not answer ({type(exc).__name__})"
+    try:
+        with celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=READY_TIMEOUT_S)
+    except Exception as exc:  # kombu raises the transport's own errors: any failure means "down"
+        problems["broker"] = f"the broker does not answer ({type(exc).__name__})"
+    return problems
 
 
 def broker_status(celery: Celery) -> tuple[bool, dict[str, int] | None]:

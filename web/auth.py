@@ -24,6 +24,7 @@ from web.errors import ApiError
 from web.services.tokens import Role, authenticate
 
 API = "/api/v1"
+UI = "/ui"
 PUBLIC: frozenset[tuple[str, str]] = frozenset({("GET", f"{API}/health"), ("GET", f"{API}/openapi.json")})
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPERATOR_PREFIXES = (f"{API}/vms", f"{API}/jobs")
@@ -78,6 +79,8 @@ def current_actor() -> str:
 
 
 def _check() -> None:
+    if _under(request.path, (UI,)):
+        return  # the web UI's pages authenticate with a session cookie instead (web/ui/session.py)
     needed = required_role(request.method, request.path)
     if needed is None:
         return

@@ -10,6 +10,9 @@ nothing to be protected. The role a request needs follows from its method and pa
 - `POST`/`PUT`/`PATCH`/`DELETE` under `/api/v1/vms` and `/api/v1/jobs`: operator.
 - every other mutation (`/api/v1/hosts`, `/api/v1/images`, anything new): admin.
 
+The web UI under `/ui` authenticates with a session cookie instead and applies the same rule to the
+API path it stands for (web/ui/session.py).
+
 A request without a valid token is 401, one whose token's role is too weak 403, both as the standard JSON
 error. The view's actor for job events is `token:<name>` (`current_actor()`).
 """

@@ -147,7 +147,7 @@ def test_the_create_form_previews_and_creates_through_the_api_services(ui, app):
     client = ui("operator")
     form = {"csrf_token": client.csrf, **{k: str(v) for k, v in TINY.items()}, "arch": "arm64", "name": "ui-vm"}
     preview = client.post("/ui/vms/preview", data=form).get_data(as_text=True)
-    assert "tcg.arm64" in preview and "data-testid=\"preview-warning\"" in preview and "cortex-a57" in preview
+    assert "tcg.arm64" in preview and 'data-testid="preview-warning"' in preview and "cortex-a57" in preview
     incomplete = client.post("/ui/vms/preview", data={**form, "vcpus": "lots"}).get_data(as_text=True)
     assert "vcpus" in incomplete and "Not a valid integer" in incomplete
     response = client.post("/ui/vms", data=form)

@@ -58,6 +58,6 @@ def check_cpu_mode(
         raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
 
 
-def tcg_cpu_note(arch: Arch, mode: str) -> str:
-    """What a guest that will run under TCG gets instead of `mode`, and why."""
-    return f"cpu_mode {mode} does not apply: " + tcg_model_reason(TCG_CPU_MODELS[arch])
+def tcg_cpu_note(arch: Arch) -> str:
+    """What CPU a guest that will run under TCG gets instead of either mode, and why."""
+    return "cpu_mode does not apply: " + tcg_model_reason(TCG_CPU_MODELS[arch])

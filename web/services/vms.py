@@ -245,7 +245,7 @@ def preview_create(request: dict, settings: Settings, cursor: Callable[[], int] 
         "emulation_warning": decision.warning,
         "waiting_for": decision.waiting_for,
         "cpu_mode": request["cpu_mode"],
-        "cpu_mode_note": tcg_cpu_note(plan.arch, request["cpu_mode"]) if decision.accel == "tcg" else "",
+        "cpu_mode_note": tcg_cpu_note(plan.arch) if decision.accel == "tcg" else "",
     }
 
 

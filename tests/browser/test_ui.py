@@ -49,6 +49,7 @@ def test_an_arm64_vm_on_an_amd64_fleet_is_warned_before_and_badged_after(
         processes("conductor", log_name="conductor-again")
         expect(job_row).to_have_attribute("data-state", "succeeded", timeout=TIMEOUT_MS)
         expect(job_row.locator("progress")).to_have_attribute("value", "100")
+        expect(page.get_by_test_id("vm-state")).to_have_text("running")
 
         page.goto("/ui/vms")
         row = page.locator('tr[data-vm="arm-on-amd"]')
@@ -69,8 +70,8 @@ def test_the_performance_card_leads_to_a_vm_that_explains_why_it_cannot_live_mig
         expect(page.locator(".card-note").first).to_have_text("")
         page.get_by_role("button", name="Create").click()
         expect(page.locator("tr[data-job]").first).to_have_attribute("data-state", "succeeded", timeout=TIMEOUT_MS)
-        page.reload()
         expect(page.get_by_test_id("vm-state")).to_have_text("running")
+        page.reload()  # the flags and forms are rendered with the page; the facts and jobs are the live parts
         refusal = page.get_by_test_id("live-refusal")
         expect(refusal).to_contain_text("cpu_mode host-passthrough")
         expect(refusal).to_contain_text("cannot be live-migrated")
@@ -86,5 +87,6 @@ def test_a_viewer_sees_no_mutating_buttons(client, logged_in):
     expect(page.locator("form[method=post]")).to_have_count(1)
     expect(page.get_by_role("button")).to_have_text(["Log out"])
     expect(page.get_by_role("link", name="New VM")).to_have_count(0)
-    page.goto("/ui/vms/new")
-    expect(page.get_by_role("heading", name="403")).to_be_visible()
+    response = page.goto("/ui/vms/new")
+    assert response is not None and response.status == 403
+    expect(page.locator("#create-form")).to_have_count(0)

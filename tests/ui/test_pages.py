@@ -113,6 +113,8 @@ def test_a_viewer_sees_no_mutating_buttons_and_cannot_post(ui, app):
     response = client.post(f"/ui/vms/{vm_id}/stop", data={"csrf_token": client.csrf})
     assert response.status_code == 403
     assert "operator role" in response.get_data(as_text=True)
+    assert client.get("/ui/vms/new").status_code == 403
+    assert client.post("/ui/vms/preview", data={"csrf_token": client.csrf}).status_code == 403
     operator_page = ui("operator").get(f"/ui/vms/{vm_id}").get_data(as_text=True)
     assert ">Stop<" in operator_page and "New VM" in operator_page
 

@@ -70,6 +70,11 @@ def vm_page(vm_id: str):
     )
 
 
+@bp.get("/vms/<vm_id>/facts")
+def vm_facts_part(vm_id: str):
+    return render_template("ui/_vm_facts.html", vm=vm_out.dump(vms.get_vm(vm_id)))
+
+
 @bp.get("/vms/<vm_id>/jobs")
 def vm_jobs_part(vm_id: str):
     return render_template("ui/_jobs.html", jobs=_vm_jobs(vms.get_vm(vm_id)), with_vm=False)

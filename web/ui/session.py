@@ -2,9 +2,9 @@
 
 The session cookie holds the token's id, never its secret; each request loads the token again, so a revoked
 token logs its sessions out. A UI path needs the role its API counterpart needs (`/ui/vms/x/stop` as
-`/api/v1/vms/x/stop`, see web/auth.py); login, logout and the static files need none. Every POST is checked
-for its CSRF token (Flask-WTF: a signed per-session token in the form or the X-CSRFToken header, and the
-Referer under HTTPS), which SameSite=Strict backs up."""
+`/api/v1/vms/x/stop`, see web/auth.py; the create form as the create); login, logout and the static files
+need none. Every POST is checked for its CSRF token (Flask-WTF: a signed per-session token in the form or
+the X-CSRFToken header, and the Referer under HTTPS), which SameSite=Strict backs up."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from web.services.tokens import Role, authenticate
 from web.ui import bp, csrf
 
 OPEN_ENDPOINTS = frozenset({"ui.login", "ui.logout", "ui.static"})
+# Pages that exist only to make a mutation need the role of the request they lead to.
+FORM_PAGES = {"ui.create_page": ("POST", f"{API}/vms")}
 
 
 def _session_token() -> ApiToken | None:
@@ -37,7 +39,8 @@ def check() -> Response | None:
         session.clear()
         return redirect(url_for("ui.login", next=request.full_path if request.method == "GET" else None))
     role = Role.parse(token.role)
-    needed = required_role(request.method, API + request.path.removeprefix(UI))
+    method, path = FORM_PAGES.get(request.endpoint, (request.method, API + request.path.removeprefix(UI)))
+    needed = required_role(method, path)
     if needed is not None and role < needed:
         abort(403, f"this needs the {needed.label} role; you are logged in as {token.name!r} ({role.label})")
     g.actor, g.role, g.token_name = f"token:{token.name}", role, token.name

@@ -16,7 +16,9 @@ function preview(form) {
       method: "POST", body: new FormData(form), credentials: "same-origin",
       headers: { "X-CSRFToken": csrfToken() },
     });
-    target.innerHTML = await response.text();
+    target.innerHTML = response.ok
+      ? await response.text()
+      : `<p class="flash error" role="alert">No preview: the server answered ${response.status}.</p>`;
     // Under TCG neither card's mode applies: both say which named model is used instead.
     const note = target.querySelector("template[data-cpu-note]");
     for (const slot of form.querySelectorAll(".card-note")) slot.textContent = note ? note.content.textContent.trim() : "";

@@ -183,3 +183,17 @@ def test_a_host_passthrough_vm_explains_why_it_cannot_live_migrate(ui, app):
 def test_unknown_pages_are_html_errors(ui):
     response = ui("viewer").get("/ui/vms/nope")
     assert response.status_code == 404 and "no VM with id nope" in response.get_data(as_text=True)
+
+
+def test_snapshot_and_migrate_forms_submit_through_the_services(ui, app):
+    with app.app_context():
+        beat("a")
+        vm_id = add_vm(host="a", state="running", disk_format="qcow2")
+    client = ui("operator")
+    client.post(f"/ui/vms/{vm_id}/snapshots", data={"csrf_token": client.csrf, "name": "before", "memory": "on"})
+    page = client.get(f"/ui/vms/{vm_id}").get_data(as_text=True)
+    assert re.search(r"snapshot job [0-9a-f-]{36} accepted for queue host\.a", page)
+    assert '<tr data-snapshot="before">' in page
+    client.post(f"/ui/vms/{vm_id}/migrate", data={"csrf_token": client.csrf, "mode": "live"})
+    page = client.get(f"/ui/vms/{vm_id}").get_data(as_text=True)
+    assert f"VM {vm_id} has a snapshot job in state" in page  # the API's refusal, word for word

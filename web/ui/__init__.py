@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
@@ -24,8 +24,6 @@ class SessionCookies(SecureCookieSessionInterface):
     trusted proxy's X-Forwarded-Proto), so it also works on plain HTTP on loopback."""
 
     def get_cookie_secure(self, app: Flask) -> bool:
-        from flask import request
-
         return request.is_secure
 
 

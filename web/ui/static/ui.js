@@ -6,7 +6,9 @@ const csrfToken = () => document.querySelector('meta[name="csrf-token"]').conten
 
 async function refresh(element) {
   const response = await fetch(element.dataset.refresh, { credentials: "same-origin" });
-  if (response.ok) element.innerHTML = await response.text();
+  // Logged out meanwhile (token revoked, session expired): the whole page goes to the login form.
+  if (response.redirected) window.location.assign(response.url);
+  else if (response.ok) element.innerHTML = await response.text();
 }
 
 function preview(form) {

@@ -197,3 +197,15 @@ def test_snapshot_and_migrate_forms_submit_through_the_services(ui, app):
     client.post(f"/ui/vms/{vm_id}/migrate", data={"csrf_token": client.csrf, "mode": "live"})
     page = client.get(f"/ui/vms/{vm_id}").get_data(as_text=True)
     assert f"VM {vm_id} has a snapshot job in state" in page  # the API's refusal, word for word
+
+
+def test_only_an_admin_drains_hosts_from_the_fleet_page(ui, app):
+    with app.app_context():
+        beat("amd1")
+    operator = ui("operator")
+    assert ">Drain<" not in operator.get("/ui/").get_data(as_text=True)
+    assert operator.post("/ui/hosts/amd1/drain", data={"csrf_token": operator.csrf}).status_code == 403
+    admin = ui("admin")
+    admin.post("/ui/hosts/amd1/drain", data={"csrf_token": admin.csrf})
+    host = re.search(r'<tr data-host="amd1">(.*?)</tr>', admin.get("/ui/").get_data(as_text=True), re.S).group(1)
+    assert "drained" in host and ">Undrain<" in host

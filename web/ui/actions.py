@@ -12,7 +12,7 @@ from werkzeug.wrappers import Response
 from web.auth import current_actor
 from web.errors import ApiError
 from web.schemas import MigrateRequest, SnapshotCreateRequest, create_request_schema
-from web.services import jobs, snapshots, vms
+from web.services import hosts, jobs, snapshots, vms
 from web.services.migrations import submit_migrate
 from web.ui import bp
 from web.ui.forms import create_body, field_errors
@@ -117,3 +117,14 @@ def cancel_job(job_id: str):
     else:
         flash(f"job {job.id} is {job.state}", "ok")
     return redirect(url_for("ui.job_page", job_id=job_id))
+
+
+@bp.post("/hosts/<name>/<any(drain, undrain):action>")
+def drain_host(name: str, action: str):
+    try:
+        hosts.set_drained(name, action == "drain")
+    except ApiError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"host {name} {'takes no new VMs' if action == 'drain' else 'takes new VMs again'}", "ok")
+    return redirect(url_for("ui.fleet"))

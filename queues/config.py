@@ -124,6 +124,8 @@ class Settings:
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: str = ""
+    # Signs the web UI's session cookies and CSRF tokens; empty: one generated into the data directory.
+    ui_secret_key: str = ""
     # Live migration (see README, Migration): how a source's libvirtd reaches a target's ("tcp" for labs only,
     # "ssh" or "tls" in production), the address this host is reached at for migrations, and the SSH port.
     migration_transport: str = "tcp"
@@ -178,6 +180,7 @@ class Settings:
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),
             flower_port=_int("ARCHQ_FLOWER_PORT", cls.flower_port),
             flower_basic_auth=os.environ.get("ARCHQ_FLOWER_BASIC_AUTH", ""),
+            ui_secret_key=os.environ.get("ARCHQ_UI_SECRET_KEY", ""),
             migration_transport=_choice("ARCHQ_MIGRATION_TRANSPORT", cls.migration_transport, ("tcp", "ssh", "tls")),
             migration_address=os.environ.get("ARCHQ_MIGRATION_ADDRESS", ""),
             ssh_port=_int("ARCHQ_SSH_PORT", cls.ssh_port),

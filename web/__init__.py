@@ -16,12 +16,15 @@ from web.auth import init_auth
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.group_commit import GroupCommit
+from web.models import Job
 from web.publisher import Publisher
+from web.services.dispatch import outgoing
 from web.services.hosts import FleetCache
 from web.services.vms import write_creates
 
 # A create may carry 64 KiB of user data, which JSON escaping can make up to six times longer (\u0001).
 MAX_BODY_BYTES = 512 * 1024
+ROUND_ROBIN_KEY = "archq:placement:round_robin"
 
 
 @dataclass
@@ -40,7 +43,16 @@ class Archq:
 
     def round_robin_cursor(self) -> int:
         """A cluster-wide counter, so every API process takes the next host in turn."""
-        return self.claims.incr("archq:placement:round_robin")
+        return self.claims.incr(ROUND_ROBIN_KEY)
+
+    def announce(self, job: Job) -> None:
+        """Hand a newly committed job to this process's publisher (the conductor re-sends it otherwise)."""
+        if job.state == "pending":
+            self.publisher.notify(outgoing(job))
+
+    def next_round_robin(self) -> int:
+        """What `round_robin_cursor` will answer next, without taking it (for previews)."""
+        return self.claims.peek(ROUND_ROBIN_KEY) + 1
 
 
 def create_app(settings: Settings | None = None, *, sent_events: bool = True) -> Flask:
@@ -72,8 +84,10 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
     init_auth(app)
 
     from web.api import register_blueprints
+    from web.ui import init_ui
 
     register_blueprints(app)
+    init_ui(app, settings)
     return app
 
 

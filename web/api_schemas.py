@@ -38,6 +38,25 @@ class VmAcceptedOut(Schema):
     job = fields.Nested(JobOut, required=True)
 
 
+class CreatePreview(Schema):
+    accepted = fields.Boolean(required=True, metadata={"description": "whether a create would be accepted now"})
+    status = fields.Integer(required=True, metadata={"description": "what a create would answer: 202, or the error's"})
+    error = fields.Nested(ErrorBody, allow_none=True, required=True, metadata={"description": "the refusal, if any"})
+    arch = fields.String(metadata={"description": "the guest's canonical architecture"})
+    queue = fields.String(metadata={"description": "the queue the create job would go to"})
+    host = fields.String(allow_none=True, metadata={"description": "the host, when the VM would be placed on one"})
+    emulated = fields.Boolean()
+    accel = fields.String(allow_none=True, metadata={"description": "kvm or tcg when known now"})
+    emulation_warning = fields.String()
+    waiting_for = fields.String(metadata={"description": "what the job would wait for (no live host yet)"})
+    cpu_mode = fields.String()
+    cpu_mode_note = fields.String(metadata={"description": "under TCG: the named CPU model used instead, and why"})
+
+
+class CreatePreviewOut(Schema):
+    preview = fields.Nested(CreatePreview, required=True)
+
+
 class VmEnvelope(Schema):
     vm = fields.Nested(VmOut, required=True)
 

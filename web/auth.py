@@ -10,6 +10,9 @@ nothing to be protected. The role a request needs follows from its method and pa
 - `POST`/`PUT`/`PATCH`/`DELETE` under `/api/v1/vms` and `/api/v1/jobs`: operator.
 - every other mutation (`/api/v1/hosts`, `/api/v1/images`, anything new): admin.
 
+The web UI under `/ui` authenticates with a session cookie instead and applies the same rule to the
+API path it stands for (web/ui/session.py).
+
 A request without a valid token is 401, one whose token's role is too weak 403, both as the standard JSON
 error. The view's actor for job events is `token:<name>` (`current_actor()`).
 """
@@ -24,6 +27,7 @@ from web.errors import ApiError
 from web.services.tokens import Role, authenticate
 
 API = "/api/v1"
+UI = "/ui"
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {("GET", f"{API}/health"), ("GET", f"{API}/ready"), ("GET", f"{API}/openapi.json")}
 )
@@ -80,6 +84,8 @@ def current_actor() -> str:
 
 
 def _check() -> None:
+    if _under(request.path, (UI,)):
+        return  # the web UI's pages authenticate with a session cookie instead (web/ui/session.py)
     needed = required_role(request.method, request.path)
     if needed is None:
         return

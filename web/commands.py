@@ -131,7 +131,9 @@ def up(bind: str, no_worker: bool) -> None:
         commands["worker"] = [*archq, "worker"]
     children = {name: subprocess.Popen(cmd, env=envs.get(name)) for name, cmd in commands.items()}
     log.info(
-        "archq is up: API http://%s/api/v1, Flower http://%s:%s (basic auth: ARCHQ_FLOWER_BASIC_AUTH or %s)",
+        "archq is up: API http://%s/api/v1, web UI http://%s/ui/ (log in with an API token), "
+        "Flower http://%s:%s (basic auth: ARCHQ_FLOWER_BASIC_AUTH or %s)",
+        bind,
         bind,
         settings.flower_address,
         settings.flower_port,

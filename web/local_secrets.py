@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 from queues.config import Settings
 
 FLOWER_CREDENTIALS_FILE = "flower-credentials"
+UI_SECRET_KEY_FILE = "ui-secret-key"
 
 
 def write_private(path: Path, text: str) -> None:
@@ -31,3 +33,30 @@ def flower_basic_auth(settings: Settings) -> str:
     credentials = f"admin:{secrets.token_urlsafe(18)}"
     write_private(path, credentials + "\n")
     return credentials
+
+
+def ui_secret_key(settings: Settings) -> str:
+    """The web UI's signing key: ARCHQ_UI_SECRET_KEY, else one generated once into
+    `$ARCHQ_DATA_DIR/ui-secret-key` (0600). Every API process on the data directory must use the same key, so
+    the first to start creates the file exclusively and the others read it."""
+    if settings.ui_secret_key:
+        return settings.ui_secret_key
+    path = settings.data_dir / UI_SECRET_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_when_written(path)
+    key = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def _read_when_written(path: Path) -> str:
+    """The key another process created; it may still be writing it (a few microseconds)."""
+    for _ in range(100):
+        if key := path.read_text().strip():
+            return key
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} stays empty; remove it to have a new key generated")

@@ -153,6 +153,13 @@ class VmCreateRequest(Schema):
             raise ValidationError(errors)
 
 
+def create_request_schema(settings: Settings) -> VmCreateRequest:
+    """The create body's schema with this deployment's limits."""
+    return VmCreateRequest(
+        max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib, max_disk_gib=settings.max_disk_gib
+    )
+
+
 _NAME_ERROR = "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
 _SHA256 = validate.Regexp(SHA256_PATTERN, error="must be the SHA256 as 64 hex digits")
 
@@ -366,6 +373,8 @@ class HostOut(Schema):
     capacity = fields.Dict()
     allocated = fields.Dict()
     state = fields.String()
+    # Set by POST /hosts/<name>/drain: kept while the host is down, when `state` says down.
+    drained = fields.Boolean()
     last_seen = UtcDateTime()
     unmanaged_domains = fields.List(fields.Dict())
     libvirt_version = fields.Integer(allow_none=True)

@@ -6,11 +6,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from queues.arch import Arch, to_libvirt
+from queues.arch import TCG_CPU_MODELS, Arch, to_libvirt
 
-# TCG cannot run host-model/host-passthrough CPUs of another architecture; these named models boot the
-# Debian kernels quickly (cortex-a57 boots in ~2.5 s where `max` takes ~10 s, see the hypervisor notes).
-TCG_CPU_MODELS: dict[Arch, str] = {Arch.AMD64: "qemu64", Arch.ARM64: "cortex-a57"}
 MACHINES: dict[Arch, str] = {Arch.AMD64: "q35", Arch.ARM64: "virt"}
 CONSOLES: dict[Arch, str] = {Arch.AMD64: "ttyS0", Arch.ARM64: "ttyAMA0"}
 

@@ -3,24 +3,20 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import select
 
 from web.api import archq, json_body
 from web.api_schemas import ConsoleEnvelope
 from web.auth import current_actor
-from web.extensions import db
 from web.idempotency import idempotent
 from web.models import Vm
-from web.schemas import ConsoleQuery, VmCreateRequest, job_out, vm_out
+from web.schemas import ConsoleQuery, create_request_schema, job_out, vm_out
 from web.services import console, vms
-from web.services.dispatch import outgoing
 
 bp = Blueprint("vms", __name__)
 
 
 def accepted(vm: Vm, job, **extra: dict) -> tuple:
-    if job.state == "pending":
-        archq().publisher.notify(outgoing(job))
+    archq().announce(job)
     body = {"vm": vm_out.dump(vm), "job": job_out.dump(job), **extra}
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
 
@@ -39,11 +35,31 @@ def create_vm():
         503: Error
     """
     ext = archq()
-    schema = VmCreateRequest(max_vcpus=ext.settings.max_vcpus, max_memory_mib=ext.settings.max_memory_mib)
     vm, job = vms.submit_create(
-        schema.load(json_body()), ext.settings, cursor=ext.round_robin_cursor, group=ext.creates, actor=current_actor()
+        load_create(json_body()), ext.settings, cursor=ext.round_robin_cursor, group=ext.creates, actor=current_actor()
     )
     return accepted(vm, job)
+
+
+@bp.post("/vms/preview")
+def preview_vm():
+    """Preview a create: where it would go, or why it would be refused (stores nothing)
+    ---
+    post:
+      description: The same body and checks as POST /vms, answered without creating anything. A refusal that
+        a create would answer (409, 422 from the catalog or fleet, 503) is a 200 here with `accepted` false,
+        the `status` and the `error`; a body that does not validate is still a 422.
+      requestBody: {required: true, content: {application/json: {schema: VmCreateRequest}}}
+      responses:
+        200: {description: the routing decision, content: {application/json: {schema: CreatePreviewOut}}}
+    """
+    ext = archq()
+    preview = vms.preview_create(load_create(json_body()), ext.settings, cursor=ext.next_round_robin)
+    return jsonify({"preview": preview})
+
+
+def load_create(body: dict) -> dict:
+    return create_request_schema(archq().settings).load(body)
 
 
 @bp.get("/vms")
@@ -54,8 +70,7 @@ def list_vms():
       responses:
         200: {description: the VMs, content: {application/json: {schema: VmListOut}}}
     """
-    rows = db.session.scalars(select(Vm).where(Vm.state != "deleted").order_by(Vm.created_at)).all()
-    return jsonify({"vms": vm_out.dump(rows, many=True)})
+    return jsonify({"vms": vm_out.dump(vms.list_vms(), many=True)})
 
 
 @bp.get("/vms/<vm_id>")

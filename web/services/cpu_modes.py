@@ -8,11 +8,12 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from queues.arch import Arch
+from queues.arch import TCG_CPU_MODELS, Arch
 from queues.config import Settings
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import Host, utcnow
+from web.services.vm_flags import tcg_model_reason
 
 
 def lacks_mode(host: Host, arch: Arch, mode: str) -> bool:
@@ -55,3 +56,8 @@ def check_cpu_mode(
             f"({', '.join(sorted(h.name for h in natives))} do not); use cpu_mode host-model"
         )
         raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
+
+
+def tcg_cpu_note(arch: Arch) -> str:
+    """What CPU a guest that will run under TCG gets instead of either mode, and why."""
+    return "cpu_mode does not apply: " + tcg_model_reason(TCG_CPU_MODELS[arch])

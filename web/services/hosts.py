@@ -194,6 +194,7 @@ def host_view(host: Host, settings: Settings) -> dict:
         "capacity": host.capacity,
         "allocated": _allocated(host.name),
         "state": host_state(host, settings),
+        "drained": host.drained,
         "last_seen": _aware(host.last_seen),
         "unmanaged_domains": unmanaged_domains(host),
         "libvirt_version": host.libvirt_version,

@@ -84,9 +84,18 @@ def refusal(vm: Vm, host: Host, load: HostLoad | None, settings: Settings) -> tu
     return None
 
 
+def target_refusals(vm: Vm, settings: Settings) -> list[tuple[Host, HostLoad, tuple[str, str] | None]]:
+    """Every live host by name, with why it cannot take `vm` now as (code, message), or None when it can."""
+    rows = []
+    for load in sorted(host_loads(settings), key=lambda load: load.host.name):
+        host = db.session.get(Host, load.host.name)
+        rows.append((host, load, refusal(vm, host, load, settings)))
+    return rows
+
+
 def choose_target(vm: Vm, requested: str | None, settings: Settings) -> Host:
-    loads = {load.host.name: load for load in host_loads(settings)}
     if requested:
+        loads = {load.host.name: load for load in host_loads(settings)}
         host = db.session.get(Host, requested)
         if host is None:
             raise Unprocessable(f"no host named {requested!r}", fields={"target_host": [f"unknown host {requested!r}"]})
@@ -96,14 +105,12 @@ def choose_target(vm: Vm, requested: str | None, settings: Settings) -> Host:
         return host
     reasons: dict[str, list[str]] = {}
     fitting: list[tuple[float, str, Host]] = []
-    for name, load in sorted(loads.items()):
-        host = db.session.get(Host, name)
-        refused = refusal(vm, host, load, settings)
+    for host, load, refused in target_refusals(vm, settings):
         if refused:
             if refused[0] != "same_host":
-                reasons[name] = [refused[1]]
+                reasons[host.name] = [refused[1]]
             continue
-        fitting.append((load.load_after(vm.vcpus, vm.memory_mib), name, host))
+        fitting.append((load.load_after(vm.vcpus, vm.memory_mib), host.name, host))
     if not fitting:
         raise Conflict(
             f"no live host can take VM {vm.id} ({vm.arch}, {domain_type_of(vm)}): "

@@ -33,11 +33,15 @@ def cpu_mode_note(vm: Vm) -> str:
     if not effective or effective == vm.cpu_mode:
         return ""
     if effective.startswith("custom:") and vm.accel == "tcg":
-        return (
-            f"asked for cpu_mode {vm.cpu_mode}, but the guest runs under TCG (software emulation), which cannot "
-            f"expose a host CPU: archq uses the named model {effective.removeprefix('custom:')} instead"
-        )
+        return f"asked for cpu_mode {vm.cpu_mode}, but " + tcg_model_reason(effective.removeprefix("custom:"))
     return f"asked for cpu_mode {vm.cpu_mode}; its domain runs with {effective}"
+
+
+def tcg_model_reason(model: str) -> str:
+    return (
+        "the guest runs under TCG (software emulation), which cannot expose a host CPU: archq uses the named "
+        f"model {model} instead"
+    )
 
 
 def vm_flags(vm: Vm, snapshot_support: dict[str, bool] | None = None) -> VmFlags:

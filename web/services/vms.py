@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from queues import messages
 from queues.arch import Arch
@@ -17,11 +17,11 @@ from queues.names import Task, host_queue
 from queues.networks import NetworkMode, mac_for, needs
 from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, emulation_warning, route_create
-from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable
+from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable, error_body
 from web.extensions import db
 from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
-from web.services.cpu_modes import check_cpu_mode
+from web.services.cpu_modes import check_cpu_mode, tcg_cpu_note
 from web.services.hosts import fleet_cache, host_loads, host_state
 from web.services.images import artifact_for
 from web.services.job_states import PENDING, TERMINAL, complete_without_worker
@@ -194,15 +194,19 @@ def decide(
     return _on_host(chosen.host.name, chosen.host.arch, chosen.host.accel, arch)
 
 
-def submit_create(
-    request: dict,
-    settings: Settings,
-    cursor: Callable[[], int] = lambda: 0,
-    actor: str = "api",
-    group: GroupCommit[tuple[Vm, Job]] | None = None,
-) -> tuple[Vm, Job]:
-    """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox.
-    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
+@dataclass(frozen=True)
+class CreatePlan:
+    """What a create request resolves to against the current catalog and fleet, before anything is stored."""
+
+    arch: Arch
+    artifact: dict
+    network: dict
+    decision: Decision
+
+
+def plan_create(request: dict, settings: Settings, cursor: Callable[[], int] = lambda: 0) -> CreatePlan:
+    """Every check and routing decision of a create, without side effects (but `cursor`'s); raises the
+    refusal a create answers."""
     arch = Arch(request["arch"])
     artifact = artifact_for(request["image"], arch)
     _check_disk_size(request.get("disk_gib"), artifact, request["image"])
@@ -216,6 +220,46 @@ def submit_create(
         pinned=bool(request.get("host")),
         settings=settings,
     )
+    return CreatePlan(arch, artifact, network, decision)
+
+
+def preview_create(request: dict, settings: Settings, cursor: Callable[[], int] = lambda: 0) -> dict:
+    """Where a create of `request` would go now and what its submitter would be told, or the refusal it would
+    get (`error`, with the `status` create would answer). Stores nothing; `cursor` should only peek."""
+    try:
+        plan = plan_create(request, settings, cursor)
+        _check_name_free(request["name"])
+    except ApiError as exc:
+        refusal = error_body(exc.code, exc.message, exc.fields)["error"]
+        return {"accepted": False, "status": exc.status, "error": refusal}
+    decision = plan.decision
+    return {
+        "accepted": True,
+        "status": 202,
+        "error": None,
+        "arch": plan.arch.value,
+        "queue": decision.queue,
+        "host": decision.host,
+        "emulated": decision.emulated,
+        "accel": decision.accel,
+        "emulation_warning": decision.warning,
+        "waiting_for": decision.waiting_for,
+        "cpu_mode": request["cpu_mode"],
+        "cpu_mode_note": tcg_cpu_note(plan.arch) if decision.accel == "tcg" else "",
+    }
+
+
+def submit_create(
+    request: dict,
+    settings: Settings,
+    cursor: Callable[[], int] = lambda: 0,
+    actor: str = "api",
+    group: GroupCommit[tuple[Vm, Job]] | None = None,
+) -> tuple[Vm, Job]:
+    """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox.
+    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
+    plan = plan_create(request, settings, cursor)
+    arch, artifact, network, decision = plan.arch, plan.artifact, plan.network, plan.decision
     vm_id = str(uuid.uuid4())
     user_data = request.get("user_data")
     vm = Vm(
@@ -281,19 +325,47 @@ def _digest_columns(user_data: str) -> dict:
 def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
     by an earlier item of the batch) is left out and gets its Conflict."""
-    names = {vm.name for vm, _ in items}
-    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
-    taken = {name: vm_id for name, vm_id in rows}
+    taken = _taken_names({vm.name for vm, _ in items})
     errors: list[ApiError | None] = []
     for vm, job in items:
         if vm.name in taken:
-            errors.append(Conflict(f"a VM named {vm.name!r} already exists ({taken[vm.name]})", code="name_taken"))
+            errors.append(_name_taken(vm.name, taken[vm.name]))
             continue
         taken[vm.name] = vm.id
         db.session.add_all([vm, job])
         errors.append(None)
     db.session.commit()
     return errors
+
+
+def _taken_names(names: set[str]) -> dict[str, str]:
+    """Which of `names` live VMs have, with their ids."""
+    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
+    return {name: vm_id for name, vm_id in rows}
+
+
+def _name_taken(name: str, vm_id: str) -> Conflict:
+    return Conflict(f"a VM named {name!r} already exists ({vm_id})", code="name_taken")
+
+
+def _check_name_free(name: str) -> None:
+    if vm_id := _taken_names({name}).get(name):
+        raise _name_taken(name, vm_id)
+
+
+def list_vms(arch: str | None = None, state: str | None = None, host: str | None = None) -> list[Vm]:
+    """The VMs that are not deleted, oldest first, optionally only those of an architecture, state or host."""
+    query = select(Vm).where(Vm.state != "deleted").order_by(Vm.created_at)
+    for column, value in ((Vm.arch, arch), (Vm.state, state), (Vm.host, host)):
+        if value:
+            query = query.where(column == value)
+    return list(db.session.scalars(query))
+
+
+def emulated_counts() -> dict[str, int]:
+    """How many VMs that are not deleted run emulated, per guest architecture."""
+    rows = db.session.execute(select(Vm.arch, func.count()).where(Vm.emulated, Vm.state != "deleted").group_by(Vm.arch))
+    return {arch: int(count) for arch, count in rows}
 
 
 @dataclass(frozen=True)

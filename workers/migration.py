@@ -27,6 +27,7 @@ import libvirt
 import paramiko
 
 from queues.config import Settings
+from queues.vocabulary import VmState
 from workers import target_checks
 from workers.errors import JobCancelled, JobFailed
 from workers.hypervisor import HypervisorError
@@ -149,7 +150,7 @@ def open_destination(uri: str, target: str) -> libvirt.virConnect:
 def _state(dom: libvirt.virDomain | None) -> str | None:
     if dom is None:
         return None
-    return "running" if dom.isActive() else "stopped"
+    return VmState.RUNNING if dom.isActive() else VmState.STOPPED
 
 
 def _lookup(conn: libvirt.virConnect | None, uuid: str) -> libvirt.virDomain | None:
@@ -197,14 +198,14 @@ class _Migration:
             there = _state(_lookup(self.dconn or self._open_target(), self.uuid))
         except (libvirt.libvirtError, JobFailed):
             there = "unreachable"
-        if there == "running" and here != "running":
-            host, state = self.target, "running"
+        if there == VmState.RUNNING and here != VmState.RUNNING:
+            host, state = self.target, VmState.RUNNING
         elif here is not None:
             host, state = self.source, here
-        elif there == "stopped":
-            host, state = self.target, "stopped"
+        elif there == VmState.STOPPED:
+            host, state = self.target, VmState.STOPPED
         else:
-            host, state = self.source, "unknown"
+            host, state = self.source, VmState.UNKNOWN
         return {"host": host, "state": state, "located": {self.source: here, self.target: there}}
 
     def _open_target(self) -> libvirt.virConnect:
@@ -381,7 +382,7 @@ class _Migration:
 
     def _failed(self, exc: Exception, aborted: bool) -> None:
         where = self.located()
-        if where["host"] == self.target and where["state"] == "running":
+        if where["host"] == self.target and where["state"] == VmState.RUNNING:
             return  # libvirt reported an error after the guest had switched over: it did move
         if aborted:
             raise JobCancelled(

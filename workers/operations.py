@@ -11,6 +11,7 @@ from pathlib import Path
 from queues.arch import Arch
 from queues.config import Settings
 from queues.networks import NetworkMode
+from queues.vocabulary import Accel, VmState
 from workers.artifacts import ArtifactError, ArtifactStore
 from workers.boot import CONSOLE_NAME, SEED_NAME, fetch_artifact, prepare_disk
 from workers.cloud_init import seed_files, write_seed_iso
@@ -104,7 +105,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; nothing was left on the host") from exc
     return {
         "host": ctx.host.name,
-        "accel": "tcg" if domain_type == "qemu" else domain_type,
+        "accel": Accel.TCG if domain_type == "qemu" else domain_type,
         "emulated": arch != ctx.host.arch,
         "state": info.state,
         "domain": info.name,
@@ -169,7 +170,7 @@ def delete_vm(ctx: WorkerContext, vm: dict) -> dict:
     if network.get("mode") == NetworkMode.NAT and vm.get("mac"):
         release_leases(ctx.hypervisor, network.get("network") or (ctx.settings or Settings()).nat_network, vm["mac"])
     shutil.rmtree(ctx.vm_dir(str(vm["id"])), ignore_errors=True)
-    return {"host": ctx.host.name, "state": "deleted", "existed": existed, "domain": domain_name(vm["name"])}
+    return {"host": ctx.host.name, "state": VmState.DELETED, "existed": existed, "domain": domain_name(vm["name"])}
 
 
 def _lifecycle(action: str, call: Callable[[], DomainInfo], ctx: WorkerContext) -> dict:

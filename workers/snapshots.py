@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from queues.vocabulary import VmState
 from workers.errors import JobFailed
 from workers.hypervisor import HypervisorError, SnapshotInfo
 from workers.job_run import JobRun, needs_job
@@ -42,7 +43,7 @@ def _result(ctx: WorkerContext, vm_id: str, info: SnapshotInfo, *, reused: bool)
     domain = ctx.hypervisor.domain(vm_id)
     return {
         "host": ctx.host.name,
-        "state": domain.state if domain else "unknown",
+        "state": domain.state if domain else VmState.UNKNOWN,
         "snapshot": info.name,
         "memory": info.memory,
         "snapshot_kind": "internal",
@@ -120,7 +121,7 @@ def revert_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
     try:
         if marker.exists() and marker.read_text().strip() == run.job_id:
             domain = ctx.hypervisor.domain(vm_id)
-            return {"host": ctx.host.name, "state": domain.state if domain else "unknown", "snapshot": name,
+            return {"host": ctx.host.name, "state": domain.state if domain else VmState.UNKNOWN, "snapshot": name,
                     "reused": True}  # fmt: skip
         if ctx.hypervisor.snapshot(vm_id, name) is None:
             raise JobFailed("snapshot_missing", f"VM {vm_id} has no snapshot {name!r} on host {ctx.host.name}")

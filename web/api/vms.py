@@ -5,6 +5,7 @@ from dataclasses import asdict
 from flask import Blueprint, jsonify, request
 from sqlalchemy import select
 
+from queues.vocabulary import JobKind, JobState, VmState
 from web.api import archq, json_body
 from web.api_schemas import ConsoleEnvelope
 from web.auth import current_actor
@@ -19,7 +20,7 @@ bp = Blueprint("vms", __name__)
 
 
 def accepted(vm: Vm, job, **extra: dict) -> tuple:
-    if job.state == "pending":
+    if job.state == JobState.PENDING:
         archq().publisher.notify(outgoing(job))
     body = {"vm": vm_out.dump(vm), "job": job_out.dump(job), **extra}
     return jsonify(body), 202, {"Location": f"/api/v1/jobs/{job.id}"}
@@ -54,7 +55,7 @@ def list_vms():
       responses:
         200: {description: the VMs, content: {application/json: {schema: VmListOut}}}
     """
-    rows = db.session.scalars(select(Vm).where(Vm.state != "deleted").order_by(Vm.created_at)).all()
+    rows = db.session.scalars(select(Vm).where(Vm.state != VmState.DELETED).order_by(Vm.created_at)).all()
     return jsonify({"vms": vm_out.dump(rows, many=True)})
 
 
@@ -78,7 +79,7 @@ def delete_vm(vm_id: str):
         202: JobAccepted
         409: Error
     """
-    return accepted(*vms.submit_action(vm_id, "delete", archq().settings, actor=current_actor()))
+    return accepted(*vms.submit_action(vm_id, JobKind.DELETE, archq().settings, actor=current_actor()))
 
 
 @bp.post("/vms/<vm_id>/<any(start, stop, reboot):action>")
@@ -91,7 +92,7 @@ def vm_action(vm_id: str, action: str):
         202: JobAccepted
         409: Error
     """
-    return accepted(*vms.submit_action(vm_id, action, archq().settings, actor=current_actor()))
+    return accepted(*vms.submit_action(vm_id, JobKind(action), archq().settings, actor=current_actor()))
 
 
 @bp.get("/vms/<vm_id>/console")

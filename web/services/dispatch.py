@@ -19,9 +19,9 @@ from sqlalchemy import insert, select, update
 
 from queues.celery_app import declare_queue
 from queues.claims import ClaimStore
+from queues.vocabulary import JobState
 from web.extensions import db
 from web.models import Job, JobEvent, utcnow
-from web.services.job_states import PENDING, QUEUED
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
     now = utcnow()
     rows = db.session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.state == PENDING)
-        .values(state=QUEUED, queued_at=now, attempts=Job.attempts + 1, version=Job.version + 1)
+        .where(Job.id.in_(job_ids), Job.state == JobState.PENDING)
+        .values(state=JobState.QUEUED, queued_at=now, attempts=Job.attempts + 1, version=Job.version + 1)
         .returning(Job.id, Job.queue)
         .execution_options(synchronize_session=False)
     ).all()
@@ -99,7 +99,7 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
         db.session.execute(
             insert(JobEvent),
             [
-                {"job_id": j, "at": now, "state": QUEUED, "actor": actor, "message": f"published to {q}"}
+                {"job_id": j, "at": now, "state": JobState.QUEUED, "actor": actor, "message": f"published to {q}"}
                 for j, q in rows
             ],
         )
@@ -107,7 +107,7 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
 
 
 def dispatch_ids(celery: Celery, claims: ClaimStore, job_ids: Sequence[str], actor: str) -> int:
-    jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids), Job.state == PENDING)).all()
+    jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids), Job.state == JobState.PENDING)).all()
     return dispatch(celery, claims, jobs, actor)
 
 
@@ -115,6 +115,6 @@ def dispatch_stale_pending(celery: Celery, claims: ClaimStore, older_than_s: flo
     """The sweep: publish jobs that stayed pending (broker was down, or the API died before publishing)."""
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     jobs = db.session.scalars(
-        select(Job).where(Job.state == PENDING, Job.created_at <= cutoff).order_by(Job.created_at).limit(limit)
+        select(Job).where(Job.state == JobState.PENDING, Job.created_at <= cutoff).order_by(Job.created_at).limit(limit)
     ).all()
     return dispatch(celery, claims, jobs, actor="conductor")

@@ -9,12 +9,13 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from queues.claims import ClaimStore
+from queues.vocabulary import SNAPSHOT_KINDS, TERMINAL_JOB_STATES, JobKind, JobState, VmState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job, Vm
-from web.services.job_states import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TERMINAL, advance, note
+from web.services.job_states import advance, note
 from web.services.migrations import apply_migration_report
-from web.services.snapshots import SNAPSHOT_KINDS, settle_snapshot
+from web.services.snapshots import settle_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ REPORTED_VM_FIELDS = ("cpu_mode_effective", "disk_format", "firmware", "snapshot
 
 
 # Jobs that, failed, leave the VM as it was: taking or deleting a snapshot never changes the domain's state.
-KEEP_VM_STATE_ON_FAILURE = ("snapshot", "snapshot_delete")
+KEEP_VM_STATE_ON_FAILURE = (JobKind.SNAPSHOT, JobKind.SNAPSHOT_DELETE)
 
 
 def get_job(job_id: str) -> Job:
@@ -46,33 +47,33 @@ def list_jobs(state: str | None, kind: str | None, limit: int, offset: int, vm_i
 
 
 def _apply_to_vm(vm: Vm, job: Job, state: str, host: str, update: dict) -> None:
-    if job.kind == "migrate":
+    if job.kind == JobKind.MIGRATE:
         apply_migration_report(vm, job, state, update)
         return
-    if state == RUNNING:
+    if state == JobState.RUNNING:
         vm.host = host
-        if job.kind == "create":
-            vm.state = "creating"
-    elif state == SUCCEEDED:
+        if job.kind == JobKind.CREATE:
+            vm.state = VmState.CREATING
+    elif state == JobState.SUCCEEDED:
         result = job.result
         for column in REPORTED_VM_FIELDS:
             if column in result:
                 setattr(vm, column, result[column])
-        if job.kind == "create":
-            vm.state = result.get("state", "running")
+        if job.kind == JobKind.CREATE:
+            vm.state = result.get("state", VmState.RUNNING)
             vm.host = result.get("host", host)
             vm.accel = result.get("accel", vm.accel)
             vm.emulated = result.get("emulated", vm.emulated)
-        elif job.kind == "delete":
-            vm.state = "deleted"
+        elif job.kind == JobKind.DELETE:
+            vm.state = VmState.DELETED
         else:
             vm.state = result.get("state", vm.state)
-    elif state == FAILED and job.kind not in KEEP_VM_STATE_ON_FAILURE:
+    elif state == JobState.FAILED and job.kind not in KEEP_VM_STATE_ON_FAILURE:
         # A failed create leaves nothing to run; after a failed action archq cannot vouch for the VM's state
         # until the host's next report (the reconciler) says what it is.
-        vm.state = "failed" if job.kind == "create" else "unknown"
-    elif state == CANCELLED and job.kind == "create":
-        vm.state = "deleted"
+        vm.state = VmState.FAILED if job.kind == JobKind.CREATE else VmState.UNKNOWN
+    elif state == JobState.CANCELLED and job.kind == JobKind.CREATE:
+        vm.state = VmState.DELETED
 
 
 def record_job_update(update: dict) -> bool:
@@ -96,7 +97,7 @@ def _record_job_update(update: dict) -> bool:
     message = error["message"] if error else ""
     at = datetime.fromtimestamp(update["at"], UTC)
     progress = update.get("progress")
-    if progress is not None and state == RUNNING == job.state:
+    if progress is not None and state == JobState.RUNNING == job.state:
         # A progress report: the figures change, the state does not (no event either).
         job.progress = progress
         db.session.commit()
@@ -108,14 +109,14 @@ def _record_job_update(update: dict) -> bool:
     job.host = update["host"]
     if progress is not None:
         job.progress = progress
-    if state in TERMINAL and update.get("result"):
+    if state in TERMINAL_JOB_STATES and update.get("result"):
         # A failed or cancelled job's result says what it left (a migration: where the VM is).
         job.result = update["result"]
     if error:
         job.error_code, job.error_message = error["code"], error["message"]
     if job.vm is not None:
         _apply_to_vm(job.vm, job, state, update["host"], update)
-    if state in TERMINAL:
+    if state in TERMINAL_JOB_STATES:
         settle_snapshot(job)
     db.session.commit()
     return True
@@ -136,17 +137,17 @@ def cancel_job(job_id: str, claims: ClaimStore, actor: str = "api") -> Job:
 
 def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
     job = get_job(job_id)
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_JOB_STATES:
         raise Conflict(f"job {job.id} already ended: {job.state}", code="wrong_state", fields={"state": [job.state]})
-    if job.state in (PENDING, QUEUED) and claims.revoke_unless_claimed(job.id):
-        advance(job, CANCELLED, actor, "cancelled before it started; nothing was done")
+    if job.state in (JobState.PENDING, JobState.QUEUED) and claims.revoke_unless_claimed(job.id):
+        advance(job, JobState.CANCELLED, actor, "cancelled before it started; nothing was done")
         job.error_code, job.error_message = "cancelled", "cancelled before it started"
-        if job.vm is not None and job.kind == "create":
-            job.vm.state = "deleted"
+        if job.vm is not None and job.kind == JobKind.CREATE:
+            job.vm.state = VmState.DELETED
         elif job.vm is not None and job.kind not in SNAPSHOT_KINDS:
             # A job that never ran leaves the VM as it was when the job was submitted.
             before = job.payload.get("params", {})
-            job.vm.state = before.get("from_state", "unknown")
+            job.vm.state = before.get("from_state", VmState.UNKNOWN)
             job.vm.desired_state = before.get("from_desired_state", job.vm.desired_state)
         settle_snapshot(job)
         db.session.commit()

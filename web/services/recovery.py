@@ -22,11 +22,12 @@ from queues import messages
 from queues.claims import DONE, ClaimStore
 from queues.config import Settings
 from queues.names import host_queue
+from queues.vocabulary import JobState, VmState
 from web.extensions import db
 from web.models import Host, Job, utcnow
 from web.services.dispatch import BROKER_ERRORS, publish
 from web.services.hosts import host_state
-from web.services.job_states import FAILED, QUEUED, RUNNING, advance, note
+from web.services.job_states import advance, note
 from web.services.jobs import record_job_update
 from web.services.snapshots import settle_snapshot
 
@@ -38,7 +39,7 @@ MAX_RESUMES = 5
 def republish_after_broker_loss(celery: Celery, claims: ClaimStore) -> int:
     if not claims.broker_data_lost():
         return 0
-    jobs = db.session.scalars(select(Job).where(Job.state == QUEUED)).all()
+    jobs = db.session.scalars(select(Job).where(Job.state == JobState.QUEUED)).all()
     try:
         publish(celery, claims, jobs)
     except BROKER_ERRORS:
@@ -67,7 +68,9 @@ def republish_swallowed(celery: Celery, claims: ClaimStore, settings: Settings) 
     jobs = [
         job
         for job in db.session.scalars(
-            select(Job).where(Job.state == QUEUED, Job.queue.in_(list(restarts)), Job.queued_at <= grace).limit(500)
+            select(Job)
+            .where(Job.state == JobState.QUEUED, Job.queue.in_(list(restarts)), Job.queued_at <= grace)
+            .limit(500)
         )
         if _aware(job.queued_at) < restarts[job.queue] and claims.holder(job.id) is None
     ]
@@ -97,7 +100,7 @@ def republish_unclaimed(celery: Celery, claims: ClaimStore, settings: Settings) 
         job
         for job in db.session.scalars(
             select(Job)
-            .where(Job.state == QUEUED, Job.queued_at <= now - timedelta(seconds=settings.lease_s))
+            .where(Job.state == JobState.QUEUED, Job.queued_at <= now - timedelta(seconds=settings.lease_s))
             .limit(200)
         )
         if job.queue in live_queues
@@ -134,12 +137,12 @@ def recover_running(
         .where(
             or_(
                 and_(
-                    Job.state == RUNNING,
+                    Job.state == JobState.RUNNING,
                     Job.started_at <= cutoff,
                     or_(Job.queued_at.is_(None), Job.queued_at <= cutoff),
                 ),
                 # Both its reports lost (conductor down, broker gone): only its `done` claim tells it ran.
-                and_(Job.state == QUEUED, Job.queued_at <= cutoff),
+                and_(Job.state == JobState.QUEUED, Job.queued_at <= cutoff),
             )
         )
         .limit(200)
@@ -152,7 +155,7 @@ def recover_running(
             if stored:
                 record_job_update(messages.job_update.load(json.loads(stored)))
                 handled += 1
-        elif holder is None and job.state == RUNNING:
+        elif holder is None and job.state == JobState.RUNNING:
             _lapsed(celery, claims, settings, job, broker_back_at)
             handled += 1
     return handled
@@ -188,7 +191,7 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         if state == "down"
         else f"it was resumed {MAX_RESUMES} times"
     )
-    advance(job, FAILED, "conductor", f"worker lost: {reason}")
+    advance(job, JobState.FAILED, "conductor", f"worker lost: {reason}")
     job.error_code = "worker_lost"
     job.error_message = (
         f"the worker running this {job.kind} on {job.host} stopped renewing its lease and {reason}; "
@@ -196,6 +199,6 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         "the VM or retry."
     )
     if job.vm is not None:
-        job.vm.state = "unknown"
+        job.vm.state = VmState.UNKNOWN
     settle_snapshot(job)
     db.session.commit()

@@ -9,23 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from queues.claims import ClaimStore
-from queues.vocabulary import SNAPSHOT_KINDS, TERMINAL_JOB_STATES, JobKind, JobState, VmState
+from queues.vocabulary import TERMINAL_JOB_STATES, JobState
 from web.errors import Conflict, NotFound
 from web.extensions import db
-from web.models import Job, Vm
+from web.models import Job
+from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
-from web.services.migrations import apply_migration_report
-from web.services.snapshots import settle_snapshot
 
 log = logging.getLogger(__name__)
-
-# Facts about a VM that only its worker knows (read from the domain XML it runs); a job result carrying one
-# of these keys updates the VM.
-REPORTED_VM_FIELDS = ("cpu_mode_effective", "disk_format", "firmware", "snapshot_kind")
-
-
-# Jobs that, failed, leave the VM as it was: taking or deleting a snapshot never changes the domain's state.
-KEEP_VM_STATE_ON_FAILURE = (JobKind.SNAPSHOT, JobKind.SNAPSHOT_DELETE)
 
 
 def get_job(job_id: str) -> Job:
@@ -44,36 +35,6 @@ def list_jobs(state: str | None, kind: str | None, limit: int, offset: int, vm_i
     if kind:
         query = query.where(Job.kind == kind)
     return list(db.session.scalars(query))
-
-
-def _apply_to_vm(vm: Vm, job: Job, state: str, host: str, update: dict) -> None:
-    if job.kind == JobKind.MIGRATE:
-        apply_migration_report(vm, job, state, update)
-        return
-    if state == JobState.RUNNING:
-        vm.host = host
-        if job.kind == JobKind.CREATE:
-            vm.state = VmState.CREATING
-    elif state == JobState.SUCCEEDED:
-        result = job.result
-        for column in REPORTED_VM_FIELDS:
-            if column in result:
-                setattr(vm, column, result[column])
-        if job.kind == JobKind.CREATE:
-            vm.state = result.get("state", VmState.RUNNING)
-            vm.host = result.get("host", host)
-            vm.accel = result.get("accel", vm.accel)
-            vm.emulated = result.get("emulated", vm.emulated)
-        elif job.kind == JobKind.DELETE:
-            vm.state = VmState.DELETED
-        else:
-            vm.state = result.get("state", vm.state)
-    elif state == JobState.FAILED and job.kind not in KEEP_VM_STATE_ON_FAILURE:
-        # A failed create leaves nothing to run; after a failed action archq cannot vouch for the VM's state
-        # until the host's next report (the reconciler) says what it is.
-        vm.state = VmState.FAILED if job.kind == JobKind.CREATE else VmState.UNKNOWN
-    elif state == JobState.CANCELLED and job.kind == JobKind.CREATE:
-        vm.state = VmState.DELETED
 
 
 def record_job_update(update: dict) -> bool:
@@ -114,10 +75,11 @@ def _record_job_update(update: dict) -> bool:
         job.result = update["result"]
     if error:
         job.error_code, job.error_message = error["code"], error["message"]
+    effects = EFFECTS[job.kind]
     if job.vm is not None:
-        _apply_to_vm(job.vm, job, state, update["host"], update)
+        effects.apply(job.vm, job, state, update["host"])
     if state in TERMINAL_JOB_STATES:
-        settle_snapshot(job)
+        effects.settle(job)
     db.session.commit()
     return True
 
@@ -142,14 +104,10 @@ def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
     if job.state in (JobState.PENDING, JobState.QUEUED) and claims.revoke_unless_claimed(job.id):
         advance(job, JobState.CANCELLED, actor, "cancelled before it started; nothing was done")
         job.error_code, job.error_message = "cancelled", "cancelled before it started"
-        if job.vm is not None and job.kind == JobKind.CREATE:
-            job.vm.state = VmState.DELETED
-        elif job.vm is not None and job.kind not in SNAPSHOT_KINDS:
-            # A job that never ran leaves the VM as it was when the job was submitted.
-            before = job.payload.get("params", {})
-            job.vm.state = before.get("from_state", VmState.UNKNOWN)
-            job.vm.desired_state = before.get("from_desired_state", job.vm.desired_state)
-        settle_snapshot(job)
+        effects = EFFECTS[job.kind]
+        if job.vm is not None:
+            effects.cancelled_before_start(job.vm, job, job.host or "")
+        effects.settle(job)
         db.session.commit()
         return job
     claims.request_cancel(job.id)

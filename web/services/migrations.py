@@ -1,9 +1,6 @@
 """Migrating a VM to another host: the refusals before anything is queued, the choice of a target, the job
-on the source host's queue, and what the worker's reports mean for where the VM is recorded.
-
-The database moves the VM to the target only when the worker says libvirt finished (or, after any failure,
-where the worker found the domain on both hosts); a VM is recorded on exactly one host at a time.
-"""
+on the source host's queue, and the reconciler's check of VMs that moved while nobody could report it. What
+the worker's reports mean for where the VM is recorded is in job_effects.py."""
 
 from __future__ import annotations
 
@@ -17,13 +14,14 @@ from queues.names import host_queue
 from queues.networks import needs
 from queues.placement import HostLoad
 from queues.routing import offers_of
-from queues.vocabulary import LOCATED_VM_STATES, TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
+from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, VmState
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import Host, Job, Vm
 from web.services.hosts import host_loads, host_state
+from web.services.job_effects import EFFECTS
 from web.services.vm_flags import vm_flags
-from web.services.vms import CPU_RATIO, RAM_RATIO, _new_job, _require_host_up, _require_idle, get_vm
+from web.services.vms import CPU_RATIO, RAM_RATIO, _new_job, _require_host_up, _require_idle, get_vm, require_state
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +114,9 @@ def submit_migrate(vm_id: str, request: dict, settings: Settings, actor: str = "
         raise Conflict(f"VM {vm.id} is already migrating", code="already_migrating", fields={"state": [vm.state]})
     _require_idle(vm)
     live = request["live"]
-    if vm.state not in LOCATED_VM_STATES or vm.host is None:
-        raise Conflict(
-            f"cannot migrate VM {vm.id} while it is {vm.state}; allowed from: running, stopped",
-            code="wrong_state",
-            fields={"state": [vm.state]},
-        )
+    require_state(vm, JobKind.MIGRATE)
+    if vm.host is None:
+        raise Conflict(f"VM {vm.id} never reached a host", code="wrong_state", fields={"state": [vm.state]})
     if live and vm.state != VmState.RUNNING:
         raise Conflict(
             f"VM {vm.id} is {vm.state}: a live migration needs it running; use live: false to move it cold",
@@ -133,39 +128,21 @@ def submit_migrate(vm_id: str, request: dict, settings: Settings, actor: str = "
         raise Conflict(flags.reasons["migratable"], code="not_live_migratable", fields={"live": [True]})
     _require_host_up(vm.host, settings)
     target = choose_target(vm, request.get("target_host"), settings)
-    job = _new_job(JobKind.MIGRATE, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
-    job.payload = {
-        **job.payload,
-        "params": {
-            "live": live,
-            "target": {"name": target.name, **target.migration},
-            "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s"),
-            "from_host": vm.host,
-            "from_state": vm.state,
-        },
+    params = {
+        "live": live,
+        "target": {"name": target.name, **target.migration},
+        "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s"),
+        "from_host": vm.host,
+        "from_state": vm.state,
     }
+    job = _new_job(
+        JobKind.MIGRATE, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=params
+    )
     job.events[0].message = f"migrate {'live' if live else 'cold'} from {vm.host} to {target.name} accepted"
-    vm.state = VmState.MIGRATING
+    vm.state = EFFECTS[JobKind.MIGRATE].during
     db.session.add(job)
     db.session.commit()
     return vm, job
-
-
-def apply_migration_report(vm: Vm, job: Job, state: str, update: dict) -> None:
-    """A migrate job's report: the VM moves only on success or on the worker's location report."""
-    if state == JobState.RUNNING:
-        vm.state = VmState.MIGRATING
-        return
-    result = update.get("result") or {}
-    params = job.payload.get("params", {})
-    if state == JobState.SUCCEEDED and not result.get("host"):
-        result = {"host": params.get("target", {}).get("name"), "state": VmState.RUNNING}
-    if result.get("host"):
-        vm.host = result["host"]
-        vm.state = result["state"] if result.get("state") in LOCATED_VM_STATES else VmState.UNKNOWN
-    else:
-        # No location report (the worker timed out or crashed): unknown until a heartbeat says where it runs.
-        vm.state = VmState.UNKNOWN
 
 
 def adopt_moved_vms(host: Host) -> int:

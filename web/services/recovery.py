@@ -27,9 +27,9 @@ from web.extensions import db
 from web.models import Host, Job, utcnow
 from web.services.dispatch import BROKER_ERRORS, publish
 from web.services.hosts import host_state
+from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
 from web.services.jobs import record_job_update
-from web.services.snapshots import settle_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -200,5 +200,5 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
     )
     if job.vm is not None:
         job.vm.state = VmState.UNKNOWN
-    settle_snapshot(job)
+    EFFECTS[job.kind].settle(job)
     db.session.commit()

@@ -1,5 +1,5 @@
 """Snapshot jobs: every refusal is decided here, against the VM, its host's libvirt and the snapshots archq
-knows, before anything is stored or queued; and what a finished snapshot job changes in the database.
+knows, before anything is stored or queued (what a finished snapshot job changes is in job_effects.py).
 
 Policy (README, Snapshots): archq takes only internal snapshots, in the VM's qcow2 disk. `memory: true`
 needs the VM running (RAM and device state are saved; a revert resumes the guest there); `memory: false`
@@ -8,20 +8,16 @@ takes no external ones: libvirt < 9.9 cannot revert them, and one chain never mi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import select
 
 from queues.config import Settings
 from queues.names import host_queue
-from queues.vocabulary import LOCATED_VM_STATES, SNAPSHOT_KINDS, JobKind, JobState, VmState
+from queues.vocabulary import JobKind, VmState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Host, Job, Snapshot, Vm
 from web.services.vm_flags import vm_flags
-from web.services.vms import _new_job, _require_host_up, _require_idle, get_vm
-
-REVERT_FROM = (VmState.RUNNING, VmState.STOPPED, VmState.UNKNOWN)
+from web.services.vms import _new_job, _require_host_up, _require_idle, get_vm, require_state
 
 
 def list_snapshots(vm_id: str) -> list[Snapshot]:
@@ -52,9 +48,7 @@ def _on_a_host(vm: Vm, settings: Settings) -> None:
 
 
 def _job(kind: JobKind, vm: Vm, params: dict, actor: str) -> Job:
-    job = _new_job(kind, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
-    job.payload = {**job.payload, "params": params}
-    return job
+    return _new_job(kind, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=params)
 
 
 def submit_snapshot(vm_id: str, request: dict, settings: Settings, actor: str = "api") -> tuple[Vm, Job, Snapshot]:
@@ -107,12 +101,7 @@ def submit_revert(vm_id: str, name: str, settings: Settings, actor: str = "api")
             code="snapshot_not_ready",
             fields={"state": [snapshot.state]},
         )
-    if vm.state not in REVERT_FROM:
-        raise Conflict(
-            f"cannot revert VM {vm.id} while it is {vm.state}; allowed from: {', '.join(REVERT_FROM)}",
-            code="wrong_state",
-            fields={"state": [vm.state]},
-        )
+    require_state(vm, JobKind.REVERT)
     _on_a_host(vm, settings)
     flags = vm_flags(vm, _support(vm))
     if not flags.revertable:
@@ -134,28 +123,3 @@ def submit_snapshot_delete(vm_id: str, name: str, settings: Settings, actor: str
     db.session.add(job)
     db.session.commit()
     return vm, job
-
-
-def settle_snapshot(job: Job) -> None:
-    """A snapshot-family job ended (`job.state` is terminal): bring the snapshot's record in line."""
-    if job.kind not in SNAPSHOT_KINDS or job.vm is None:
-        return
-    snapshot = _find(job.vm, job.payload.get("params", {}).get("snapshot", ""))
-    if snapshot is None:
-        return
-    succeeded = job.state == JobState.SUCCEEDED
-    if job.kind == JobKind.SNAPSHOT and snapshot.job_id == job.id:
-        snapshot.state = "ready" if succeeded else "failed"
-        if succeeded and job.result.get("created_at"):
-            snapshot.created_at = datetime.fromtimestamp(job.result["created_at"], UTC)
-    elif job.kind == JobKind.REVERT and succeeded and job.result.get("state") in LOCATED_VM_STATES:
-        # The user asked for the VM as it was: running after a memory snapshot, stopped after a disk-only one.
-        job.vm.desired_state = job.result["state"]
-    elif job.kind == JobKind.SNAPSHOT_DELETE and succeeded:
-        db.session.delete(snapshot)
-        db.session.flush()
-        if not db.session.scalar(select(Snapshot.id).where(Snapshot.vm_id == job.vm.id).limit(1)):
-            job.vm.snapshot_kind = None
-    elif job.kind == JobKind.SNAPSHOT_DELETE:
-        # Whether libvirt still has it is unknown; a retried delete converges either way.
-        snapshot.state = "ready"

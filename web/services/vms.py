@@ -25,6 +25,7 @@ from web.models import Host, Job, JobEvent, Vm
 from web.services.cpu_modes import check_cpu_mode
 from web.services.hosts import fleet_cache, host_loads, host_state
 from web.services.images import artifact_for
+from web.services.job_effects import EFFECTS
 from web.services.job_states import complete_without_worker
 
 # Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
@@ -39,7 +40,10 @@ def get_vm(vm_id: str) -> Vm:
     return vm
 
 
-def _new_job(kind: JobKind, queue: str, vm: Vm, *, actor: str, host: str | None, emulated: bool) -> Job:
+def _new_job(
+    kind: JobKind, queue: str, vm: Vm, *, actor: str, host: str | None, emulated: bool, params: dict | None = None
+) -> Job:
+    """A pending job with its message; `params`: what the kind needs beyond the VM (see JobMessage)."""
     job_id = str(uuid.uuid4())
     token = uuid.uuid4().hex
     payload = messages.job_message.dump(
@@ -65,6 +69,7 @@ def _new_job(kind: JobKind, queue: str, vm: Vm, *, actor: str, host: str | None,
                 "user_data": vm.user_data if kind == JobKind.CREATE else None,
                 "disk_gib": vm.disk_gib,
             },
+            "params": params or {},
         }
     )
     job = Job(
@@ -291,22 +296,6 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     return errors
 
 
-@dataclass(frozen=True)
-class VmAction:
-    allowed: tuple[VmState, ...]  # VM states the action may start from
-    during: VmState  # the VM's state while the job runs
-
-
-ACTIONS = {
-    JobKind.DELETE: VmAction(
-        (VmState.RUNNING, VmState.STOPPED, VmState.FAILED, VmState.UNKNOWN, VmState.PENDING), VmState.DELETING
-    ),
-    JobKind.START: VmAction((VmState.STOPPED, VmState.UNKNOWN), VmState.STARTING),
-    JobKind.STOP: VmAction((VmState.RUNNING, VmState.UNKNOWN), VmState.STOPPING),
-    JobKind.REBOOT: VmAction((VmState.RUNNING,), VmState.REBOOTING),
-}
-
-
 def _require_idle(vm: Vm) -> None:
     busy = db.session.scalar(select(Job).where(Job.vm_id == vm.id, Job.state.not_in(TERMINAL_JOB_STATES)).limit(1))
     if busy is not None:
@@ -317,17 +306,23 @@ def _require_idle(vm: Vm) -> None:
         )
 
 
-def submit_action(vm_id: str, kind: JobKind, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
-    """A job on an existing VM: guarded by the VM's state, sent to the queue of the host it lives on."""
-    action = ACTIONS[kind]
-    vm = get_vm(vm_id)
-    _require_idle(vm)
-    if vm.state not in action.allowed:
+def require_state(vm: Vm, kind: JobKind) -> None:
+    """Refuse a job of `kind` on a VM in a state it may not start from (job_effects.EFFECTS)."""
+    allowed = EFFECTS[kind].allowed_from
+    if vm.state not in allowed:
         raise Conflict(
-            f"cannot {kind} VM {vm.id} while it is {vm.state}; allowed from: {', '.join(action.allowed)}",
+            f"cannot {kind} VM {vm.id} while it is {vm.state}; allowed from: {', '.join(allowed)}",
             code="wrong_state",
             fields={"state": [vm.state]},
         )
+
+
+def submit_action(vm_id: str, kind: JobKind, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+    """A job on an existing VM: guarded by the VM's state, sent to the queue of the host it lives on."""
+    effects = EFFECTS[kind]
+    vm = get_vm(vm_id)
+    _require_idle(vm)
+    require_state(vm, kind)
     if vm.host is None:
         if kind != JobKind.DELETE:
             raise Conflict(f"VM {vm.id} never reached a host", code="wrong_state", fields={"state": [vm.state]})
@@ -337,15 +332,11 @@ def submit_action(vm_id: str, kind: JobKind, settings: Settings, actor: str = "a
         vm.state = VmState.DELETED
     else:
         _require_host_up(vm.host, settings)
-        job = _new_job(kind, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
         # What a cancel before the job starts puts back.
-        job.payload = {**job.payload, "params": {"from_state": vm.state, "from_desired_state": vm.desired_state}}
-        vm.state = action.during
-        vm.desired_state = {
-            JobKind.START: VmState.RUNNING,
-            JobKind.REBOOT: VmState.RUNNING,
-            JobKind.STOP: VmState.STOPPED,
-        }.get(kind, vm.desired_state)
+        before = {"from_state": vm.state, "from_desired_state": vm.desired_state}
+        job = _new_job(kind, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=before)
+        vm.state = effects.during or vm.state
+        vm.desired_state = effects.desired or vm.desired_state
     db.session.add(job)
     db.session.commit()
     return vm, job

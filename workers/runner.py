@@ -20,7 +20,7 @@ from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from queues.vocabulary import JobState
-from workers.errors import JobCancelled, JobFailed
+from workers.errors import JobCancelled, WorkerError
 from workers.job_run import JobRun, call
 from workers.operations import WorkerContext
 from workers.watchdog import Activity
@@ -176,10 +176,9 @@ def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, run: JobRun, ho
     threading.current_thread().name = f"archq-op-{job_id[:8]}"
     try:
         return Outcome(JobState.SUCCEEDED, call(operation, ctx, vm, run))
-    except JobCancelled as exc:
-        return Outcome(JobState.CANCELLED, exc.result, error={"code": exc.code, "message": exc.message})
-    except JobFailed as exc:
-        return Outcome(JobState.FAILED, exc.result, error={"code": exc.code, "message": exc.message})
+    except WorkerError as exc:
+        state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
+        return Outcome(state, exc.result, error=exc.job_error())
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
         return Outcome(

@@ -8,6 +8,7 @@ is harmless because the worker's claim checks the dispatch token.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -38,6 +39,14 @@ class Outgoing:
     task: str
     payload: dict
     queue: str
+
+
+def reissue(job: Job, queue: str, **vm: object) -> None:
+    """Make `job` a new message under a new dispatch token, for `queue`, with `vm` fields of its message changed:
+    whatever copies of the old message remain anywhere become no-ops."""
+    job.token = uuid.uuid4().hex
+    job.queue = queue
+    job.payload = {**job.payload, "token": job.token, "vm": {**job.payload["vm"], **vm}}
 
 
 def outgoing(job: Job) -> Outgoing:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
@@ -25,7 +24,7 @@ from queues.names import host_queue
 from queues.vocabulary import JobState, VmState
 from web.extensions import db
 from web.models import Host, Job, utcnow
-from web.services.dispatch import BROKER_ERRORS, publish
+from web.services.dispatch import BROKER_ERRORS, publish, reissue
 from web.services.hosts import host_state
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
@@ -169,9 +168,7 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         if (utcnow() - silent_since).total_seconds() < settings.worker_lost_after_s:
             return  # a worker restarting, a host rebooting, the broker back: give the host time to return
     if state != "down" and job.attempts <= MAX_RESUMES:
-        job.token = uuid.uuid4().hex
-        job.queue = host_queue(job.host)
-        job.payload = {**job.payload, "token": job.token}
+        reissue(job, host_queue(job.host))
         job.attempts += 1
         job.queued_at = utcnow()
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from queues.networks import dhcp_range
-from queues.vocabulary import JobKind
+from queues.vocabulary import Accel, JobKind
 
 DEFAULT_TIME_LIMITS = {kind.value: kind.time_limit_s for kind in JobKind}
 
@@ -57,7 +57,7 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 # ARCHQ_ACCEL: `auto` takes the host's accelerator when a guest boots with it, else TCG.
-ACCEL_CHOICES = ("auto", "kvm", "hvf", "tcg")
+ACCEL_CHOICES = ("auto", *(accel.value for accel in Accel))
 
 
 class SettingError(ValueError):

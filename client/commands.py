@@ -22,8 +22,8 @@ from client.http import ApiClient, ClientError, segment
 from client.output import CLIENT_OPTIONS, OUTPUTS, emit, fields_of, select_columns, table
 from client.ssh import NO_STATUS
 from queues.config import Settings
+from queues.vocabulary import TERMINAL_JOB_STATES, JobKind, JobState
 
-TERMINAL = ("succeeded", "failed", "cancelled")
 VM_COLUMNS = ("id", "name", "arch", "state", "host", "accel", "emulated", "vcpus", "memory_mib", "image", "ipv4")
 JOB_COLUMNS = ("id", "kind", "state", "queue", "host", "vm_id", "created_at")
 HOST_COLUMNS = ("name", "arch", "accel", "state", "emulators", "last_seen")
@@ -114,7 +114,7 @@ def wait_for_job(api: ApiClient, job_id: str, timeout: float, interval: float = 
         if text != shown:
             click.echo(f"\r{text}\x1b[K" if tty else text, nl=not tty)
             shown = text
-        if job["state"] in TERMINAL:
+        if job["state"] in TERMINAL_JOB_STATES:
             if tty:
                 click.echo()
             return job
@@ -136,7 +136,7 @@ def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float
 
 def _quiet_wait(api: ApiClient, job: dict, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
-    while job["state"] not in TERMINAL and time.monotonic() < deadline:
+    while job["state"] not in TERMINAL_JOB_STATES and time.monotonic() < deadline:
         time.sleep(0.5)
         job = api.get(f"/jobs/{segment(job['id'])}")["job"]
     return job
@@ -147,7 +147,7 @@ def end_job(output: str, job: dict) -> None:
         emit(output, {"job": job}, "")
     elif job.get("error"):
         click.echo(f"error: {job['error']['code']}: {job['error']['message']}", err=True)
-    if job["state"] != "succeeded":
+    if job["state"] != JobState.SUCCEEDED:
         sys.exit(1)
 
 
@@ -269,9 +269,9 @@ def _action(action: str, doc: str) -> click.Command:
     return vm.command(action)(command)
 
 
-vm_start = _action("start", "Start VM.")
-vm_stop = _action("stop", "Stop VM (ACPI shutdown, forced after the stop timeout).")
-vm_reboot = _action("reboot", "Reboot VM.")
+vm_start = _action(JobKind.START, "Start VM.")
+vm_stop = _action(JobKind.STOP, "Stop VM (ACPI shutdown, forced after the stop timeout).")
+vm_reboot = _action(JobKind.REBOOT, "Reboot VM.")
 
 
 @vm.group("snapshot")

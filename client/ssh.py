@@ -47,6 +47,7 @@ from typing import BinaryIO
 import paramiko
 
 from queues.ssh_keys import fingerprint, host_entry, host_key_algorithms, host_keys_from_lines, load_known_hosts
+from queues.vocabulary import VmState
 
 DEFAULT_KEY_NAMES = ("id_ed25519", "id_ecdsa", "id_rsa")
 BUFFER = 32768
@@ -164,7 +165,7 @@ def plan_connection(
 ) -> Target:
     name = vm.get("name") or vm.get("id") or "?"
     state = vm.get("state")
-    if state != "running":
+    if state != VmState.RUNNING:
         raise VmSshError(f"VM {name} is {state or 'in no known state'}, not running; start it: archq vm start {name}")
     address = guest_address(vm)
     if address is None:

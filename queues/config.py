@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from queues.networks import dhcp_range
+from queues.vocabulary import Accel, JobKind
 
-DEFAULT_TIME_LIMITS = {
-    "create": 600.0, "delete": 300.0, "start": 120.0, "stop": 120.0, "reboot": 120.0,
-    "snapshot": 600.0, "revert": 600.0, "snapshot_delete": 300.0, "migrate": 3600.0,
-}  # fmt: skip
+DEFAULT_TIME_LIMITS = {kind.value: kind.time_limit_s for kind in JobKind}
 
 
 def _time_limits(text: str) -> dict[str, float]:
@@ -59,7 +57,7 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 # ARCHQ_ACCEL: `auto` takes the host's accelerator when a guest boots with it, else TCG.
-ACCEL_CHOICES = ("auto", "kvm", "hvf", "tcg")
+ACCEL_CHOICES = ("auto", *(accel.value for accel in Accel))
 
 
 class SettingError(ValueError):

@@ -7,11 +7,11 @@ from marshmallow import EXCLUDE, Schema, fields, validate
 
 from queues.arch import ALL
 from queues.images import Artifact
+from queues.vocabulary import JOB_STATES_FROM_WORKERS, Accel
 
 MESSAGE_VERSION = 1
 
 ARCH_NAMES = [a.value for a in ALL]
-JOB_STATES_FROM_WORKERS = ["running", "succeeded", "failed", "cancelled"]
 
 
 class _Message(Schema):
@@ -65,7 +65,7 @@ class JobUpdate(_Message):
     """A worker's report on a job, sent to `control`."""
 
     job_id = fields.UUID(required=True)
-    state = fields.String(required=True, validate=validate.OneOf(JOB_STATES_FROM_WORKERS))
+    state = fields.String(required=True, validate=validate.OneOf([s.value for s in JOB_STATES_FROM_WORKERS]))
     host = fields.String(required=True)
     at = fields.Float(required=True)
     result = fields.Dict(load_default=dict)
@@ -79,7 +79,7 @@ class Heartbeat(_Message):
 
     host = fields.String(required=True)
     arch = fields.String(required=True, validate=validate.OneOf(ARCH_NAMES))
-    accel = fields.String(required=True, validate=validate.OneOf(["kvm", "hvf", "tcg"]))
+    accel = fields.String(required=True, validate=validate.OneOf([a.value for a in Accel]))
     emulators = fields.List(fields.String(validate=validate.OneOf(ARCH_NAMES)), load_default=list)
     queues = fields.List(fields.String(), required=True)
     cpu_modes = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)

@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from queues.arch import Arch
 from queues.names import native_queue, tcg_queue
+from queues.vocabulary import Accel
 
 
 class Emulation(StrEnum):
@@ -99,7 +100,7 @@ def route_create(arch: Arch, emulation: Emulation, fleet: Fleet) -> Route:
         return Route(queue=native_queue(arch), emulated=False, accel=next(iter(accels)) if len(accels) == 1 else None)
     emulating = fleet.emulating.get(arch, 0)
     if emulating and emulation != Emulation.NATIVE_ONLY:
-        return Route(queue=tcg_queue(arch), emulated=True, accel="tcg", warning=emulation_warning(arch))
+        return Route(queue=tcg_queue(arch), emulated=True, accel=Accel.TCG, warning=emulation_warning(arch))
     if emulating:
         reason = (
             f"no live native {arch} host; {emulating} host(s) could emulate it, "

@@ -12,6 +12,7 @@ from queues.celery_app import make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
 from queues.console import ConsoleChannel
+from queues.vocabulary import JobState
 from web.auth import init_auth
 from web.errors import register_error_handlers
 from web.extensions import db
@@ -47,7 +48,7 @@ class Archq:
 
     def announce(self, job: Job) -> None:
         """Hand a newly committed job to this process's publisher (the conductor re-sends it otherwise)."""
-        if job.state == "pending":
+        if job.state == JobState.PENDING:
             self.publisher.notify(outgoing(job))
 
     def next_round_robin(self) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from queues.arch import ALL
 from queues.names import STATIC_QUEUES, host_queue
+from queues.vocabulary import VmState
 from web.api import archq
 from web.extensions import db
 from web.models import Host, Job, Vm
@@ -105,7 +106,7 @@ class ArchqCollector:
         running = GaugeMetricFamily("archq_running_vms", "Running VMs by architecture and emulation",
                                     labels=["arch", "emulated"])  # fmt: skip
         rows = db.session.execute(
-            select(Vm.arch, Vm.emulated, func.count()).where(Vm.state == "running").group_by(Vm.arch, Vm.emulated)
+            select(Vm.arch, Vm.emulated, func.count()).where(Vm.state == VmState.RUNNING).group_by(Vm.arch, Vm.emulated)
         ).all()
         for arch, emulated, count in rows:
             running.add_metric([arch, str(bool(emulated)).lower()], count)

@@ -25,6 +25,7 @@ from queues.images import (
 from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
+from queues.vocabulary import JobKind, JobState
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
 # `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
@@ -268,12 +269,8 @@ class MigrateRequest(Schema):
 
 
 class JobQuery(Schema):
-    state = fields.String(validate=validate.OneOf(["pending", "queued", "running", "succeeded", "failed", "cancelled"]))
-    kind = fields.String(
-        validate=validate.OneOf(
-            ["create", "delete", "start", "stop", "reboot", "snapshot", "revert", "snapshot_delete", "migrate"]
-        )
-    )
+    state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
+    kind = fields.String(validate=validate.OneOf([k.value for k in JobKind]))
     vm_id = fields.UUID(metadata={"description": "only this VM's jobs"})
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     # Bounded: the database refuses an OFFSET past a 64-bit integer.

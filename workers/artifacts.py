@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from queues.image_sources import validate_source
+from workers.errors import WorkerError
 from workers.file_lock import locked
 
 log = logging.getLogger(__name__)
@@ -33,12 +34,8 @@ STATE_DISK_MIB = 64
 _QEMU_IMG_TIMEOUT_S = 120
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(WorkerError):
     """An artifact could not be provided; `code` is the job's error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # (path, inode, size, mtime) of store files this process has hashed: a file is verified before its first use

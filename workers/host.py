@@ -16,6 +16,7 @@ from pathlib import Path
 from queues.arch import Arch
 from queues.config import Settings
 from queues.names import host_queue, native_queue, tcg_queue
+from queues.vocabulary import Accel
 from workers.capabilities import HostCapabilities
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class HostProfile:
 
     def domain_type(self, arch: Arch) -> str:
         """libvirt's domain type for a guest of `arch` here: accelerated only for the native arch."""
-        if arch == self.arch and self.accel != "tcg":
+        if arch == self.arch and self.accel != Accel.TCG:
             return self.accel
         return "qemu"
 
@@ -57,13 +58,13 @@ def decide_accel(settings: Settings, caps: HostCapabilities, probe: Callable[[],
     if settings.accel != "auto":
         return settings.accel
     if not caps.accelerators:
-        return "tcg"
+        return Accel.TCG
     accelerator = caps.accelerators[0]
     cache = settings.data_dir / "accel-probe.json"
     key = f"{settings.hostname}/{platform.release()}/{accelerator}"
     cached = _read_json(cache).get(key)
     if cached is not None:
-        return accelerator if cached else "tcg"
+        return accelerator if cached else Accel.TCG
     started = time.monotonic()
     works = probe()
     log.warning(
@@ -74,7 +75,7 @@ def decide_accel(settings: Settings, caps: HostCapabilities, probe: Callable[[],
         time.monotonic() - started,
     )
     _write_json(cache, {**_read_json(cache), key: works})
-    return accelerator if works else "tcg"
+    return accelerator if works else Accel.TCG
 
 
 def build_profile(

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import libvirt
 
+from workers.errors import WorkerError
+
 log = logging.getLogger(__name__)
 
 _event_loop_started = False
@@ -30,12 +32,8 @@ _STATES = {
 }
 
 
-class HypervisorError(RuntimeError):
+class HypervisorError(WorkerError):
     """A libvirt call failed; `code` is archq's error code for the job."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from celery import Celery
 from queues.arch import Arch, to_libvirt
 from queues.celery_app import declare_queue, make_celery
 from queues.claims import ClaimStore
-from queues.config import EX_CONFIG, Settings
+from queues.config import ACCEL_CHOICES, EX_CONFIG, Settings
+from queues.vocabulary import Accel
 from workers.capabilities import (
     CapabilitiesError,
     HostCapabilities,
@@ -77,7 +78,7 @@ def cpu_modes(
         return {}
     modes = {}
     for arch in (caps.native_arch, *caps.emulators):
-        virttype = accel if arch == caps.native_arch and accel != "tcg" else "qemu"
+        virttype = accel if arch == caps.native_arch and accel != Accel.TCG else "qemu"
         try:
             modes[arch] = parse_cpu_modes(hypervisor.domain_capabilities_xml(to_libvirt(arch), virttype))
         except (HypervisorError, CapabilitiesError):
@@ -181,7 +182,7 @@ class WorkerService:
 @click.option("--libvirt-uri", help="libvirt URI [env ARCHQ_LIBVIRT_URI, default qemu:///system]")
 @click.option("--hostname", help="this host's name in archq [env ARCHQ_HOSTNAME, default the machine's]")
 @click.option("--capabilities-file", type=click.Path(exists=True, dir_okay=False), help="captured capabilities XML")
-@click.option("--accel", type=click.Choice(["auto", "kvm", "hvf", "tcg"]), help="[env ARCHQ_ACCEL, default auto]")
+@click.option("--accel", type=click.Choice(ACCEL_CHOICES), help="[env ARCHQ_ACCEL, default auto]")
 @click.option("--concurrency", type=int, help="jobs at once [env ARCHQ_WORKER_CONCURRENCY, default 4]")
 @click.option("--check", is_flag=True, help="print what the worker would do here and exit (non-zero on a problem)")
 def worker(

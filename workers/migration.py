@@ -27,8 +27,9 @@ import libvirt
 import paramiko
 
 from queues.config import Settings
+from queues.vocabulary import VmState
 from workers import target_checks
-from workers.errors import JobCancelled, JobFailed
+from workers.errors import JobCancelled, WorkerError
 from workers.hypervisor import HypervisorError
 from workers.job_run import JobRun, needs_job
 from workers.operations import WorkerContext
@@ -78,7 +79,7 @@ def destination_uri(settings: Settings, address: str, ssh_port: int = 22) -> str
         # verifies host keys against that user's ~/.ssh/known_hosts (it has no known_hosts parameter).
         query = {"no_verify": "0", "keyfile": str(settings.ssh_key_file)}
         return f"qemu+ssh://{quote(settings.ssh_user)}@{host}:{ssh_port}/system?{urlencode(query)}"
-    raise JobFailed("migration_misconfigured", f"ARCHQ_MIGRATION_TRANSPORT={transport!r}: use tcp, ssh or tls")
+    raise WorkerError("migration_misconfigured", f"ARCHQ_MIGRATION_TRANSPORT={transport!r}: use tcp, ssh or tls")
 
 
 def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
@@ -139,7 +140,7 @@ def open_destination(uri: str, target: str) -> libvirt.virConnect:
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:
-        raise JobFailed(
+        raise WorkerError(
             "target_libvirt_unreachable",
             f"cannot reach libvirt on {target} at {uri}: {exc}; is libvirtd listening there "
             "(ARCHQ_MIGRATION_TRANSPORT)? The VM was not touched",
@@ -149,7 +150,7 @@ def open_destination(uri: str, target: str) -> libvirt.virConnect:
 def _state(dom: libvirt.virDomain | None) -> str | None:
     if dom is None:
         return None
-    return "running" if dom.isActive() else "stopped"
+    return VmState.RUNNING if dom.isActive() else VmState.STOPPED
 
 
 def _lookup(conn: libvirt.virConnect | None, uuid: str) -> libvirt.virDomain | None:
@@ -175,7 +176,7 @@ class _Migration:
         self.source = ctx.host.name
         target = job.params.get("target") or {}
         if not target.get("name") or not target.get("address"):
-            raise JobFailed("migration_misconfigured", "the migrate job names no target host address")
+            raise WorkerError("migration_misconfigured", "the migrate job names no target host address")
         self.target = target["name"]
         self.address = target["address"]
         self.ssh_port = int(target.get("ssh_port") or self.settings.ssh_port)
@@ -195,16 +196,16 @@ class _Migration:
         here = _state(self.ctx.hypervisor.virdomain(self.uuid))
         try:
             there = _state(_lookup(self.dconn or self._open_target(), self.uuid))
-        except (libvirt.libvirtError, JobFailed):
+        except (libvirt.libvirtError, WorkerError):
             there = "unreachable"
-        if there == "running" and here != "running":
-            host, state = self.target, "running"
+        if there == VmState.RUNNING and here != VmState.RUNNING:
+            host, state = self.target, VmState.RUNNING
         elif here is not None:
             host, state = self.source, here
-        elif there == "stopped":
-            host, state = self.target, "stopped"
+        elif there == VmState.STOPPED:
+            host, state = self.target, VmState.STOPPED
         else:
-            host, state = self.source, "unknown"
+            host, state = self.source, VmState.UNKNOWN
         return {"host": host, "state": state, "located": {self.source: here, self.target: there}}
 
     def _open_target(self) -> libvirt.virConnect:
@@ -229,10 +230,10 @@ class _Migration:
     def run(self) -> dict:
         try:
             return self._run()
-        except JobFailed as exc:
+        except WorkerError as exc:
             if not exc.result:
                 # Even a refused pre-check says where the VM is, so the conductor never has to guess.
-                with contextlib.suppress(libvirt.libvirtError, JobFailed):
+                with contextlib.suppress(libvirt.libvirtError, WorkerError):
                     exc.result = self.located()
             raise
         finally:
@@ -246,7 +247,7 @@ class _Migration:
             where = self.located()
             if where["host"] == self.target:
                 return self._succeeded("already")  # a re-run after the worker died: the move had finished
-            raise JobFailed("domain_missing", f"VM {self.uuid} is on neither {self.source} nor {self.target}", where)
+            raise WorkerError("domain_missing", f"VM {self.uuid} is on neither {self.source} nor {self.target}", where)
         self._phase("checking target")
         plan = read_plan(dom)
         self._check_target(plan)
@@ -276,7 +277,7 @@ class _Migration:
                 return self.ctx.hypervisor.virdomain(self.uuid)
             self._phase("waiting for an earlier migration")
             time.sleep(1)
-        raise JobFailed("migration_stuck", f"an earlier migration of {self.uuid} never ended on {self.source}")
+        raise WorkerError("migration_stuck", f"an earlier migration of {self.uuid} never ended on {self.source}")
 
     def _phase(self, phase: str) -> None:
         self.job.progress({"percent": 0, "bytes_remaining": None, "bytes_total": None, "phase": phase})
@@ -286,10 +287,10 @@ class _Migration:
         try:
             yield _pooled(self.address, self.ssh_port, self.settings)
         except SshError as exc:
-            raise JobFailed(f"target_{exc.code}", f"{exc}; the VM was not touched") from exc
+            raise exc.saying(f"{exc}; the VM was not touched", code=f"target_{exc.code}") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             _drop(self.address, self.ssh_port, self.settings)
-            raise JobFailed("target_ssh_unreachable", f"SSH to {self.target} broke: {exc}; retry the job") from exc
+            raise WorkerError("target_ssh_unreachable", f"SSH to {self.target} broke: {exc}; retry the job") from exc
 
     def _check_target(self, plan: target_checks.Plan) -> None:
         with self._ssh() as (client, sftp):
@@ -302,7 +303,7 @@ class _Migration:
             self._open_target()
             existing = _lookup(self.dconn, self.uuid)
             if existing is not None:
-                raise JobFailed(
+                raise WorkerError(
                     "target_has_domain",
                     f"{self.target} already has a domain with this VM's UUID ({_state(existing)}); archq records "
                     f"the VM on {self.source}. Remove the stale one there; the VM was not touched",
@@ -357,20 +358,20 @@ class _Migration:
             self._prepare_disks(plan, live=False)
             self._phase("moving definition")
             dom.migrateToURI3(self.dest_uri, {}, COLD_FLAGS)
-        except (libvirt.libvirtError, HypervisorError, JobFailed) as exc:
-            if was_running and self.ctx.hypervisor.virdomain(self.uuid) is not None:
-                # Still defined here: it runs again where it was.
-                with contextlib.suppress(HypervisorError):
-                    self.ctx.hypervisor.start(self.uuid)
-            if isinstance(exc, JobFailed):
-                raise
+        except (libvirt.libvirtError, HypervisorError) as exc:
+            # libvirt failed midway: where the domain ended up says what the job did.
+            self._restart_here(was_running)
             self._failed(exc, aborted=False)
+        except WorkerError:
+            # A check or copy on the target refused: the domain never left.
+            self._restart_here(was_running)
+            raise
         if was_running:
             self._phase("starting on target")
             try:
                 _lookup(self.dconn, self.uuid).create()
             except libvirt.libvirtError as exc:
-                raise JobFailed(
+                raise WorkerError(
                     "target_start_failed",
                     f"the VM moved to {self.target} but did not start there: {exc}; start it with the API",
                     self.located(),
@@ -379,16 +380,22 @@ class _Migration:
             self._remove_source_disks(plan)
         return self._succeeded("cold")
 
+    def _restart_here(self, was_running: bool) -> None:
+        if was_running and self.ctx.hypervisor.virdomain(self.uuid) is not None:
+            # Still defined here: it runs again where it was.
+            with contextlib.suppress(HypervisorError):
+                self.ctx.hypervisor.start(self.uuid)
+
     def _failed(self, exc: Exception, aborted: bool) -> None:
         where = self.located()
-        if where["host"] == self.target and where["state"] == "running":
+        if where["host"] == self.target and where["state"] == VmState.RUNNING:
             return  # libvirt reported an error after the guest had switched over: it did move
         if aborted:
             raise JobCancelled(
                 f"migration to {self.target} aborted on request; the VM runs on {where['host']} ({where['state']})",
                 where,
             ) from exc
-        raise JobFailed(
+        raise WorkerError(
             "migration_failed",
             f"libvirt could not migrate the VM from {self.source} to {self.target}: {exc}. The VM is on "
             f"{where['host']} ({where['state']}); fix the cause and retry",

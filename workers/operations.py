@@ -11,11 +11,12 @@ from pathlib import Path
 from queues.arch import Arch
 from queues.config import Settings
 from queues.networks import NetworkMode
+from queues.vocabulary import Accel, VmState
 from workers.artifacts import ArtifactError, ArtifactStore
 from workers.boot import CONSOLE_NAME, SEED_NAME, fetch_artifact, prepare_disk
 from workers.cloud_init import seed_files, write_seed_iso
 from workers.domain_xml import DomainSpec, Nic, build_domain_xml, cpu_mode_in, domain_name, firmware_of
-from workers.errors import JobFailed
+from workers.errors import WorkerError
 from workers.host import HostProfile
 from workers.hypervisor import DomainInfo, Hypervisor, HypervisorError
 from workers.networks import offered, release_leases
@@ -46,14 +47,14 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
     """Make the VM run on this host. Re-running it for the same VM id converges on the same domain."""
     arch = Arch(vm["arch"])
     if not ctx.host.can_run(arch):
-        raise JobFailed(
+        raise WorkerError(
             "arch_unsupported",
             f"host {ctx.host.name} ({ctx.host.arch}) can neither run nor emulate {arch} guests; "
             "the job was routed to the wrong queue",
         )
     artifact = vm.get("artifact")
     if not artifact:
-        raise JobFailed(
+        raise WorkerError(
             "image_unknown", f"the job names image {vm['image']!r} but carries no artifact for {arch}; resubmit it"
         )
     store = ctx.store()
@@ -61,7 +62,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         # Before anything of the VM exists: a bad download leaves nothing behind.
         files = fetch_artifact(store, artifact)
     except ArtifactError as exc:
-        raise JobFailed(exc.code, f"image {vm['image']!r} ({arch}) on host {ctx.host.name}: {exc}") from exc
+        raise exc.saying(f"image {vm['image']!r} ({arch}) on host {ctx.host.name}: {exc}") from exc
     nic = _nic(ctx, vm)
     vm_dir = ctx.vm_dir(str(vm["id"]))
     vm_dir.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         seed = write_seed(vm, vm_dir)
     except ArtifactError as exc:
         shutil.rmtree(vm_dir, ignore_errors=True)
-        raise JobFailed(exc.code, f"host {ctx.host.name}: {exc}") from exc
+        raise exc.saying(f"host {ctx.host.name}: {exc}") from exc
     domain_type = ctx.host.domain_type(arch)
     spec = DomainSpec(
         uuid=str(vm["id"]),
@@ -96,15 +97,15 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         cpu_mode = cpu_mode_in(ctx.hypervisor.xml_desc(spec.uuid, inactive=True))
     except HypervisorError as exc:
         if existed:
-            raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; the domain was kept") from exc
+            raise exc.saying(f"{exc}; host {ctx.host.name}; the domain was kept") from exc
         # What this attempt defined and made is undone: a failed create leaves nothing on the host.
         with contextlib.suppress(HypervisorError):
             ctx.hypervisor.remove(spec.uuid)
         shutil.rmtree(vm_dir, ignore_errors=True)
-        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}; nothing was left on the host") from exc
+        raise exc.saying(f"{exc}; host {ctx.host.name}; nothing was left on the host") from exc
     return {
         "host": ctx.host.name,
-        "accel": "tcg" if domain_type == "qemu" else domain_type,
+        "accel": Accel.TCG if domain_type == "qemu" else domain_type,
         "emulated": arch != ctx.host.arch,
         "state": info.state,
         "domain": info.name,
@@ -126,14 +127,14 @@ def _nic(ctx: WorkerContext, vm: dict) -> Nic | None:
     if mode is NetworkMode.NAT:
         name = network.get("network") or settings.nat_network
         if name not in offers["libvirt"]:
-            raise JobFailed(
+            raise WorkerError(
                 "network_unavailable",
                 f"host {ctx.host.name} has no active libvirt network {name!r} for the VM's NAT NIC; check the "
                 "worker's log for why it could not start it, or create the VM with another network",
             )
         return Nic(mac=mac, type="network", source=name)
     if network["bridge"] not in offers["bridges"]:
-        raise JobFailed(
+        raise WorkerError(
             "bridge_unavailable",
             f"host {ctx.host.name} has no bridge {network['bridge']!r} (or ARCHQ_BRIDGES does not allow it)",
         )
@@ -164,19 +165,19 @@ def delete_vm(ctx: WorkerContext, vm: dict) -> dict:
     try:
         existed = ctx.hypervisor.remove(str(vm["id"]))
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{exc}; the VM may still exist on host {ctx.host.name}") from exc
+        raise exc.saying(f"{exc}; the VM may still exist on host {ctx.host.name}") from exc
     network = vm.get("network") or {}
     if network.get("mode") == NetworkMode.NAT and vm.get("mac"):
         release_leases(ctx.hypervisor, network.get("network") or (ctx.settings or Settings()).nat_network, vm["mac"])
     shutil.rmtree(ctx.vm_dir(str(vm["id"])), ignore_errors=True)
-    return {"host": ctx.host.name, "state": "deleted", "existed": existed, "domain": domain_name(vm["name"])}
+    return {"host": ctx.host.name, "state": VmState.DELETED, "existed": existed, "domain": domain_name(vm["name"])}
 
 
 def _lifecycle(action: str, call: Callable[[], DomainInfo], ctx: WorkerContext) -> dict:
     try:
         info = call()
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{action} failed on host {ctx.host.name}: {exc}") from exc
+        raise exc.saying(f"{action} failed on host {ctx.host.name}: {exc}") from exc
     return {"host": ctx.host.name, "state": info.state, "domain": info.name}
 
 
@@ -197,7 +198,7 @@ def _stop(ctx: WorkerContext, vm: dict) -> tuple[DomainInfo, bool]:
     try:
         return ctx.hypervisor.stop(str(vm["id"]), timeout_s=ctx.stop_timeout_s)
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"stop failed on host {ctx.host.name}: {exc}") from exc
+        raise exc.saying(f"stop failed on host {ctx.host.name}: {exc}") from exc
 
 
 def reboot_vm(ctx: WorkerContext, vm: dict) -> dict:

@@ -19,7 +19,8 @@ from marshmallow import ValidationError
 from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
-from workers.errors import JobCancelled, JobFailed
+from queues.vocabulary import JobState
+from workers.errors import JobCancelled, WorkerError
 from workers.job_run import JobRun, call
 from workers.operations import WorkerContext
 from workers.watchdog import Activity
@@ -35,7 +36,7 @@ _REPORT_RETRY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, 
 
 @dataclass
 class Outcome:
-    state: str
+    state: JobState
     result: dict = field(default_factory=dict)
     error: dict | None = None
 
@@ -68,7 +69,7 @@ class Runner:
     def _job_run(self, job_id: str, params: dict) -> JobRun:
         def progress(values: dict) -> None:
             # Best effort: a lost progress report only leaves the figures older.
-            self.report(job_id, self._update(job_id, Outcome("running"), progress=values))
+            self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING), progress=values))
 
         return JobRun(job_id, params, progress, lambda: self.claims.cancel_requested(job_id))
 
@@ -100,7 +101,7 @@ class Runner:
         if claim is not Claim.CLAIMED:
             log.info("job %s: %s, not running it again", job_id, claim)
             return claim.value
-        self.report(job_id, self._update(job_id, Outcome("running")))
+        self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING)))
         with self.claims.lease(job_id, owner, self.lease_s):
             outcome = self._execute(job_id, msg, operation)
         update = self._update(job_id, outcome)
@@ -142,7 +143,7 @@ class Runner:
                 self._rollback(rollback, msg["vm"], run)
             undone = "what it did was rolled back" if rollback else "it ran to its end and cannot be undone"
             return Outcome(
-                "failed",
+                JobState.FAILED,
                 outcome.result,
                 error={
                     "code": "timeout",
@@ -151,9 +152,9 @@ class Runner:
             )
         # A cancel that came too late for the operation to stop undoes it where it can be undone; a finished
         # delete, stop or migration stays done.
-        if outcome.state == "succeeded" and rollback is not None and self._cancel_requested(job_id):
+        if outcome.state == JobState.SUCCEEDED and rollback is not None and self._cancel_requested(job_id):
             self._rollback(rollback, msg["vm"], run)
-            return Outcome("cancelled", error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
+            return Outcome(JobState.CANCELLED, error={"code": "cancelled", "message": f"{kind} cancelled; rolled back"})
         return outcome
 
     def _cancel_requested(self, job_id: str) -> bool:
@@ -174,15 +175,14 @@ def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, run: JobRun, ho
     job_id = run.job_id
     threading.current_thread().name = f"archq-op-{job_id[:8]}"
     try:
-        return Outcome("succeeded", call(operation, ctx, vm, run))
-    except JobCancelled as exc:
-        return Outcome("cancelled", exc.result, error={"code": exc.code, "message": exc.message})
-    except JobFailed as exc:
-        return Outcome("failed", exc.result, error={"code": exc.code, "message": exc.message})
+        return Outcome(JobState.SUCCEEDED, call(operation, ctx, vm, run))
+    except WorkerError as exc:
+        state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
+        return Outcome(state, exc.result, error=exc.job_error())
     except Exception as exc:
         log.exception("job %s failed unexpectedly", job_id)
         return Outcome(
-            "failed",
+            JobState.FAILED,
             error={
                 "code": "internal_error",
                 "message": f"{type(exc).__name__}: {exc} (host {host}; see its worker log)",

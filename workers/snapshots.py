@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from workers.errors import JobFailed
+from queues.vocabulary import VmState
+from workers.errors import WorkerError
 from workers.hypervisor import HypervisorError, SnapshotInfo
 from workers.job_run import JobRun, needs_job
 from workers.operations import WorkerContext
@@ -42,7 +43,7 @@ def _result(ctx: WorkerContext, vm_id: str, info: SnapshotInfo, *, reused: bool)
     domain = ctx.hypervisor.domain(vm_id)
     return {
         "host": ctx.host.name,
-        "state": domain.state if domain else "unknown",
+        "state": domain.state if domain else VmState.UNKNOWN,
         "snapshot": info.name,
         "memory": info.memory,
         "snapshot_kind": "internal",
@@ -60,7 +61,7 @@ def snapshot_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
             run.progress({"phase": "done", "percent": 100})
             return _result(ctx, vm_id, existing, reused=True)
         if existing is not None:
-            raise JobFailed(
+            raise WorkerError(
                 "snapshot_exists",
                 f"VM {vm_id} already has a snapshot {name!r} on host {ctx.host.name} that archq did not take in "
                 "this job; delete it (virsh snapshot-delete) or choose another name",
@@ -68,7 +69,7 @@ def snapshot_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
         domain = ctx.hypervisor.domain(vm_id)
         wanted = ("running", "paused") if memory else ("stopped",)
         if domain is None or domain.state not in wanted:
-            raise JobFailed(
+            raise WorkerError(
                 "wrong_state",
                 f"a {'memory' if memory else 'disk-only'} snapshot needs the VM "
                 f"{'running' if memory else 'stopped'}; on host {ctx.host.name} it is "
@@ -76,7 +77,7 @@ def snapshot_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
             )
         info = _take(ctx, vm_id, name, memory, run)
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}") from exc
+        raise exc.saying(f"{exc}; host {ctx.host.name}") from exc
     run.progress({"phase": "done", "percent": 100})
     return _result(ctx, vm_id, info, reused=False)
 
@@ -120,14 +121,14 @@ def revert_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
     try:
         if marker.exists() and marker.read_text().strip() == run.job_id:
             domain = ctx.hypervisor.domain(vm_id)
-            return {"host": ctx.host.name, "state": domain.state if domain else "unknown", "snapshot": name,
+            return {"host": ctx.host.name, "state": domain.state if domain else VmState.UNKNOWN, "snapshot": name,
                     "reused": True}  # fmt: skip
         if ctx.hypervisor.snapshot(vm_id, name) is None:
-            raise JobFailed("snapshot_missing", f"VM {vm_id} has no snapshot {name!r} on host {ctx.host.name}")
+            raise WorkerError("snapshot_missing", f"VM {vm_id} has no snapshot {name!r} on host {ctx.host.name}")
         run.progress({"phase": "reverting"})
         info = ctx.hypervisor.revert_snapshot(vm_id, name)
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}") from exc
+        raise exc.saying(f"{exc}; host {ctx.host.name}") from exc
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(run.job_id)
     run.progress({"phase": "done"})
@@ -142,7 +143,7 @@ def delete_snapshot_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
         existed = ctx.hypervisor.delete_snapshot(vm_id, name)
         remaining = ctx.hypervisor.snapshots(vm_id) if ctx.hypervisor.domain(vm_id) else []
     except HypervisorError as exc:
-        raise JobFailed(exc.code, f"{exc}; host {ctx.host.name}") from exc
+        raise exc.saying(f"{exc}; host {ctx.host.name}") from exc
     return {
         "host": ctx.host.name,
         "snapshot": name,

@@ -29,12 +29,11 @@ from pathlib import Path
 
 import paramiko
 
+from workers.errors import WorkerError
 
-class SshError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+
+class SshError(WorkerError):
+    """An SSH connection to another host failed or could not be trusted; `code` says which (see above)."""
 
 
 def host_entry(host: str, port: int) -> str:

@@ -2,7 +2,7 @@
 free memory and disk, libvirt reachable, the emulator, the files the domain needs at the same paths (kernel,
 initrd, base images: compared by SHA256, copied when missing) and the destination disks pre-created.
 
-Every failed check is a JobFailed with its own `target_*` code; nothing on the source has changed then."""
+Every failed check is a WorkerError with its own `target_*` code; nothing on the source has changed then."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, CMD_EXTENDED_REPLY
 
-from workers.errors import JobFailed
+from workers.errors import WorkerError
 
 # Headroom on top of the guest's RAM: QEMU's own overhead and the target's page cache pressure.
 MEMORY_MARGIN_MIB = 64
@@ -94,7 +94,7 @@ def disk_info(path: Path) -> list[dict]:
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise JobFailed("disk_unreadable", f"qemu-img cannot read the VM's disk {path}: {proc.stderr.strip()}")
+        raise WorkerError("disk_unreadable", f"qemu-img cannot read the VM's disk {path}: {proc.stderr.strip()}")
     chain = json.loads(proc.stdout)
     return chain if isinstance(chain, list) else [chain]
 
@@ -104,11 +104,11 @@ def check_memory(sftp: paramiko.SFTPClient, host: str, memory_mib: int) -> None:
         with sftp.open("/proc/meminfo") as fh:
             out = fh.read().decode()
     except OSError as exc:
-        raise JobFailed("target_unreadable", f"cannot read /proc/meminfo on {host}: {exc}") from exc
+        raise WorkerError("target_unreadable", f"cannot read /proc/meminfo on {host}: {exc}") from exc
     fields = {line.split(":")[0]: line.split()[1] for line in out.splitlines() if ":" in line}
     available = int(fields.get("MemAvailable", fields.get("MemFree", "0"))) // 1024
     if available < memory_mib + MEMORY_MARGIN_MIB:
-        raise JobFailed(
+        raise WorkerError(
             "target_low_memory",
             f"host {host} has {available} MiB of memory available; the VM needs {memory_mib} MiB "
             f"(+{MEMORY_MARGIN_MIB} MiB headroom). Free memory there or pick another target; the VM was not touched",
@@ -135,7 +135,7 @@ def free_mib(client: paramiko.SSHClient, sftp: paramiko.SFTPClient, directory: P
         pass
     rc, out, err = run(client, ["df", "-Pk", str(existing)])
     if rc != 0:
-        raise JobFailed("target_unreadable", f"cannot run df on the target: {err.strip()}")
+        raise WorkerError("target_unreadable", f"cannot run df on the target: {err.strip()}")
     return int(out.splitlines()[-1].split()[3]) // 1024
 
 
@@ -145,7 +145,7 @@ def check_disk(
     free = free_mib(client, sftp, directory)
     needed_mib = needed_bytes // (1024 * 1024) + DISK_MARGIN_MIB
     if free < needed_mib:
-        raise JobFailed(
+        raise WorkerError(
             "target_low_disk",
             f"host {host} has {free} MiB free under {directory}; the VM's files need {needed_mib} MiB "
             "(with headroom). Free space there or pick another target; the VM was not touched",
@@ -160,7 +160,7 @@ def check_emulator(sftp: paramiko.SFTPClient, host: str, emulator: str | None) -
     except OSError:
         executable = False
     if not executable:
-        raise JobFailed(
+        raise WorkerError(
             "target_emulator_missing",
             f"host {host} has no {emulator}: install its QEMU package (qemu-system-x86 / qemu-system-arm); "
             "the VM was not touched",
@@ -191,7 +191,7 @@ def missing_artifacts(
             with _verified_lock:
                 _verified[key] = remote
         if remote != local:
-            raise JobFailed(
+            raise WorkerError(
                 "target_artifact_mismatch",
                 f"{path} differs on the target (sha256 {remote[:12]}, here {local[:12]}); it must be the same "
                 "file on both hosts. Fix or remove it there; the VM was not touched",
@@ -207,7 +207,7 @@ def copy_artifacts(client: paramiko.SSHClient, sftp: paramiko.SFTPClient, host: 
         # Renamed into place only once its content is proven: a half copy is never taken for the image.
         if remote_sha256(client, Path(partial)) != digest:
             sftp.remove(partial)
-            raise JobFailed("target_copy_failed", f"copying {path} to {host} did not verify; retry the job")
+            raise WorkerError("target_copy_failed", f"copying {path} to {host} did not verify; retry the job")
         sftp.chmod(partial, path.stat().st_mode & 0o777)
         sftp.posix_rename(partial, str(path))
         st = sftp.stat(str(path))
@@ -229,7 +229,7 @@ def makedirs(sftp: paramiko.SFTPClient, host: str, directory: Path) -> None:
         try:
             sftp.stat(str(directory))  # made meanwhile by a concurrent job
         except OSError:
-            raise JobFailed("target_unwritable", f"cannot create {directory} on {host}: {exc}") from exc
+            raise WorkerError("target_unwritable", f"cannot create {directory} on {host}: {exc}") from exc
 
 
 def precreate_disks(client: paramiko.SSHClient, host: str, disks: tuple[Disk, ...]) -> None:
@@ -240,7 +240,7 @@ def precreate_disks(client: paramiko.SSHClient, host: str, disks: tuple[Disk, ..
             argv += ["-b", str(disk.backing), "-F", disk.backing_format or "qcow2"]
         rc, _out, err = run(client, [*argv, str(disk.path), str(disk.virtual_size)])
         if rc != 0:
-            raise JobFailed("target_disk_failed", f"cannot create {disk.path} on {host}: {err.strip()}")
+            raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {err.strip()}")
 
 
 def copy_disks(sftp: paramiko.SFTPClient, disks: tuple[Disk, ...]) -> None:

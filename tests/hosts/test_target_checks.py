@@ -14,7 +14,7 @@ import pytest
 from queues.config import Settings
 from tests.support.twohosts import LabHost, lab_available, two_hosts
 from workers import target_checks
-from workers.errors import JobFailed
+from workers.errors import WorkerError
 from workers.migration import _pooled, open_destination
 from workers.ssh import SshError, connect
 
@@ -39,7 +39,7 @@ def ssh(h2: LabHost) -> Iterator[tuple[paramiko.SSHClient, paramiko.SFTPClient]]
 
 
 def code_of(call) -> str:
-    with pytest.raises((JobFailed, SshError)) as failed:
+    with pytest.raises((WorkerError, SshError)) as failed:
         call()
     return failed.value.code
 

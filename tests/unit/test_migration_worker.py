@@ -13,7 +13,7 @@ import pytest
 from queues.arch import Arch
 from queues.config import Settings
 from workers.domain_xml import DomainSpec, build_domain_xml
-from workers.errors import JobFailed
+from workers.errors import WorkerError
 from workers.migration import destination_uri, migration_endpoint, progress_of, read_plan
 
 
@@ -30,7 +30,7 @@ def test_destination_uris_follow_the_configured_transport():
     assert destination_uri(ssh, "b.example", 2222) == (
         "qemu+ssh://archq@b.example:2222/system?no_verify=0&keyfile=%2Fk"
     )
-    with pytest.raises(JobFailed) as refused:
+    with pytest.raises(WorkerError) as refused:
         destination_uri(Settings(migration_transport="rsh"), "b")
     assert refused.value.code == "migration_misconfigured"
 

@@ -4,6 +4,7 @@ from dataclasses import asdict
 
 from flask import Blueprint, jsonify, request
 
+from queues.vocabulary import JobKind
 from web.api import archq, json_body
 from web.api_schemas import ConsoleEnvelope
 from web.auth import current_actor
@@ -93,7 +94,7 @@ def delete_vm(vm_id: str):
         202: JobAccepted
         409: Error
     """
-    return accepted(*vms.submit_action(vm_id, "delete", archq().settings, actor=current_actor()))
+    return accepted(*vms.submit_action(vm_id, JobKind.DELETE, archq().settings, actor=current_actor()))
 
 
 @bp.post("/vms/<vm_id>/<any(start, stop, reboot):action>")
@@ -106,7 +107,7 @@ def vm_action(vm_id: str, action: str):
         202: JobAccepted
         409: Error
     """
-    return accepted(*vms.submit_action(vm_id, action, archq().settings, actor=current_actor()))
+    return accepted(*vms.submit_action(vm_id, JobKind(action), archq().settings, actor=current_actor()))
 
 
 @bp.get("/vms/<vm_id>/console")

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from queues.arch import TCG_CPU_MODELS, Arch
 from queues.config import Settings
+from queues.vocabulary import Accel
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import Host, utcnow
@@ -19,7 +20,7 @@ from web.services.vm_flags import tcg_model_reason
 def lacks_mode(host: Host, arch: Arch, mode: str) -> bool:
     """True when `host` would run an `arch` guest accelerated and says it cannot use `mode`. A host that
     reported no modes (captured capabilities, the test driver) is not judged."""
-    if Arch(host.arch) != arch or host.accel == "tcg":
+    if Arch(host.arch) != arch or host.accel == Accel.TCG:
         return False
     modes = (host.cpu_modes or {}).get(arch.value)
     return bool(modes) and mode not in modes
@@ -31,7 +32,7 @@ def check_cpu_mode(
     """Raise when the VM's host (chosen or pinned) or, for a queue whose hosts all accelerate, every live
     native host lacks `mode`: 422 for a pinned host (the request is wrong for it), 409 otherwise (the fleet
     cannot, for now)."""
-    if accel in (None, "tcg") and host is None:
+    if accel in (None, Accel.TCG) and host is None:
         return
     if host is not None:
         row = db.session.get(Host, host)
@@ -47,7 +48,7 @@ def check_cpu_mode(
     since = utcnow() - timedelta(seconds=settings.host_down_after_s)
     natives = list(
         db.session.scalars(
-            select(Host).where(Host.last_seen >= since, Host.arch == arch.value, Host.accel != "tcg", ~Host.drained)
+            select(Host).where(Host.last_seen >= since, Host.arch == arch.value, Host.accel != Accel.TCG, ~Host.drained)
         )
     )
     if natives and all(lacks_mode(h, arch, mode) for h in natives):

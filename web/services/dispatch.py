@@ -8,6 +8,7 @@ is harmless because the worker's claim checks the dispatch token.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,9 +20,9 @@ from sqlalchemy import insert, select, update
 
 from queues.celery_app import declare_queue
 from queues.claims import ClaimStore
+from queues.vocabulary import JobState
 from web.extensions import db
 from web.models import Job, JobEvent, utcnow
-from web.services.job_states import PENDING, QUEUED
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,14 @@ class Outgoing:
     task: str
     payload: dict
     queue: str
+
+
+def reissue(job: Job, queue: str, **vm: object) -> None:
+    """Make `job` a new message under a new dispatch token, for `queue`, with `vm` fields of its message changed:
+    whatever copies of the old message remain anywhere become no-ops."""
+    job.token = uuid.uuid4().hex
+    job.queue = queue
+    job.payload = {**job.payload, "token": job.token, "vm": {**job.payload["vm"], **vm}}
 
 
 def outgoing(job: Job) -> Outgoing:
@@ -90,8 +99,8 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
     now = utcnow()
     rows = db.session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.state == PENDING)
-        .values(state=QUEUED, queued_at=now, attempts=Job.attempts + 1, version=Job.version + 1)
+        .where(Job.id.in_(job_ids), Job.state == JobState.PENDING)
+        .values(state=JobState.QUEUED, queued_at=now, attempts=Job.attempts + 1, version=Job.version + 1)
         .returning(Job.id, Job.queue)
         .execution_options(synchronize_session=False)
     ).all()
@@ -99,7 +108,7 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
         db.session.execute(
             insert(JobEvent),
             [
-                {"job_id": j, "at": now, "state": QUEUED, "actor": actor, "message": f"published to {q}"}
+                {"job_id": j, "at": now, "state": JobState.QUEUED, "actor": actor, "message": f"published to {q}"}
                 for j, q in rows
             ],
         )
@@ -107,7 +116,7 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
 
 
 def dispatch_ids(celery: Celery, claims: ClaimStore, job_ids: Sequence[str], actor: str) -> int:
-    jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids), Job.state == PENDING)).all()
+    jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids), Job.state == JobState.PENDING)).all()
     return dispatch(celery, claims, jobs, actor)
 
 
@@ -115,6 +124,6 @@ def dispatch_stale_pending(celery: Celery, claims: ClaimStore, older_than_s: flo
     """The sweep: publish jobs that stayed pending (broker was down, or the API died before publishing)."""
     cutoff = utcnow() - timedelta(seconds=older_than_s)
     jobs = db.session.scalars(
-        select(Job).where(Job.state == PENDING, Job.created_at <= cutoff).order_by(Job.created_at).limit(limit)
+        select(Job).where(Job.state == JobState.PENDING, Job.created_at <= cutoff).order_by(Job.created_at).limit(limit)
     ).all()
     return dispatch(celery, claims, jobs, actor="conductor")

@@ -13,23 +13,10 @@ from queues.arch import Arch
 from queues.config import Settings
 from queues.placement import HostLoad
 from queues.routing import Fleet, LiveHost, offers_of
+from queues.vocabulary import ALLOCATING_VM_STATES, VmState
 from web.errors import NotFound
 from web.extensions import db
 from web.models import Host, Vm, utcnow
-
-# VMs that hold capacity on their host.
-ALLOCATING_STATES = (
-    "pending",
-    "creating",
-    "running",
-    "stopped",
-    "starting",
-    "stopping",
-    "rebooting",
-    "deleting",
-    "unknown",
-    "migrating",
-)
 
 
 def record_heartbeat(beat: dict) -> Host:
@@ -66,7 +53,7 @@ def _record_guest_facts(host: str, domains: list[dict]) -> None:
     if not facts:
         return
     now = utcnow()
-    for vm in db.session.scalars(select(Vm).where(Vm.id.in_(facts), Vm.host == host, Vm.state != "deleted")):
+    for vm in db.session.scalars(select(Vm).where(Vm.id.in_(facts), Vm.host == host, Vm.state != VmState.DELETED)):
         fact = facts[vm.id]
         stale = vm.addresses_at is None or (now - _aware(vm.addresses_at)).total_seconds() > ADDRESSES_REFRESH_S
         if fact["addresses"] != vm.addresses or stale:
@@ -146,7 +133,7 @@ def allocations() -> dict[str, tuple[int, int]]:
     """vCPUs and MiB that VMs placed on each host hold, from the database (not from the hosts' reports)."""
     rows = db.session.execute(
         select(Vm.host, func.sum(Vm.vcpus), func.sum(Vm.memory_mib))
-        .where(Vm.host.is_not(None), Vm.state.in_(ALLOCATING_STATES))
+        .where(Vm.host.is_not(None), Vm.state.in_(ALLOCATING_VM_STATES))
         .group_by(Vm.host)
     )
     return {host: (int(cpus or 0), int(mem or 0)) for host, cpus, mem in rows}
@@ -215,12 +202,12 @@ def ssh_endpoint(host: Host) -> dict:
 
 def unmanaged_domains(host: Host) -> list[dict]:
     """Domains the host runs that archq does not manage: reported, never touched."""
-    known = set(db.session.scalars(select(Vm.id).where(Vm.host == host.name, Vm.state != "deleted")))
+    known = set(db.session.scalars(select(Vm.id).where(Vm.host == host.name, Vm.state != VmState.DELETED)))
     return [d for d in host.domains if d["uuid"] not in known]
 
 
 def _allocated(name: str) -> dict:
     cpus, mem = db.session.execute(
-        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_STATES))
+        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES))
     ).one()
     return {"vcpus": int(cpus or 0), "memory_mib": int(mem or 0)}

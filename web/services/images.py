@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from queues.arch import Arch
 from queues.images import TINY, built_artifacts, native_arch, tiny_artifacts
+from queues.vocabulary import VmState
 from web.errors import Conflict, NotFound, Unprocessable
 from web.extensions import db
 from web.models import Image, Vm
@@ -17,7 +18,7 @@ from web.models import Image, Vm
 log = logging.getLogger(__name__)
 
 # Every VM not deleted (even a failed one, until its delete) holds the name of its image.
-_HOLDS_IMAGE = Vm.state != "deleted"
+_HOLDS_IMAGE = Vm.state != VmState.DELETED
 
 
 def list_images() -> list[Image]:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from queues.vocabulary import TERMINAL_JOB_STATES, JobState
 from web.models import Job, JobEvent, utcnow
 
-PENDING, QUEUED, RUNNING = "pending", "queued", "running"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-STATES = (PENDING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-
-_ORDER = {PENDING: 0, QUEUED: 1, RUNNING: 2}
-_ENDS_FROM = {SUCCEEDED: {RUNNING}, FAILED: {PENDING, QUEUED, RUNNING}, CANCELLED: {PENDING, QUEUED, RUNNING}}
+_ORDER = {JobState.PENDING: 0, JobState.QUEUED: 1, JobState.RUNNING: 2}
+_ENDS_FROM = {
+    JobState.SUCCEEDED: {JobState.RUNNING},
+    JobState.FAILED: {JobState.PENDING, JobState.QUEUED, JobState.RUNNING},
+    JobState.CANCELLED: {JobState.PENDING, JobState.QUEUED, JobState.RUNNING},
+}
 
 
 class IllegalTransition(ValueError):
@@ -27,7 +27,7 @@ class IllegalTransition(ValueError):
 
 def path(current: str, target: str) -> list[str]:
     """The states a job passes through from `current` to `target`, or IllegalTransition."""
-    if current in TERMINAL or current == target:
+    if current in TERMINAL_JOB_STATES or current == target:
         raise IllegalTransition(f"job is {current}; cannot become {target}")
     if target in _ORDER:
         if _ORDER[target] < _ORDER[current]:
@@ -36,7 +36,7 @@ def path(current: str, target: str) -> list[str]:
     if current in _ENDS_FROM[target]:
         return [target]
     # A success report proves the job ran, even if its `running` report is still in flight.
-    return [*path(current, RUNNING), target]
+    return [*path(current, JobState.RUNNING), target]
 
 
 def advance(job: Job, target: str, actor: str, message: str = "", at: datetime | None = None) -> bool:
@@ -48,11 +48,11 @@ def advance(job: Job, target: str, actor: str, message: str = "", at: datetime |
     when = at or utcnow()
     for state in steps:
         job.state = state
-        if state == QUEUED:
+        if state == JobState.QUEUED:
             job.queued_at = job.queued_at or when
-        elif state == RUNNING:
+        elif state == JobState.RUNNING:
             job.started_at = job.started_at or when
-        elif state in TERMINAL:
+        elif state in TERMINAL_JOB_STATES:
             job.finished_at = when
         job.events.append(JobEvent(at=when, state=state, actor=actor, message=message if state == target else ""))
     return True
@@ -60,11 +60,11 @@ def advance(job: Job, target: str, actor: str, message: str = "", at: datetime |
 
 def complete_without_worker(job: Job, actor: str, message: str) -> None:
     """A pending job the control plane finished itself (nothing on any host to act on)."""
-    if job.state != PENDING:
+    if job.state != JobState.PENDING:
         raise IllegalTransition(f"job is {job.state}; only a pending job completes without a worker")
-    job.state = SUCCEEDED
+    job.state = JobState.SUCCEEDED
     job.finished_at = utcnow()
-    job.events.append(JobEvent(at=job.finished_at, state=SUCCEEDED, actor=actor, message=message))
+    job.events.append(JobEvent(at=job.finished_at, state=JobState.SUCCEEDED, actor=actor, message=message))
 
 
 def note(job: Job, actor: str, message: str) -> None:

@@ -9,22 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from queues.claims import ClaimStore
+from queues.vocabulary import TERMINAL_JOB_STATES, JobState
 from web.errors import Conflict, NotFound
 from web.extensions import db
-from web.models import Job, Vm
-from web.services.job_states import CANCELLED, FAILED, PENDING, QUEUED, RUNNING, SUCCEEDED, TERMINAL, advance, note
-from web.services.migrations import apply_migration_report
-from web.services.snapshots import SNAPSHOT_KINDS, settle_snapshot
+from web.models import Job
+from web.services.job_effects import EFFECTS
+from web.services.job_states import advance, note
 
 log = logging.getLogger(__name__)
-
-# Facts about a VM that only its worker knows (read from the domain XML it runs); a job result carrying one
-# of these keys updates the VM.
-REPORTED_VM_FIELDS = ("cpu_mode_effective", "disk_format", "firmware", "snapshot_kind")
-
-
-# Jobs that, failed, leave the VM as it was: taking or deleting a snapshot never changes the domain's state.
-KEEP_VM_STATE_ON_FAILURE = ("snapshot", "snapshot_delete")
 
 
 def get_job(job_id: str) -> Job:
@@ -43,36 +35,6 @@ def list_jobs(state: str | None, kind: str | None, limit: int, offset: int, vm_i
     if kind:
         query = query.where(Job.kind == kind)
     return list(db.session.scalars(query))
-
-
-def _apply_to_vm(vm: Vm, job: Job, state: str, host: str, update: dict) -> None:
-    if job.kind == "migrate":
-        apply_migration_report(vm, job, state, update)
-        return
-    if state == RUNNING:
-        vm.host = host
-        if job.kind == "create":
-            vm.state = "creating"
-    elif state == SUCCEEDED:
-        result = job.result
-        for column in REPORTED_VM_FIELDS:
-            if column in result:
-                setattr(vm, column, result[column])
-        if job.kind == "create":
-            vm.state = result.get("state", "running")
-            vm.host = result.get("host", host)
-            vm.accel = result.get("accel", vm.accel)
-            vm.emulated = result.get("emulated", vm.emulated)
-        elif job.kind == "delete":
-            vm.state = "deleted"
-        else:
-            vm.state = result.get("state", vm.state)
-    elif state == FAILED and job.kind not in KEEP_VM_STATE_ON_FAILURE:
-        # A failed create leaves nothing to run; after a failed action archq cannot vouch for the VM's state
-        # until the host's next report (the reconciler) says what it is.
-        vm.state = "failed" if job.kind == "create" else "unknown"
-    elif state == CANCELLED and job.kind == "create":
-        vm.state = "deleted"
 
 
 def record_job_update(update: dict) -> bool:
@@ -96,7 +58,7 @@ def _record_job_update(update: dict) -> bool:
     message = error["message"] if error else ""
     at = datetime.fromtimestamp(update["at"], UTC)
     progress = update.get("progress")
-    if progress is not None and state == RUNNING == job.state:
+    if progress is not None and state == JobState.RUNNING == job.state:
         # A progress report: the figures change, the state does not (no event either).
         job.progress = progress
         db.session.commit()
@@ -108,15 +70,16 @@ def _record_job_update(update: dict) -> bool:
     job.host = update["host"]
     if progress is not None:
         job.progress = progress
-    if state in TERMINAL and update.get("result"):
+    if state in TERMINAL_JOB_STATES and update.get("result"):
         # A failed or cancelled job's result says what it left (a migration: where the VM is).
         job.result = update["result"]
     if error:
         job.error_code, job.error_message = error["code"], error["message"]
+    effects = EFFECTS[job.kind]
     if job.vm is not None:
-        _apply_to_vm(job.vm, job, state, update["host"], update)
-    if state in TERMINAL:
-        settle_snapshot(job)
+        effects.apply(job.vm, job, state, update["host"])
+    if state in TERMINAL_JOB_STATES:
+        effects.settle(job)
     db.session.commit()
     return True
 
@@ -136,19 +99,15 @@ def cancel_job(job_id: str, claims: ClaimStore, actor: str = "api") -> Job:
 
 def _cancel_job(job_id: str, claims: ClaimStore, actor: str) -> Job:
     job = get_job(job_id)
-    if job.state in TERMINAL:
+    if job.state in TERMINAL_JOB_STATES:
         raise Conflict(f"job {job.id} already ended: {job.state}", code="wrong_state", fields={"state": [job.state]})
-    if job.state in (PENDING, QUEUED) and claims.revoke_unless_claimed(job.id):
-        advance(job, CANCELLED, actor, "cancelled before it started; nothing was done")
+    if job.state in (JobState.PENDING, JobState.QUEUED) and claims.revoke_unless_claimed(job.id):
+        advance(job, JobState.CANCELLED, actor, "cancelled before it started; nothing was done")
         job.error_code, job.error_message = "cancelled", "cancelled before it started"
-        if job.vm is not None and job.kind == "create":
-            job.vm.state = "deleted"
-        elif job.vm is not None and job.kind not in SNAPSHOT_KINDS:
-            # A job that never ran leaves the VM as it was when the job was submitted.
-            before = job.payload.get("params", {})
-            job.vm.state = before.get("from_state", "unknown")
-            job.vm.desired_state = before.get("from_desired_state", job.vm.desired_state)
-        settle_snapshot(job)
+        effects = EFFECTS[job.kind]
+        if job.vm is not None:
+            effects.cancelled_before_start(job.vm, job, job.host or "")
+        effects.settle(job)
         db.session.commit()
         return job
     claims.request_cancel(job.id)

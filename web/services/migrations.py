@@ -1,9 +1,6 @@
 """Migrating a VM to another host: the refusals before anything is queued, the choice of a target, the job
-on the source host's queue, and what the worker's reports mean for where the VM is recorded.
-
-The database moves the VM to the target only when the worker says libvirt finished (or, after any failure,
-where the worker found the domain on both hosts); a VM is recorded on exactly one host at a time.
-"""
+on the source host's queue, and the reconciler's check of VMs that moved while nobody could report it. What
+the worker's reports mean for where the VM is recorded is in job_effects.py."""
 
 from __future__ import annotations
 
@@ -13,35 +10,32 @@ from sqlalchemy import select
 
 from queues.arch import Arch
 from queues.config import Settings
-from queues.names import Task, host_queue
+from queues.names import host_queue
 from queues.networks import needs
 from queues.placement import HostLoad
 from queues.routing import offers_of
+from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, VmState
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import Host, Job, Vm
 from web.services.hosts import host_loads, host_state
-from web.services.job_states import RUNNING, SUCCEEDED, TERMINAL
+from web.services.job_effects import EFFECTS
 from web.services.vm_flags import vm_flags
-from web.services.vms import CPU_RATIO, RAM_RATIO, _new_job, _require_host_up, _require_idle, get_vm
+from web.services.vms import CPU_RATIO, RAM_RATIO, _new_job, _require_host_up, _require_idle, get_vm, require_state
 
 log = logging.getLogger(__name__)
-
-MIGRATING = "migrating"
-# The states a worker's location report can leave a VM in.
-_LOCATED_STATES = ("running", "stopped")
 
 
 def domain_type_of(vm: Vm) -> str:
     """libvirt's domain type the VM runs with: its accelerator, or `qemu` (TCG)."""
-    return "qemu" if vm.accel in (None, "tcg") else vm.accel
+    return "qemu" if vm.accel in (None, Accel.TCG) else vm.accel
 
 
 def domain_type_on(host: Host, arch: Arch) -> str | None:
     """The domain type archq gives a guest of `arch` on `host` (as workers/host.py decides), None if it
     cannot run it at all."""
     if Arch(host.arch) == arch:
-        return host.accel if host.accel != "tcg" else "qemu"
+        return host.accel if host.accel != Accel.TCG else "qemu"
     return "qemu" if arch.value in host.emulators else None
 
 
@@ -123,17 +117,14 @@ def choose_target(vm: Vm, requested: str | None, settings: Settings) -> Host:
 
 def submit_migrate(vm_id: str, request: dict, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
     vm = get_vm(vm_id)
-    if vm.state == MIGRATING:
+    if vm.state == VmState.MIGRATING:
         raise Conflict(f"VM {vm.id} is already migrating", code="already_migrating", fields={"state": [vm.state]})
     _require_idle(vm)
     live = request["live"]
-    if vm.state not in _LOCATED_STATES or vm.host is None:
-        raise Conflict(
-            f"cannot migrate VM {vm.id} while it is {vm.state}; allowed from: running, stopped",
-            code="wrong_state",
-            fields={"state": [vm.state]},
-        )
-    if live and vm.state != "running":
+    require_state(vm, JobKind.MIGRATE)
+    if vm.host is None:
+        raise Conflict(f"VM {vm.id} never reached a host", code="wrong_state", fields={"state": [vm.state]})
+    if live and vm.state != VmState.RUNNING:
         raise Conflict(
             f"VM {vm.id} is {vm.state}: a live migration needs it running; use live: false to move it cold",
             code="vm_not_running",
@@ -144,60 +135,46 @@ def submit_migrate(vm_id: str, request: dict, settings: Settings, actor: str = "
         raise Conflict(flags.reasons["migratable"], code="not_live_migratable", fields={"live": [True]})
     _require_host_up(vm.host, settings)
     target = choose_target(vm, request.get("target_host"), settings)
-    job = _new_job("migrate", Task.MIGRATE_VM, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
-    job.payload = {
-        **job.payload,
-        "params": {
-            "live": live,
-            "target": {"name": target.name, **target.migration},
-            "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s"),
-            "from_host": vm.host,
-            "from_state": vm.state,
-        },
+    params = {
+        "live": live,
+        "target": {"name": target.name, **target.migration},
+        "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s"),
+        "from_host": vm.host,
+        "from_state": vm.state,
     }
+    job = _new_job(
+        JobKind.MIGRATE, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=params
+    )
     job.events[0].message = f"migrate {'live' if live else 'cold'} from {vm.host} to {target.name} accepted"
-    vm.state = MIGRATING
+    vm.state = EFFECTS[JobKind.MIGRATE].during
     db.session.add(job)
     db.session.commit()
     return vm, job
-
-
-def apply_migration_report(vm: Vm, job: Job, state: str, update: dict) -> None:
-    """A migrate job's report: the VM moves only on success or on the worker's location report."""
-    if state == RUNNING:
-        vm.state = MIGRATING
-        return
-    result = update.get("result") or {}
-    params = job.payload.get("params", {})
-    if state == SUCCEEDED and not result.get("host"):
-        result = {"host": params.get("target", {}).get("name"), "state": "running"}
-    if result.get("host"):
-        vm.host = result["host"]
-        vm.state = result["state"] if result.get("state") in _LOCATED_STATES else "unknown"
-    else:
-        # No location report (the worker timed out or crashed): unknown until a heartbeat says where it runs.
-        vm.state = "unknown"
 
 
 def adopt_moved_vms(host: Host) -> int:
     """The reconciler's location check: a VM recorded on another host, with no job in flight, whose domain
     this host reports running while its recorded host does not, is recorded here (a migration finished
     while nobody could report it)."""
-    running = {d["uuid"] for d in host.domains if d.get("state") == "running"}
+    running = {d["uuid"] for d in host.domains if d.get("state") == VmState.RUNNING}
     if not running:
         return 0
-    busy = set(db.session.scalars(select(Job.vm_id).where(Job.vm_id.in_(running), Job.state.not_in(TERMINAL))))
+    busy = set(
+        db.session.scalars(select(Job.vm_id).where(Job.vm_id.in_(running), Job.state.not_in(TERMINAL_JOB_STATES)))
+    )
     moved = 0
-    vms = db.session.scalars(select(Vm).where(Vm.id.in_(running), Vm.host != host.name, Vm.state != "deleted"))
+    vms = db.session.scalars(select(Vm).where(Vm.id.in_(running), Vm.host != host.name, Vm.state != VmState.DELETED))
     for vm in vms:
         if vm.id in busy:
             continue
         recorded = db.session.get(Host, vm.host) if vm.host else None
-        if recorded is not None and any(d["uuid"] == vm.id and d.get("state") == "running" for d in recorded.domains):
+        if recorded is not None and any(
+            d["uuid"] == vm.id and d.get("state") == VmState.RUNNING for d in recorded.domains
+        ):
             log.error("VM %s reported running on both %s and %s; left on %s", vm.id, vm.host, host.name, vm.host)
             continue
         log.warning("VM %s recorded on %s runs on %s; recorded there now", vm.id, vm.host, host.name)
-        vm.host, vm.state = host.name, "running"
+        vm.host, vm.state = host.name, VmState.RUNNING
         moved += 1
     if moved:
         db.session.commit()

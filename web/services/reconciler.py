@@ -17,14 +17,14 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from queues.config import Settings
+from queues.vocabulary import LOCATED_VM_STATES, TERMINAL_JOB_STATES, JobKind, VmState
 from web.extensions import db
 from web.models import Host, Job, Vm, utcnow
-from web.services.job_states import TERMINAL
 from web.services.vms import submit_action
 
 log = logging.getLogger(__name__)
 
-SETTLED = ("running", "stopped", "unknown")
+SETTLED = (VmState.RUNNING, VmState.STOPPED, VmState.UNKNOWN)
 
 
 def _wants_restart(vm: Vm, domain: dict | None) -> bool:
@@ -38,7 +38,9 @@ def _wants_restart(vm: Vm, domain: dict | None) -> bool:
 def reconcile_host(host: Host, settings: Settings) -> list[str]:
     """Returns the ids of start jobs it submitted (the caller dispatches them)."""
     domains = {d["uuid"]: d for d in host.domains}
-    busy = set(db.session.scalars(select(Job.vm_id).where(Job.host == host.name, Job.state.not_in(TERMINAL))))
+    busy = set(
+        db.session.scalars(select(Job.vm_id).where(Job.host == host.name, Job.state.not_in(TERMINAL_JOB_STATES)))
+    )
     # A heartbeat may have been taken before a job that just ended changed the VM: give changes two beats.
     settled_before = utcnow() - timedelta(seconds=2 * settings.heartbeat_interval_s)
     vms = db.session.scalars(
@@ -49,18 +51,18 @@ def reconcile_host(host: Host, settings: Settings) -> list[str]:
         if vm.id in busy:
             continue
         domain = domains.get(vm.id)
-        if domain is not None and domain["state"] == "running":
-            vm.state = "running"
+        if domain is not None and domain["state"] == VmState.RUNNING:
+            vm.state = VmState.RUNNING
             continue
-        if vm.desired_state == "running" and _wants_restart(vm, domain):
+        if vm.desired_state == VmState.RUNNING and _wants_restart(vm, domain):
             log.warning("VM %s on %s is not running (%s); restart_policy %s restarts it", vm.id, host.name, domain,
                         vm.restart_policy)  # fmt: skip
-            vm.state = "stopped"
-            _vm, job = submit_action(vm.id, "start", settings, actor="reconciler")
+            vm.state = VmState.STOPPED
+            _vm, job = submit_action(vm.id, JobKind.START, settings, actor="reconciler")
             restarts.append(job.id)
-        elif vm.state != ("stopped" if domain else "unknown"):
+        elif vm.state != (VmState.STOPPED if domain else VmState.UNKNOWN):
             log.warning("VM %s on %s is %s", vm.id, host.name, domain["state"] if domain else "gone from libvirt")
-            vm.state = "stopped" if domain else "unknown"
+            vm.state = VmState.STOPPED if domain else VmState.UNKNOWN
     db.session.commit()
     return restarts
 
@@ -68,8 +70,8 @@ def reconcile_host(host: Host, settings: Settings) -> list[str]:
 def mark_down_hosts_unknown(settings: Settings) -> int:
     since = utcnow() - timedelta(seconds=settings.host_down_after_s)
     down = select(Host.name).where(Host.last_seen < since)
-    vms = db.session.scalars(select(Vm).where(Vm.host.in_(down), Vm.state.in_(("running", "stopped")))).all()
+    vms = db.session.scalars(select(Vm).where(Vm.host.in_(down), Vm.state.in_(LOCATED_VM_STATES))).all()
     for vm in vms:
-        vm.state = "unknown"
+        vm.state = VmState.UNKNOWN
     db.session.commit()
     return len(vms)

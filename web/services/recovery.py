@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
@@ -22,13 +21,14 @@ from queues import messages
 from queues.claims import DONE, ClaimStore
 from queues.config import Settings
 from queues.names import host_queue
+from queues.vocabulary import JobState, VmState
 from web.extensions import db
 from web.models import Host, Job, utcnow
-from web.services.dispatch import BROKER_ERRORS, publish
+from web.services.dispatch import BROKER_ERRORS, publish, reissue
 from web.services.hosts import host_state
-from web.services.job_states import FAILED, QUEUED, RUNNING, advance, note
+from web.services.job_effects import EFFECTS
+from web.services.job_states import advance, note
 from web.services.jobs import record_job_update
-from web.services.snapshots import settle_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MAX_RESUMES = 5
 def republish_after_broker_loss(celery: Celery, claims: ClaimStore) -> int:
     if not claims.broker_data_lost():
         return 0
-    jobs = db.session.scalars(select(Job).where(Job.state == QUEUED)).all()
+    jobs = db.session.scalars(select(Job).where(Job.state == JobState.QUEUED)).all()
     try:
         publish(celery, claims, jobs)
     except BROKER_ERRORS:
@@ -67,7 +67,9 @@ def republish_swallowed(celery: Celery, claims: ClaimStore, settings: Settings) 
     jobs = [
         job
         for job in db.session.scalars(
-            select(Job).where(Job.state == QUEUED, Job.queue.in_(list(restarts)), Job.queued_at <= grace).limit(500)
+            select(Job)
+            .where(Job.state == JobState.QUEUED, Job.queue.in_(list(restarts)), Job.queued_at <= grace)
+            .limit(500)
         )
         if _aware(job.queued_at) < restarts[job.queue] and claims.holder(job.id) is None
     ]
@@ -97,7 +99,7 @@ def republish_unclaimed(celery: Celery, claims: ClaimStore, settings: Settings) 
         job
         for job in db.session.scalars(
             select(Job)
-            .where(Job.state == QUEUED, Job.queued_at <= now - timedelta(seconds=settings.lease_s))
+            .where(Job.state == JobState.QUEUED, Job.queued_at <= now - timedelta(seconds=settings.lease_s))
             .limit(200)
         )
         if job.queue in live_queues
@@ -134,12 +136,12 @@ def recover_running(
         .where(
             or_(
                 and_(
-                    Job.state == RUNNING,
+                    Job.state == JobState.RUNNING,
                     Job.started_at <= cutoff,
                     or_(Job.queued_at.is_(None), Job.queued_at <= cutoff),
                 ),
                 # Both its reports lost (conductor down, broker gone): only its `done` claim tells it ran.
-                and_(Job.state == QUEUED, Job.queued_at <= cutoff),
+                and_(Job.state == JobState.QUEUED, Job.queued_at <= cutoff),
             )
         )
         .limit(200)
@@ -152,7 +154,7 @@ def recover_running(
             if stored:
                 record_job_update(messages.job_update.load(json.loads(stored)))
                 handled += 1
-        elif holder is None and job.state == RUNNING:
+        elif holder is None and job.state == JobState.RUNNING:
             _lapsed(celery, claims, settings, job, broker_back_at)
             handled += 1
     return handled
@@ -166,9 +168,7 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         if (utcnow() - silent_since).total_seconds() < settings.worker_lost_after_s:
             return  # a worker restarting, a host rebooting, the broker back: give the host time to return
     if state != "down" and job.attempts <= MAX_RESUMES:
-        job.token = uuid.uuid4().hex
-        job.queue = host_queue(job.host)
-        job.payload = {**job.payload, "token": job.token}
+        reissue(job, host_queue(job.host))
         job.attempts += 1
         job.queued_at = utcnow()
         try:
@@ -188,7 +188,7 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         if state == "down"
         else f"it was resumed {MAX_RESUMES} times"
     )
-    advance(job, FAILED, "conductor", f"worker lost: {reason}")
+    advance(job, JobState.FAILED, "conductor", f"worker lost: {reason}")
     job.error_code = "worker_lost"
     job.error_message = (
         f"the worker running this {job.kind} on {job.host} stopped renewing its lease and {reason}; "
@@ -196,6 +196,6 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         "the VM or retry."
     )
     if job.vm is not None:
-        job.vm.state = "unknown"
-    settle_snapshot(job)
+        job.vm.state = VmState.UNKNOWN
+    EFFECTS[job.kind].settle(job)
     db.session.commit()

@@ -5,7 +5,6 @@ emulates it. The new message carries a new dispatch token, so the old one become
 from __future__ import annotations
 
 import logging
-import uuid
 from datetime import timedelta
 
 from celery import Celery
@@ -16,11 +15,12 @@ from queues.claims import ClaimStore
 from queues.config import Settings
 from queues.names import native_queue, tcg_queue
 from queues.routing import Emulation, Fleet, emulation_warning
+from queues.vocabulary import Accel, JobKind, JobState
 from web.extensions import db
 from web.models import Job, utcnow
-from web.services.dispatch import BROKER_ERRORS, publish
+from web.services.dispatch import BROKER_ERRORS, publish, reissue
 from web.services.hosts import live_hosts
-from web.services.job_states import PENDING, QUEUED, note
+from web.services.job_states import note
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,8 @@ def stranded_jobs(settings: Settings, fleet: Fleet, limit: int = 200) -> list[Jo
     query = (
         select(Job)
         .where(
-            Job.kind == "create",
-            Job.state.in_((PENDING, QUEUED)),
+            Job.kind == JobKind.CREATE,
+            Job.state.in_((JobState.PENDING, JobState.QUEUED)),
             Job.queue.in_([native_queue(a) for a in stranded_arches]),
             Job.created_at <= cutoff,
         )
@@ -49,12 +49,10 @@ def reroute_stranded(celery: Celery, claims: ClaimStore, settings: Settings) -> 
     for job in jobs:
         arch = Arch(job.queue)
         old_queue = job.queue
-        job.token = uuid.uuid4().hex
-        job.queue = tcg_queue(arch)
+        reissue(job, tcg_queue(arch), emulated=True)
         job.emulated = True
         job.waiting_for = ""
-        job.payload = {**job.payload, "token": job.token, "vm": {**job.payload["vm"], "emulated": True}}
-        job.vm.emulated, job.vm.accel, job.vm.emulation_warning = True, "tcg", emulation_warning(arch)
+        job.vm.emulated, job.vm.accel, job.vm.emulation_warning = True, Accel.TCG, emulation_warning(arch)
         note(
             job,
             "conductor",

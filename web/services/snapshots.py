@@ -1,5 +1,5 @@
 """Snapshot jobs: every refusal is decided here, against the VM, its host's libvirt and the snapshots archq
-knows, before anything is stored or queued; and what a finished snapshot job changes in the database.
+knows, before anything is stored or queued (what a finished snapshot job changes is in job_effects.py).
 
 Policy (README, Snapshots): archq takes only internal snapshots, in the VM's qcow2 disk. `memory: true`
 needs the VM running (RAM and device state are saved; a revert resumes the guest there); `memory: false`
@@ -8,21 +8,16 @@ takes no external ones: libvirt < 9.9 cannot revert them, and one chain never mi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy import select
 
 from queues.config import Settings
-from queues.names import Task, host_queue
+from queues.names import host_queue
+from queues.vocabulary import JobKind, VmState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Host, Job, Snapshot, Vm
-from web.services.job_states import SUCCEEDED
 from web.services.vm_flags import vm_flags
-from web.services.vms import _new_job, _require_host_up, _require_idle, get_vm
-
-SNAPSHOT_KINDS = ("snapshot", "revert", "snapshot_delete")
-REVERT_FROM = ("running", "stopped", "unknown")
+from web.services.vms import _new_job, _require_host_up, _require_idle, get_vm, require_state
 
 
 def list_snapshots(vm_id: str) -> list[Snapshot]:
@@ -52,10 +47,8 @@ def _on_a_host(vm: Vm, settings: Settings) -> None:
     _require_host_up(vm.host, settings)
 
 
-def _job(kind: str, task: str, vm: Vm, params: dict, actor: str) -> Job:
-    job = _new_job(kind, task, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
-    job.payload = {**job.payload, "params": params}
-    return job
+def _job(kind: JobKind, vm: Vm, params: dict, actor: str) -> Job:
+    return _new_job(kind, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=params)
 
 
 def submit_snapshot(vm_id: str, request: dict, settings: Settings, actor: str = "api") -> tuple[Vm, Job, Snapshot]:
@@ -75,7 +68,7 @@ def submit_snapshot(vm_id: str, request: dict, settings: Settings, actor: str = 
             "two kinds in one chain (later deletes break); delete its snapshots first",
             code="snapshot_chain_mixed",
         )
-    needed = "running" if memory else "stopped"
+    needed = VmState.RUNNING if memory else VmState.STOPPED
     if vm.state != needed:
         why = (
             "a snapshot with memory saves a running guest's RAM"
@@ -91,7 +84,7 @@ def submit_snapshot(vm_id: str, request: dict, settings: Settings, actor: str = 
         # A failed attempt left only its record: the name is free again.
         db.session.delete(existing)
         db.session.flush()
-    job = _job("snapshot", Task.SNAPSHOT_VM, vm, {"snapshot": name, "memory": memory}, actor)
+    job = _job(JobKind.SNAPSHOT, vm, {"snapshot": name, "memory": memory}, actor)
     snapshot = Snapshot(vm_id=vm.id, name=name, memory=memory, kind="internal", state="creating", job_id=job.id)
     db.session.add_all([job, snapshot])
     db.session.commit()
@@ -108,17 +101,12 @@ def submit_revert(vm_id: str, name: str, settings: Settings, actor: str = "api")
             code="snapshot_not_ready",
             fields={"state": [snapshot.state]},
         )
-    if vm.state not in REVERT_FROM:
-        raise Conflict(
-            f"cannot revert VM {vm.id} while it is {vm.state}; allowed from: {', '.join(REVERT_FROM)}",
-            code="wrong_state",
-            fields={"state": [vm.state]},
-        )
+    require_state(vm, JobKind.REVERT)
     _on_a_host(vm, settings)
     flags = vm_flags(vm, _support(vm))
     if not flags.revertable:
         raise Conflict(f"cannot revert VM {vm.id}: {flags.reasons['revertable']}", code="revert_unsupported")
-    job = _job("revert", Task.REVERT_VM, vm, {"snapshot": name, "memory": snapshot.memory}, actor)
+    job = _job(JobKind.REVERT, vm, {"snapshot": name, "memory": snapshot.memory}, actor)
     snapshot.last_job_id = job.id
     db.session.add(job)
     db.session.commit()
@@ -130,33 +118,8 @@ def submit_snapshot_delete(vm_id: str, name: str, settings: Settings, actor: str
     snapshot = get_snapshot(vm, name)
     _require_idle(vm)
     _on_a_host(vm, settings)
-    job = _job("snapshot_delete", Task.DELETE_SNAPSHOT, vm, {"snapshot": name, "memory": snapshot.memory}, actor)
+    job = _job(JobKind.SNAPSHOT_DELETE, vm, {"snapshot": name, "memory": snapshot.memory}, actor)
     snapshot.state, snapshot.last_job_id = "deleting", job.id
     db.session.add(job)
     db.session.commit()
     return vm, job
-
-
-def settle_snapshot(job: Job) -> None:
-    """A snapshot-family job ended (`job.state` is terminal): bring the snapshot's record in line."""
-    if job.kind not in SNAPSHOT_KINDS or job.vm is None:
-        return
-    snapshot = _find(job.vm, job.payload.get("params", {}).get("snapshot", ""))
-    if snapshot is None:
-        return
-    succeeded = job.state == SUCCEEDED
-    if job.kind == "snapshot" and snapshot.job_id == job.id:
-        snapshot.state = "ready" if succeeded else "failed"
-        if succeeded and job.result.get("created_at"):
-            snapshot.created_at = datetime.fromtimestamp(job.result["created_at"], UTC)
-    elif job.kind == "revert" and succeeded and job.result.get("state") in ("running", "stopped"):
-        # The user asked for the VM as it was: running after a memory snapshot, stopped after a disk-only one.
-        job.vm.desired_state = job.result["state"]
-    elif job.kind == "snapshot_delete" and succeeded:
-        db.session.delete(snapshot)
-        db.session.flush()
-        if not db.session.scalar(select(Snapshot.id).where(Snapshot.vm_id == job.vm.id).limit(1)):
-            job.vm.snapshot_kind = None
-    elif job.kind == "snapshot_delete":
-        # Whether libvirt still has it is unknown; a retried delete converges either way.
-        snapshot.state = "ready"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from queues.vocabulary import Accel
 from web.models import Vm
 
 HOST_PASSTHROUGH = "host-passthrough"
@@ -32,7 +33,7 @@ def cpu_mode_note(vm: Vm) -> str:
     effective = vm.cpu_mode_effective
     if not effective or effective == vm.cpu_mode:
         return ""
-    if effective.startswith("custom:") and vm.accel == "tcg":
+    if effective.startswith("custom:") and vm.accel == Accel.TCG:
         return f"asked for cpu_mode {vm.cpu_mode}, but " + tcg_model_reason(effective.removeprefix("custom:"))
     return f"asked for cpu_mode {vm.cpu_mode}; its domain runs with {effective}"
 

@@ -13,10 +13,11 @@ from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
 from queues.guest_config import user_data_digest
-from queues.names import Task, host_queue
+from queues.names import host_queue
 from queues.networks import NetworkMode, mac_for, needs
 from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, emulation_warning, route_create
+from queues.vocabulary import LIVE_VM_STATES, TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
 from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable, error_body
 from web.extensions import db
 from web.group_commit import GroupCommit
@@ -24,25 +25,25 @@ from web.models import Host, Job, JobEvent, Vm
 from web.services.cpu_modes import check_cpu_mode, tcg_cpu_note
 from web.services.hosts import fleet_cache, host_loads, host_state
 from web.services.images import artifact_for
-from web.services.job_states import PENDING, TERMINAL, complete_without_worker
+from web.services.job_effects import EFFECTS
+from web.services.job_states import complete_without_worker
 
 # Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
 CPU_RATIO = 4.0
 RAM_RATIO = 1.0
-LIVE_VM_STATES = (
-    "pending", "creating", "running", "stopped", "starting", "stopping", "rebooting", "deleting", "unknown", "failed",
-    "migrating",
-)  # fmt: skip
 
 
 def get_vm(vm_id: str) -> Vm:
     vm = db.session.get(Vm, vm_id)
-    if vm is None or vm.state == "deleted":
+    if vm is None or vm.state == VmState.DELETED:
         raise NotFound(f"no VM with id {vm_id}")
     return vm
 
 
-def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str | None, emulated: bool) -> Job:
+def _new_job(
+    kind: JobKind, queue: str, vm: Vm, *, actor: str, host: str | None, emulated: bool, params: dict | None = None
+) -> Job:
+    """A pending job with its message; `params`: what the kind needs beyond the VM (see JobMessage)."""
     job_id = str(uuid.uuid4())
     token = uuid.uuid4().hex
     payload = messages.job_message.dump(
@@ -65,26 +66,27 @@ def _new_job(kind: str, task: str, queue: str, vm: Vm, *, actor: str, host: str 
                 "hostname": vm.hostname,
                 "ssh_authorized_keys": vm.ssh_authorized_keys,
                 # Only a create builds the seed; no other job carries the (possibly secret) user data.
-                "user_data": vm.user_data if kind == "create" else None,
+                "user_data": vm.user_data if kind == JobKind.CREATE else None,
                 "disk_gib": vm.disk_gib,
             },
+            "params": params or {},
         }
     )
     job = Job(
         id=job_id,
         kind=kind,
-        state=PENDING,
+        state=JobState.PENDING,
         queue=queue,
         host=host,
         vm=vm,
-        task=task,
+        task=kind.task,
         payload=payload,
         token=token,
         attempts=0,
         emulated=emulated,
         result={},
     )
-    job.events.append(JobEvent(state=PENDING, actor=actor, message=f"{kind} accepted for queue {queue}"))
+    job.events.append(JobEvent(state=JobState.PENDING, actor=actor, message=f"{kind} accepted for queue {queue}"))
     return job
 
 
@@ -132,7 +134,7 @@ def _on_host(name: str, host_arch: Arch, host_accel: str, arch: Arch) -> Decisio
     return Decision(
         queue=host_queue(name),
         emulated=emulated,
-        accel="tcg" if emulated else host_accel,
+        accel=Accel.TCG if emulated else host_accel,
         warning=emulation_warning(arch) if emulated else "",
         host=name,
     )
@@ -269,7 +271,7 @@ def submit_create(
         vcpus=request["vcpus"],
         memory_mib=request["memory_mib"],
         image=request["image"],
-        state="pending",
+        state=VmState.PENDING,
         emulation=request["emulation"],
         restart_policy=request["restart_policy"],
         cpu_mode=request["cpu_mode"],
@@ -287,9 +289,7 @@ def submit_create(
         disk_gib=request.get("disk_gib"),
         **({} if user_data is None else _digest_columns(user_data)),
     )
-    job = _new_job(
-        "create", Task.CREATE_VM, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated
-    )
+    job = _new_job(JobKind.CREATE, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated)
     job.waiting_for = decision.waiting_for
     if group is not None:
         group.submit((vm, job))
@@ -355,7 +355,7 @@ def _check_name_free(name: str) -> None:
 
 def list_vms(arch: str | None = None, state: str | None = None, host: str | None = None) -> list[Vm]:
     """The VMs that are not deleted, oldest first, optionally only those of an architecture, state or host."""
-    query = select(Vm).where(Vm.state != "deleted").order_by(Vm.created_at)
+    query = select(Vm).where(Vm.state != VmState.DELETED).order_by(Vm.created_at)
     for column, value in ((Vm.arch, arch), (Vm.state, state), (Vm.host, host)):
         if value:
             query = query.where(column == value)
@@ -364,28 +364,14 @@ def list_vms(arch: str | None = None, state: str | None = None, host: str | None
 
 def emulated_counts() -> dict[str, int]:
     """How many VMs that are not deleted run emulated, per guest architecture."""
-    rows = db.session.execute(select(Vm.arch, func.count()).where(Vm.emulated, Vm.state != "deleted").group_by(Vm.arch))
+    rows = db.session.execute(
+        select(Vm.arch, func.count()).where(Vm.emulated, Vm.state != VmState.DELETED).group_by(Vm.arch)
+    )
     return {arch: int(count) for arch, count in rows}
 
 
-@dataclass(frozen=True)
-class VmAction:
-    kind: str
-    task: str
-    allowed: tuple[str, ...]  # VM states the action may start from
-    during: str  # the VM's state while the job runs
-
-
-ACTIONS = {
-    "delete": VmAction("delete", Task.DELETE_VM, ("running", "stopped", "failed", "unknown", "pending"), "deleting"),
-    "start": VmAction("start", Task.START_VM, ("stopped", "unknown"), "starting"),
-    "stop": VmAction("stop", Task.STOP_VM, ("running", "unknown"), "stopping"),
-    "reboot": VmAction("reboot", Task.REBOOT_VM, ("running",), "rebooting"),
-}
-
-
 def _require_idle(vm: Vm) -> None:
-    busy = db.session.scalar(select(Job).where(Job.vm_id == vm.id, Job.state.not_in(TERMINAL)).limit(1))
+    busy = db.session.scalar(select(Job).where(Job.vm_id == vm.id, Job.state.not_in(TERMINAL_JOB_STATES)).limit(1))
     if busy is not None:
         raise Conflict(
             f"VM {vm.id} has a {busy.kind} job in state {busy.state} ({busy.id}); wait for it or cancel it",
@@ -394,31 +380,37 @@ def _require_idle(vm: Vm) -> None:
         )
 
 
-def submit_action(vm_id: str, kind: str, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
-    """A job on an existing VM: guarded by the VM's state, sent to the queue of the host it lives on."""
-    action = ACTIONS[kind]
-    vm = get_vm(vm_id)
-    _require_idle(vm)
-    if vm.state not in action.allowed:
+def require_state(vm: Vm, kind: JobKind) -> None:
+    """Refuse a job of `kind` on a VM in a state it may not start from (job_effects.EFFECTS)."""
+    allowed = EFFECTS[kind].allowed_from
+    if vm.state not in allowed:
         raise Conflict(
-            f"cannot {kind} VM {vm.id} while it is {vm.state}; allowed from: {', '.join(action.allowed)}",
+            f"cannot {kind} VM {vm.id} while it is {vm.state}; allowed from: {', '.join(allowed)}",
             code="wrong_state",
             fields={"state": [vm.state]},
         )
+
+
+def submit_action(vm_id: str, kind: JobKind, settings: Settings, actor: str = "api") -> tuple[Vm, Job]:
+    """A job on an existing VM: guarded by the VM's state, sent to the queue of the host it lives on."""
+    effects = EFFECTS[kind]
+    vm = get_vm(vm_id)
+    _require_idle(vm)
+    require_state(vm, kind)
     if vm.host is None:
-        if kind != "delete":
+        if kind != JobKind.DELETE:
             raise Conflict(f"VM {vm.id} never reached a host", code="wrong_state", fields={"state": [vm.state]})
         # Nothing exists anywhere to destroy.
-        job = _new_job(kind, action.task, "", vm, actor=actor, host=None, emulated=vm.emulated)
+        job = _new_job(kind, "", vm, actor=actor, host=None, emulated=vm.emulated)
         complete_without_worker(job, actor, "the VM never reached a host; nothing to destroy")
-        vm.state = "deleted"
+        vm.state = VmState.DELETED
     else:
         _require_host_up(vm.host, settings)
-        job = _new_job(kind, action.task, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated)
         # What a cancel before the job starts puts back.
-        job.payload = {**job.payload, "params": {"from_state": vm.state, "from_desired_state": vm.desired_state}}
-        vm.state = action.during
-        vm.desired_state = {"start": "running", "reboot": "running", "stop": "stopped"}.get(kind, vm.desired_state)
+        before = {"from_state": vm.state, "from_desired_state": vm.desired_state}
+        job = _new_job(kind, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=before)
+        vm.state = effects.during or vm.state
+        vm.desired_state = effects.desired or vm.desired_state
     db.session.add(job)
     db.session.commit()
     return vm, job

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from queues.arch import ALL
+from queues.vocabulary import LIVE_VM_STATES, JobState, VmState
 from web.errors import ApiError
 from web.extensions import db
 from web.models import Host
@@ -18,11 +19,9 @@ from web.services.images import image_view, list_images, vm_counts
 from web.services.system import system_info
 from web.ui import bp
 
-VM_STATES = (
-    "pending", "creating", "running", "stopped", "starting", "stopping", "rebooting", "migrating", "deleting",
-    "failed", "unknown",
-)  # fmt: skip
-JOB_STATES = ("pending", "queued", "running", "succeeded", "failed", "cancelled")
+# The filters' choices: every state but `deleted` (deleted VMs are not listed).
+VM_STATES = tuple(state.value for state in VmState if state in LIVE_VM_STATES)
+JOB_STATES = tuple(state.value for state in JobState)
 
 
 def _archq():

@@ -16,6 +16,7 @@ from celery.contrib.testing.worker import start_worker
 from migrations import upgrade
 from queues.config import Settings
 from tests.support.auth import authed_client, make_token
+from tests.support.domains import remove_domains_under
 from tests.support.services import ArchqProcess, RedisServer
 from web import create_app
 from web.extensions import db
@@ -188,7 +189,15 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., Arch
 
 
 @pytest.fixture
-def start_qemu_worker(settings: Settings, conductor, processes) -> Callable[..., ArchqProcess]:
+def qemu_leftovers(settings: Settings) -> Iterator[None]:
+    """After the test's processes are gone (this fixture is set up before them, so torn down after), no domain
+    of the test stays on the shared libvirtd: one left running broke later tests that reuse its name."""
+    yield
+    remove_domains_under(str(settings.data_dir))
+
+
+@pytest.fixture
+def start_qemu_worker(settings: Settings, qemu_leftovers: None, conductor, processes) -> Callable[..., ArchqProcess]:
     """Starts `archq worker` processes on the real libvirtd (qemu:///system)."""
     # libvirt's QEMU runs as an unprivileged user that must reach the VM's disk (under any --basetemp).
     for directory in settings.data_dir.parents:

@@ -36,3 +36,24 @@ def force_remove(key: str) -> None:
         pass
     finally:
         conn.close()
+
+
+def remove_domains_under(directory: str) -> list[str]:
+    """Destroy and undefine every domain whose XML names a file under `directory` (a test's data dir): what a
+    test's workers created, even one a reconciler restarted while the test was cleaning up. Their names."""
+    conn = libvirt.open(SYSTEM)
+    removed = []
+    try:
+        for dom in conn.listAllDomains():
+            try:
+                if directory not in dom.XMLDesc(0):
+                    continue
+                removed.append(dom.name())
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+            except libvirt.libvirtError:
+                continue  # gone meanwhile
+    finally:
+        conn.close()
+    return removed

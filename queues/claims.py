@@ -124,9 +124,6 @@ class ClaimStore:
     def ping(self) -> None:
         self._redis.ping()
 
-    def incr(self, key: str) -> int:
-        return int(self._redis.incr(key))
-
     def revoke_unless_claimed(self, job_id: str) -> bool:
         """Make every message of this job stale, unless a worker already claimed it (then False)."""
         return bool(self._revoke_unless_claimed(keys=[token_key(job_id), claim_key(job_id)], args=[_KEEP_S]))

@@ -38,10 +38,6 @@ class Archq:
     # Console tails from workers (request/reply over Redis: the API cannot read hosts' files).
     console: ConsoleChannel
 
-    def round_robin_cursor(self) -> int:
-        """A cluster-wide counter, so every API process takes the next host in turn."""
-        return self.claims.incr("archq:placement:round_robin")
-
 
 def create_app(settings: Settings | None = None, *, sent_events: bool = True) -> Flask:
     settings = settings or Settings.from_env()

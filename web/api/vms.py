@@ -40,9 +40,7 @@ def create_vm():
     """
     ext = archq()
     schema = VmCreateRequest(max_vcpus=ext.settings.max_vcpus, max_memory_mib=ext.settings.max_memory_mib)
-    vm, job = vms.submit_create(
-        schema.load(json_body()), ext.settings, cursor=ext.round_robin_cursor, group=ext.creates, actor=current_actor()
-    )
+    vm, job = vms.submit_create(schema.load(json_body()), ext.settings, group=ext.creates, actor=current_actor())
     return accepted(vm, job)
 
 

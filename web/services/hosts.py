@@ -16,24 +16,19 @@ from queues.routing import Fleet, LiveHost, offers_of
 from web.errors import NotFound
 from web.extensions import db
 from web.models import Host, Vm, utcnow
-
-# VMs that hold capacity on their host.
-ALLOCATING_STATES = (
-    "pending",
-    "creating",
-    "running",
-    "stopped",
-    "starting",
-    "stopping",
-    "rebooting",
-    "deleting",
-    "unknown",
-    "migrating",
-)
+from web.services import capacity
+from web.services.capacity import ALLOCATING_STATES
 
 
 def record_heartbeat(beat: dict) -> Host:
-    host = db.session.get(Host, beat["host"]) or Host(name=beat["host"], drained=False)
+    # The conductor's clock decides liveness; workers' clocks may drift.
+    now = utcnow()
+    # Locked before anything is read: the capacity columns are rewritten from a count of the host's VMs that
+    # no concurrent placement may change meanwhile (web/services/capacity.py).
+    known = capacity.lock_host(beat["host"], now)
+    host = (db.session.get(Host, beat["host"], populate_existing=True) if known else None) or Host(
+        name=beat["host"], drained=False
+    )
     host.arch = beat["arch"]
     host.accel = beat["accel"]
     host.emulators = beat["emulators"]
@@ -49,8 +44,8 @@ def record_heartbeat(beat: dict) -> Host:
     _record_guest_facts(host.name, beat["domains"])
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
-    # The conductor's clock decides liveness; workers' clocks may drift.
-    host.last_seen = utcnow()
+    host.last_seen = now
+    capacity.refresh(host)
     db.session.add(host)
     return host
 
@@ -116,8 +111,9 @@ def _live_host(h: Host) -> LiveHost:
 
 
 class FleetCache:
-    """The fleet summary, recomputed at most every `ttl` seconds per process: routing then costs the same
-    whatever the number of hosts, and a dead host still drops out within the liveness window."""
+    """The fleet summary, recomputed at most every `ttl` seconds per process from the hosts counted by kind
+    (one GROUP BY): routing then costs the same whatever the number of hosts, and a dead host still drops out
+    within the liveness window."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -128,7 +124,7 @@ class FleetCache:
         ttl = min(1.0, settings.heartbeat_interval_s / 2)
         with self._lock:
             if self._value is None or time.monotonic() - self._at > ttl:
-                self._value = Fleet.from_hosts(live_hosts(settings))
+                self._value = Fleet.from_kinds(capacity.fleet_kinds(settings))
                 self._at = time.monotonic()
             return self._value
 
@@ -219,7 +215,5 @@ def unmanaged_domains(host: Host) -> list[dict]:
 
 
 def _allocated(name: str) -> dict:
-    cpus, mem = db.session.execute(
-        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_STATES))
-    ).one()
-    return {"vcpus": int(cpus or 0), "memory_mib": int(mem or 0)}
+    cpus, mem = capacity.used_by(name)
+    return {"vcpus": cpus, "memory_mib": mem}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -21,14 +20,16 @@ from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable
 from web.extensions import db
 from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
+from web.services import capacity
+from web.services.capacity import CPU_RATIO, RAM_RATIO
 from web.services.cpu_modes import check_cpu_mode
-from web.services.hosts import fleet_cache, host_loads, host_state
+from web.services.hosts import fleet_cache, host_state
 from web.services.images import artifact_for
 from web.services.job_states import PENDING, TERMINAL, complete_without_worker
 
-# Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
-CPU_RATIO = 4.0
-RAM_RATIO = 1.0
+# A create whose chosen host filled up before its reservation (web/services/capacity.py) is placed again
+# elsewhere, this many times at most.
+PLACEMENT_ATTEMPTS = 5
 LIVE_VM_STATES = (
     "pending", "creating", "running", "stopped", "starting", "stopping", "rebooting", "deleting", "unknown", "failed",
     "migrating",
@@ -116,10 +117,9 @@ def _pinned(request: dict, arch: Arch, settings: Settings, demand: Demand) -> De
     state = host_state(host, settings)
     if state != "up":
         raise Conflict(f"host {name!r} is {state}; it takes no new VMs", code=f"host_{state}")
-    loads = [load for load in host_loads(settings) if load.host.name == name]
     demand = dataclasses.replace(demand, emulation=Emulation.ALLOW)
     try:
-        place(Placement.LEAST_LOADED, demand, loads, cpu_ratio=CPU_RATIO, ram_ratio=RAM_RATIO)
+        place(Placement.LEAST_LOADED, demand, capacity.host_load(name), cpu_ratio=CPU_RATIO, ram_ratio=RAM_RATIO)
     except NoHostOffers as exc:
         raise _no_network(demand, f"host {name!r}: {exc}") from exc
     except NoHostFits as exc:
@@ -145,8 +145,13 @@ def _no_network(demand: Demand, message: str) -> Conflict:
 
 
 def decide(
-    request: dict, arch: Arch, settings: Settings, cursor: Callable[[], int], need: tuple[str, str] | None = None
+    request: dict,
+    arch: Arch,
+    settings: Settings,
+    need: tuple[str, str] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> Decision:
+    """Where the create goes; `exclude`: hosts found full since they were chosen."""
     emulation = Emulation(request["emulation"])
     demand = Demand(
         arch,
@@ -179,14 +184,7 @@ def decide(
         if route.emulated:
             demand = dataclasses.replace(demand, emulation=Emulation.PREFER_NATIVE)
     try:
-        chosen = place(
-            strategy,
-            demand,
-            host_loads(settings),
-            cpu_ratio=CPU_RATIO,
-            ram_ratio=RAM_RATIO,
-            cursor=cursor() if strategy == Placement.ROUND_ROBIN else 0,
-        )
+        chosen = capacity.choose(strategy, capacity.Search(demand, capacity.live_since(settings), exclude))
     except NoHostOffers as exc:
         raise _no_network(demand, str(exc)) from exc
     except NoHostFits as exc:
@@ -194,28 +192,57 @@ def decide(
     return _on_host(chosen.host.name, chosen.host.arch, chosen.host.accel, arch)
 
 
+class HostFull(ApiError):
+    """The chosen host has no room left for the VM: a concurrent create reserved it first."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"host {host!r} has no room left for this VM", code="no_capacity")
+        self.host = host
+
+
 def submit_create(
     request: dict,
     settings: Settings,
-    cursor: Callable[[], int] = lambda: 0,
     actor: str = "api",
     group: GroupCommit[tuple[Vm, Job]] | None = None,
 ) -> tuple[Vm, Job]:
     """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox.
-    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
+    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py). A VM
+    placed on a host reserves its share there in the same transaction; if a concurrent create took the room
+    first, the VM is placed again without that host."""
     arch = Arch(request["arch"])
     artifact = artifact_for(request["image"], arch)
     _check_disk_size(request.get("disk_gib"), artifact, request["image"])
     network = attachment(request["network"], settings)
-    decision = decide(request, arch, settings, cursor, need=needs(network, settings.nat_network))
-    check_cpu_mode(
-        request["cpu_mode"],
-        arch,
-        host=decision.host,
-        accel=decision.accel,
-        pinned=bool(request.get("host")),
-        settings=settings,
-    )
+    full: frozenset[str] = frozenset()
+    while True:
+        decision = decide(request, arch, settings, need=needs(network, settings.nat_network), exclude=full)
+        check_cpu_mode(
+            request["cpu_mode"],
+            arch,
+            host=decision.host,
+            accel=decision.accel,
+            pinned=bool(request.get("host")),
+            settings=settings,
+        )
+        vm, job = _new_create(request, arch, artifact, network, decision, actor)
+        try:
+            if group is not None:
+                group.submit((vm, job))
+            elif error := write_creates([(vm, job)])[0]:
+                raise error
+        except HostFull as exc:
+            full |= {exc.host}
+            if request.get("host") or len(full) >= PLACEMENT_ATTEMPTS:
+                retry_after_s = int(settings.heartbeat_interval_s * 2)
+                raise Unavailable(str(exc), retry_after_s=retry_after_s, code="no_capacity") from exc
+            continue
+        return vm, job
+
+
+def _new_create(
+    request: dict, arch: Arch, artifact: dict, network: dict, decision: Decision, actor: str
+) -> tuple[Vm, Job]:
     vm_id = str(uuid.uuid4())
     user_data = request.get("user_data")
     vm = Vm(
@@ -233,7 +260,7 @@ def submit_create(
         emulated=decision.emulated,
         emulation_warning=decision.warning,
         accel=decision.accel,
-        # A placed VM holds its host's capacity from now on, so the next placement sees it.
+        # A placed VM holds its host's capacity from now on (reserved when it is written).
         host=decision.host,
         network=network,
         mac=mac_for(vm_id) if network["mode"] != NetworkMode.NONE else None,
@@ -247,10 +274,6 @@ def submit_create(
         "create", Task.CREATE_VM, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated
     )
     job.waiting_for = decision.waiting_for
-    if group is not None:
-        group.submit((vm, job))
-    elif error := write_creates([(vm, job)])[0]:
-        raise error
     return vm, job
 
 
@@ -280,7 +303,8 @@ def _digest_columns(user_data: str) -> dict:
 
 def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
-    by an earlier item of the batch) is left out and gets its Conflict."""
+    by an earlier item of the batch) is left out and gets its Conflict, one whose host has no room left for it
+    (web/services/capacity.py `reserve`) gets HostFull."""
     names = {vm.name for vm, _ in items}
     rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
     taken = {name: vm_id for name, vm_id in rows}
@@ -288,6 +312,9 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     for vm, job in items:
         if vm.name in taken:
             errors.append(Conflict(f"a VM named {vm.name!r} already exists ({taken[vm.name]})", code="name_taken"))
+            continue
+        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
+            errors.append(HostFull(vm.host))
             continue
         taken[vm.name] = vm.id
         db.session.add_all([vm, job])

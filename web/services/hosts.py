@@ -164,6 +164,14 @@ def host_loads(settings: Settings) -> list[HostLoad]:
     ]
 
 
+def page(after: str | None, limit: int) -> tuple[list[Host], bool]:
+    """Up to `limit` hosts after the name `after`, in name order (the primary key's index), and whether more
+    follow."""
+    query = select(Host).order_by(Host.name).limit(limit + 1)
+    rows = list(db.session.scalars(query if after is None else query.where(Host.name > after)))
+    return rows[:limit], len(rows) > limit
+
+
 def get_host(name: str) -> Host:
     host = db.session.get(Host, name)
     if host is None:

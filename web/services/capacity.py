@@ -101,10 +101,10 @@ def lock_host(name: str, now: datetime) -> bool:
     return result.rowcount == 1
 
 
-def refresh(host: Host) -> None:
-    """Rewrite the host's placement columns from its heartbeat (already on `host`) and the VMs placed on it.
-    The caller locked the row first (`lock_host`), so no reservation commits between the count and the write."""
-    used_vcpus, used_memory_mib = used_by(host.name)
+def refresh(host: Host, used: tuple[int, int]) -> None:
+    """Rewrite the host's placement columns from its heartbeat (already on `host`) and what the VMs placed on
+    it hold (`used_by`, counted after `lock_host`: no reservation commits between the count and this write)."""
+    used_vcpus, used_memory_mib = used
     host.vcpus = int(host.capacity.get("vcpus", 0))
     host.memory_mib = int(host.capacity.get("memory_mib", 0))
     host.free_vcpus = int(host.vcpus * CPU_RATIO) - used_vcpus

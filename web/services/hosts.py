@@ -26,6 +26,7 @@ def record_heartbeat(beat: dict) -> Host:
     # Locked before anything is read: the capacity columns are rewritten from a count of the host's VMs that
     # no concurrent placement may change meanwhile (web/services/capacity.py).
     known = capacity.lock_host(beat["host"], now)
+    used = capacity.used_by(beat["host"]) if known else (0, 0)
     host = (db.session.get(Host, beat["host"], populate_existing=True) if known else None) or Host(
         name=beat["host"], drained=False
     )
@@ -45,7 +46,7 @@ def record_heartbeat(beat: dict) -> Host:
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
     host.last_seen = now
-    capacity.refresh(host)
+    capacity.refresh(host, used)
     db.session.add(host)
     return host
 

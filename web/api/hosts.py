@@ -6,7 +6,7 @@ from web.api import archq
 from web.idempotency import idempotent
 from web.schemas import HostQuery, host_out, page_cursor
 from web.services import hosts
-from web.services.hosts import host_view
+from web.services.hosts import host_view, host_views
 
 bp = Blueprint("hosts", __name__)
 
@@ -27,7 +27,7 @@ def list_hosts():
     rows, more = hosts.page(query["next"], query["limit"])
     return jsonify(
         {
-            "hosts": host_out.dump([host_view(h, settings) for h in rows], many=True),
+            "hosts": host_out.dump(host_views(rows, settings), many=True),
             "next": page_cursor(rows[-1].name) if more else None,
         }
     )

@@ -189,40 +189,46 @@ def set_drained(name: str, drained: bool) -> Host:
 
 
 def host_view(host: Host, settings: Settings) -> dict:
-    return {
-        "name": host.name,
-        "arch": host.arch,
-        "accel": host.accel,
-        "emulators": host.emulators,
-        "queues": host.queues,
-        "cpu_modes": host.cpu_modes,
-        "capacity": host.capacity,
-        "allocated": _allocated(host.name),
-        "state": host_state(host, settings),
-        "last_seen": _aware(host.last_seen),
-        "unmanaged_domains": unmanaged_domains(host),
-        "libvirt_version": host.libvirt_version,
-        "snapshot_support": host.snapshot_support or {},
-        "networks": host.networks or {},
-        "ssh": {
-            "address": (host.migration or {}).get("address") or None,
-            "port": (host.migration or {}).get("ssh_port", 22),
-        },
+    return host_views([host], settings)[0]
+
+
+def host_views(hosts: list[Host], settings: Settings) -> list[dict]:
+    """The hosts as the API shows them: what their VMs hold and which of their domains archq manages are read
+    in two queries for the whole page."""
+    names = [host.name for host in hosts]
+    allocated = {
+        name: {"vcpus": int(cpus or 0), "memory_mib": int(mem or 0)}
+        for name, cpus, mem in db.session.execute(
+            select(Vm.host, func.sum(Vm.vcpus), func.sum(Vm.memory_mib))
+            .where(Vm.host.in_(names), Vm.state.in_(ALLOCATING_STATES))
+            .group_by(Vm.host)
+        )
     }
+    known = set(db.session.scalars(select(Vm.id).where(Vm.host.in_(names), Vm.state != "deleted")))
+    return [
+        {
+            "name": host.name,
+            "arch": host.arch,
+            "accel": host.accel,
+            "emulators": host.emulators,
+            "queues": host.queues,
+            "cpu_modes": host.cpu_modes,
+            "capacity": host.capacity,
+            "allocated": allocated.get(host.name, {"vcpus": 0, "memory_mib": 0}),
+            "state": host_state(host, settings),
+            "last_seen": _aware(host.last_seen),
+            # Domains the host runs that archq does not manage: reported, never touched.
+            "unmanaged_domains": [d for d in host.domains if d["uuid"] not in known],
+            "libvirt_version": host.libvirt_version,
+            "snapshot_support": host.snapshot_support or {},
+            "networks": host.networks or {},
+            "ssh": ssh_endpoint(host),
+        }
+        for host in hosts
+    ]
 
 
 def ssh_endpoint(host: Host) -> dict:
     """Where `archq vm ssh` reaches the host to jump to its NAT VMs: the address it gives for migrations."""
     migration = host.migration or {}
     return {"address": migration.get("address") or None, "port": migration.get("ssh_port", 22)}
-
-
-def unmanaged_domains(host: Host) -> list[dict]:
-    """Domains the host runs that archq does not manage: reported, never touched."""
-    known = set(db.session.scalars(select(Vm.id).where(Vm.host == host.name, Vm.state != "deleted")))
-    return [d for d in host.domains if d["uuid"] not in known]
-
-
-def _allocated(name: str) -> dict:
-    cpus, mem = capacity.used_by(name)
-    return {"vcpus": cpus, "memory_mib": mem}

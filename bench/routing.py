@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
+from sqlalchemy import create_engine, text
 
 from bench.common import IMAGES_DIR, TINY, Samples, alternate, begin, bench_parser, end, median, percentile
 from migrations import upgrade
@@ -147,10 +150,18 @@ def refresh(cache: FleetCache, settings: Settings) -> Callable[[], None]:
 
 
 def main() -> None:
-    args = bench_parser(__doc__).parse_args()
+    parser = bench_parser(__doc__)
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="a PostgreSQL server to run on instead of SQLite, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/ "
+        "(a database per host count is created there and dropped)",
+    )
+    args = parser.parse_args()
     rounds = args.rounds or (2 if args.quick else 7)
     calls, singles = (50, 3) if args.quick else (200, 10)
     started = begin("routing: decision time by number of registered hosts", args, probe_kvm=not args.quick)
+    print(f"database: {'PostgreSQL' if args.postgres else 'SQLite'}")
     print(
         f"{rounds} rounds per count, {singles} samples per round: decide and route_create a mean of {calls} calls "
         "each (the fleet cache warm), the others one call each"
@@ -161,23 +172,24 @@ def main() -> None:
         redis_server.start()
         try:
             for count in COUNTS:
-                # Hosts stay live for the whole run: the liveness window is hours.
-                settings = Settings(
-                    broker_url=redis_server.url,
-                    redis_url=redis_server.url,
-                    data_dir=Path(tmp) / f"data-{count}",
-                    database_url=f"sqlite:///{tmp}/routing-{count}.db",
-                    heartbeat_interval_s=3600,
-                )
-                upgrade(settings.database_url)
-                app = create_app(settings)
-                with app.app_context():
-                    register_tiny(IMAGES_DIR)
-                    inserted = time.perf_counter()
-                    register_hosts(count)
-                    print(f"-- {count} hosts (registered in {time.perf_counter() - inserted:.1f} s)")
-                    results = measure(app, settings, rounds, calls, singles)
-                    db.engine.dispose()
+                with database(args.postgres, f"{tmp}/routing-{count}.db") as database_url:
+                    # Hosts stay live for the whole run: the liveness window is hours.
+                    settings = Settings(
+                        broker_url=redis_server.url,
+                        redis_url=redis_server.url,
+                        data_dir=Path(tmp) / f"data-{count}",
+                        database_url=database_url,
+                        heartbeat_interval_s=3600,
+                    )
+                    upgrade(settings.database_url)
+                    app = create_app(settings)
+                    with app.app_context():
+                        register_tiny(IMAGES_DIR)
+                        inserted = time.perf_counter()
+                        register_hosts(count)
+                        print(f"-- {count} hosts (registered in {time.perf_counter() - inserted:.1f} s)")
+                        results = measure(app, settings, rounds, calls, singles)
+                        db.engine.dispose()
                 table[count] = {name: median(next(iter(r.values()))) for name, r in results.items()}
                 for name, samples in results.items():
                     if "cpu ms" in samples:
@@ -188,6 +200,24 @@ def main() -> None:
             redis_server.stop()
     report(table)
     end(started)
+
+
+@contextmanager
+def database(postgres: str | None, sqlite_file: str) -> Iterator[str]:
+    """A fresh database: a SQLite file, or a database created on the PostgreSQL server and dropped after."""
+    if postgres is None:
+        yield f"sqlite:///{sqlite_file}"
+        return
+    name = f"archq_bench_routing_{uuid.uuid4().hex[:12]}"
+    server = create_engine(f"{postgres.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{postgres.rstrip('/')}/{name}"
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        server.dispose()
 
 
 def report(table: dict[int, dict[str, float]]) -> None:

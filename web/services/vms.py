@@ -308,17 +308,22 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     names = {vm.name for vm, _ in items}
     rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
     taken = {name: vm_id for name, vm_id in rows}
-    errors: list[ApiError | None] = []
-    for vm, job in items:
+    errors: list[ApiError | None] = [None] * len(items)
+    named = []
+    for index, (vm, _) in enumerate(items):
         if vm.name in taken:
-            errors.append(Conflict(f"a VM named {vm.name!r} already exists ({taken[vm.name]})", code="name_taken"))
-            continue
-        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
-            errors.append(HostFull(vm.host))
+            errors[index] = Conflict(f"a VM named {vm.name!r} already exists ({taken[vm.name]})", code="name_taken")
             continue
         taken[vm.name] = vm.id
+        named.append(index)
+    # Hosts are reserved in name order, so two API processes' batches never wait for each other's host rows in a
+    # cycle (PostgreSQL would abort one of them as deadlocked).
+    for index in sorted(named, key=lambda i: items[i][0].host or ""):
+        vm, job = items[index]
+        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
+            errors[index] = HostFull(vm.host)
+            continue
         db.session.add_all([vm, job])
-        errors.append(None)
     db.session.commit()
     return errors
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
 from bench.common import IMAGES_DIR, TINY, Samples, alternate, begin, bench_parser, end, median, percentile
 from migrations import upgrade
@@ -29,9 +29,11 @@ from queues.routing import Emulation, Fleet, route_create
 from tests.support.services import RedisServer
 from web import create_app
 from web.extensions import db
+from web.models import Job
 from web.schemas import VmCreateRequest
 from web.services.hosts import FleetCache, fleet_cache, live_hosts, record_heartbeat
 from web.services.images import register_tiny
+from web.services.job_states import PENDING
 from web.services.tokens import create_token
 from web.services.vms import attachment, decide
 
@@ -189,6 +191,7 @@ def main() -> None:
                         register_hosts(count)
                         print(f"-- {count} hosts (registered in {time.perf_counter() - inserted:.1f} s)")
                         results = measure(app, settings, rounds, calls, singles)
+                        wait_published()
                         db.engine.dispose()
                 table[count] = {name: median(next(iter(r.values()))) for name, r in results.items()}
                 for name, samples in results.items():
@@ -200,6 +203,16 @@ def main() -> None:
             redis_server.stop()
     report(table)
     end(started)
+
+
+def wait_published(timeout_s: float = 30) -> None:
+    """Until the API's publisher thread has sent every job: it must not find its database dropped."""
+    deadline = time.monotonic() + timeout_s
+    while db.session.scalar(select(func.count()).select_from(Job).where(Job.state == PENDING)):
+        db.session.rollback()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"jobs still pending after {timeout_s} s")
+        time.sleep(0.05)
 
 
 @contextmanager

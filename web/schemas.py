@@ -285,7 +285,8 @@ class PageCursor(fields.String):
             after = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))["after"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ValidationError("not a cursor this API answered") from exc
-        if not isinstance(after, str):
+        # A host name: PostgreSQL refuses NUL in a query parameter.
+        if not isinstance(after, str) or len(after) > 255 or "\x00" in after:
             raise ValidationError("not a cursor this API answered")
         return after
 

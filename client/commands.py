@@ -486,7 +486,10 @@ def job_wait(api: ApiClient, output: str, job_id: str, timeout: float) -> None:
 @api_command
 def host_list(api: ApiClient, output: str) -> None:
     """List hypervisor hosts."""
-    answer = api.get("/hosts")
+    pages = [api.get("/hosts")]
+    while pages[-1]["next"]:
+        pages.append(api.get("/hosts", next=pages[-1]["next"]))
+    answer = {"hosts": [host for page in pages for host in page["hosts"]]}
     emit(output, answer, table(answer["hosts"], HOST_COLUMNS))
 
 

@@ -124,13 +124,6 @@ class ClaimStore:
     def ping(self) -> None:
         self._redis.ping()
 
-    def incr(self, key: str) -> int:
-        return int(self._redis.incr(key))
-
-    def peek(self, key: str) -> int:
-        """A counter's value without changing it (0 when it was never incremented)."""
-        return int(self._redis.get(key) or 0)
-
     def revoke_unless_claimed(self, job_id: str) -> bool:
         """Make every message of this job stale, unless a worker already claimed it (then False)."""
         return bool(self._revoke_unless_claimed(keys=[token_key(job_id), claim_key(job_id)], args=[_KEEP_S]))

@@ -69,21 +69,27 @@ class Fleet:
 
     @classmethod
     def from_hosts(cls, hosts: Iterable[LiveHost]) -> Fleet:
+        return cls.from_kinds((host, 1) for host in hosts)
+
+    @classmethod
+    def from_kinds(cls, kinds: Iterable[tuple[LiveHost, int]]) -> Fleet:
+        """From (host, how many live hosts are like it) pairs: the database counts hosts that share their
+        routing facts, so building the summary costs the number of distinct kinds, not of hosts."""
         native: dict[Arch, set[str]] = {}
         emulating: dict[Arch, int] = {}
         consumers: dict[str, int] = {}
         offering: dict[str, dict[tuple[str, str], int]] = {}
-        for host in hosts:
+        for host, count in kinds:
             if host.drained:
                 continue
             native.setdefault(host.arch, set()).add(host.accel)
             for arch in host.emulators:
-                emulating[arch] = emulating.get(arch, 0) + 1
+                emulating[arch] = emulating.get(arch, 0) + count
             for queue in host.queues:
-                consumers[queue] = consumers.get(queue, 0) + 1
+                consumers[queue] = consumers.get(queue, 0) + count
                 counts = offering.setdefault(queue, {})
                 for offer in host.offers:
-                    counts[offer] = counts.get(offer, 0) + 1
+                    counts[offer] = counts.get(offer, 0) + count
         return cls({a: frozenset(s) for a, s in native.items()}, emulating, consumers, offering)
 
     def coverage(self, queue: str, need: tuple[str, str] | None) -> tuple[int, int]:

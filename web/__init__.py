@@ -25,7 +25,6 @@ from web.services.vms import write_creates
 
 # A create may carry 64 KiB of user data, which JSON escaping can make up to six times longer (\u0001).
 MAX_BODY_BYTES = 512 * 1024
-ROUND_ROBIN_KEY = "archq:placement:round_robin"
 
 
 @dataclass
@@ -42,18 +41,10 @@ class Archq:
     # Console tails from workers (request/reply over Redis: the API cannot read hosts' files).
     console: ConsoleChannel
 
-    def round_robin_cursor(self) -> int:
-        """A cluster-wide counter, so every API process takes the next host in turn."""
-        return self.claims.incr(ROUND_ROBIN_KEY)
-
     def announce(self, job: Job) -> None:
         """Hand a newly committed job to this process's publisher (the conductor re-sends it otherwise)."""
         if job.state == JobState.PENDING:
             self.publisher.notify(outgoing(job))
-
-    def next_round_robin(self) -> int:
-        """What `round_robin_cursor` will answer next, without taking it (for previews)."""
-        return self.claims.peek(ROUND_ROBIN_KEY) + 1
 
 
 def create_app(settings: Settings | None = None, *, sent_events: bool = True) -> Flask:

@@ -81,6 +81,8 @@ class HostEnvelope(Schema):
 
 class HostListOut(Schema):
     hosts = fields.List(fields.Nested(HostOut), required=True)
+    # The cursor of the next page (GET /hosts?next=...), null on the last one.
+    next = fields.String(required=True, allow_none=True)
 
 
 class BrokerInfo(Schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from web.extensions import db
@@ -12,6 +12,9 @@ from web.extensions import db
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Host(db.Model):
@@ -38,6 +41,33 @@ class Host(db.Model):
     networks: Mapped[dict] = mapped_column(JSON, default=dict)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # What placement queries (web/services/capacity.py), so that a create reads a few index entries instead of
+    # every host: all written by each heartbeat, the free_* columns and `load` also by each reservation.
+    # The routing facts of the host as one canonical string: the fleet summary is a GROUP BY on it.
+    profile: Mapped[str] = mapped_column(Text, default="")
+    # "|arm64|", "|libvirt:archq|bridges:br0|", "|host-model|custom|" (the CPU modes of its own arch): LIKE-able.
+    emulates: Mapped[str] = mapped_column(String(64), default="")
+    offers: Mapped[str] = mapped_column(Text, default="")
+    cpu_modes_own: Mapped[str] = mapped_column(String(255), default="")
+    # Capacity as reported, and what is left of it under the overcommit ratios after the VMs placed there.
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    free_vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    free_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    free_disk_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The larger of the allocated vCPU and memory fractions (least_loaded), when a placement last picked the host
+    # (round_robin: the one that waited longest), and a random key redrawn at each heartbeat (random).
+    load: Mapped[float] = mapped_column(Float, default=0.0)
+    placed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=lambda: EPOCH)
+    shuffle: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (
+        Index("ix_hosts_least_loaded", "arch", "drained", "load", "name"),
+        Index("ix_hosts_best_fit", "arch", "drained", "free_memory_mib", "name"),
+        Index("ix_hosts_round_robin", "arch", "drained", "placed_at", "name"),
+        Index("ix_hosts_random", "arch", "drained", "shuffle"),
+        Index("ix_hosts_profile", "drained", "last_seen", "profile"),
+    )
 
 
 class Vm(db.Model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from datetime import UTC
 
@@ -275,6 +277,32 @@ class JobQuery(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     # Bounded: the database refuses an OFFSET past a 64-bit integer.
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31))
+
+
+class PageCursor(fields.String):
+    """An opaque keyset cursor: where the previous page ended (a host name), so a page costs the same at any
+    depth of a large fleet."""
+
+    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            after = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))["after"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValidationError("not a cursor this API answered") from exc
+        # A host name: PostgreSQL refuses NUL in a query parameter.
+        if not isinstance(after, str) or len(after) > 255 or "\x00" in after:
+            raise ValidationError("not a cursor this API answered")
+        return after
+
+
+def page_cursor(after: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode("ascii")
+
+
+class HostQuery(Schema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
+    # The previous page's `next`; absent: the first page.
+    next = PageCursor(load_default=None, validate=validate.Length(max=2048))
 
 
 class ErrorDetail(Schema):

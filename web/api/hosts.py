@@ -1,30 +1,36 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
-from sqlalchemy import select
+from flask import Blueprint, jsonify, request
 
 from web.api import archq
-from web.extensions import db
 from web.idempotency import idempotent
-from web.models import Host
-from web.schemas import host_out
+from web.schemas import HostQuery, host_out, page_cursor
 from web.services import hosts
-from web.services.hosts import host_view
+from web.services.hosts import host_view, host_views
 
 bp = Blueprint("hosts", __name__)
 
 
 @bp.get("/hosts")
 def list_hosts():
-    """List hypervisor hosts with their state (up, down, drained), capacity and allocation
+    """List hypervisor hosts with their state (up, down, drained), capacity and allocation, in name order, a page
+    at a time: follow `next` until it is null
     ---
     get:
+      parameters:
+        - {in: query, schema: HostQuery}
       responses:
-        200: {description: the hosts, content: {application/json: {schema: HostListOut}}}
+        200: {description: a page of hosts, content: {application/json: {schema: HostListOut}}}
     """
     settings = archq().settings
-    rows = db.session.scalars(select(Host).order_by(Host.name)).all()
-    return jsonify({"hosts": host_out.dump([host_view(h, settings) for h in rows], many=True)})
+    query = HostQuery().load(request.args.to_dict())
+    rows, more = hosts.page(query["next"], query["limit"])
+    return jsonify(
+        {
+            "hosts": host_out.dump(host_views(rows, settings), many=True),
+            "next": page_cursor(rows[-1].name) if more else None,
+        }
+    )
 
 
 @bp.get("/hosts/<name>")

@@ -36,9 +36,7 @@ def create_vm():
         503: Error
     """
     ext = archq()
-    vm, job = vms.submit_create(
-        load_create(json_body()), ext.settings, cursor=ext.round_robin_cursor, group=ext.creates, actor=current_actor()
-    )
+    vm, job = vms.submit_create(load_create(json_body()), ext.settings, group=ext.creates, actor=current_actor())
     return accepted(vm, job)
 
 
@@ -55,7 +53,7 @@ def preview_vm():
         200: {description: the routing decision, content: {application/json: {schema: CreatePreviewOut}}}
     """
     ext = archq()
-    preview = vms.preview_create(load_create(json_body()), ext.settings, cursor=ext.next_round_robin)
+    preview = vms.preview_create(load_create(json_body()), ext.settings)
     return jsonify({"preview": preview})
 
 

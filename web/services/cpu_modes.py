@@ -4,17 +4,19 @@ archq always uses a named model, so an emulated or TCG guest never fails this ch
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import select
+from sqlalchemy import false, or_, select
 
 from queues.arch import TCG_CPU_MODELS, Arch
 from queues.config import Settings
 from queues.vocabulary import Accel
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
-from web.models import Host, utcnow
+from web.models import Host
+from web.services.capacity import live_since
 from web.services.vm_flags import tcg_model_reason
+
+# A refusal names this many of the hosts that lack the mode.
+NAMES_SHOWN = 10
 
 
 def lacks_mode(host: Host, arch: Arch, mode: str) -> bool:
@@ -45,17 +47,21 @@ def check_cpu_mode(
                 raise Unprocessable(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
             raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
         return
-    since = utcnow() - timedelta(seconds=settings.host_down_after_s)
-    natives = list(
-        db.session.scalars(
-            select(Host).where(Host.last_seen >= since, Host.arch == arch.value, Host.accel != Accel.TCG, ~Host.drained)
-        )
+    # One indexed probe for a live native accelerated host that can give the mode (or reported none); only a
+    # refusal lists the hosts.
+    natives = select(Host.name).where(
+        Host.last_seen >= live_since(settings),
+        Host.arch == arch.value,
+        Host.accel != Accel.TCG,
+        Host.drained == false(),
     )
-    if natives and all(lacks_mode(h, arch, mode) for h in natives):
-        message = (
-            f"no live accelerated {arch} host supports cpu_mode {mode} "
-            f"({', '.join(sorted(h.name for h in natives))} do not); use cpu_mode host-model"
-        )
+    able = or_(Host.cpu_modes_own == "", Host.cpu_modes_own.contains(f"|{mode}|", autoescape=True))
+    if db.session.execute(natives.where(able).limit(1)).first() is not None:
+        return
+    names = db.session.scalars(natives.order_by(Host.name).limit(NAMES_SHOWN + 1)).all()
+    if names:
+        shown = ", ".join(names[:NAMES_SHOWN]) + (", ..." if len(names) > NAMES_SHOWN else "")
+        message = f"no live accelerated {arch} host supports cpu_mode {mode} ({shown} do not); use cpu_mode host-model"
         raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
 
 

@@ -17,10 +17,19 @@ from queues.vocabulary import ALLOCATING_VM_STATES, VmState
 from web.errors import NotFound
 from web.extensions import db
 from web.models import Host, Vm, utcnow
+from web.services import capacity
 
 
 def record_heartbeat(beat: dict) -> Host:
-    host = db.session.get(Host, beat["host"]) or Host(name=beat["host"], drained=False)
+    # The conductor's clock decides liveness; workers' clocks may drift.
+    now = utcnow()
+    # Locked before anything is read: the capacity columns are rewritten from a count of the host's VMs that
+    # no concurrent placement may change meanwhile (web/services/capacity.py).
+    known = capacity.lock_host(beat["host"], now)
+    used = capacity.used_by(beat["host"]) if known else (0, 0)
+    host = (db.session.get(Host, beat["host"], populate_existing=True) if known else None) or Host(
+        name=beat["host"], drained=False
+    )
     host.arch = beat["arch"]
     host.accel = beat["accel"]
     host.emulators = beat["emulators"]
@@ -36,8 +45,8 @@ def record_heartbeat(beat: dict) -> Host:
     _record_guest_facts(host.name, beat["domains"])
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
-    # The conductor's clock decides liveness; workers' clocks may drift.
-    host.last_seen = utcnow()
+    host.last_seen = now
+    capacity.refresh(host, used)
     db.session.add(host)
     return host
 
@@ -103,8 +112,9 @@ def _live_host(h: Host) -> LiveHost:
 
 
 class FleetCache:
-    """The fleet summary, recomputed at most every `ttl` seconds per process: routing then costs the same
-    whatever the number of hosts, and a dead host still drops out within the liveness window."""
+    """The fleet summary, recomputed at most every `ttl` seconds per process from the hosts counted by kind
+    (one GROUP BY): routing then costs the same whatever the number of hosts, and a dead host still drops out
+    within the liveness window."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -115,7 +125,7 @@ class FleetCache:
         ttl = min(1.0, settings.heartbeat_interval_s / 2)
         with self._lock:
             if self._value is None or time.monotonic() - self._at > ttl:
-                self._value = Fleet.from_hosts(live_hosts(settings))
+                self._value = Fleet.from_kinds(capacity.fleet_kinds(settings))
                 self._at = time.monotonic()
             return self._value
 
@@ -155,6 +165,14 @@ def host_loads(settings: Settings) -> list[HostLoad]:
     ]
 
 
+def page(after: str | None, limit: int) -> tuple[list[Host], bool]:
+    """Up to `limit` hosts after the name `after`, in name order (the primary key's index), and whether more
+    follow."""
+    query = select(Host).order_by(Host.name).limit(limit + 1)
+    rows = list(db.session.scalars(query if after is None else query.where(Host.name > after)))
+    return rows[:limit], len(rows) > limit
+
+
 def get_host(name: str) -> Host:
     host = db.session.get(Host, name)
     if host is None:
@@ -171,43 +189,47 @@ def set_drained(name: str, drained: bool) -> Host:
 
 
 def host_view(host: Host, settings: Settings) -> dict:
-    return {
-        "name": host.name,
-        "arch": host.arch,
-        "accel": host.accel,
-        "emulators": host.emulators,
-        "queues": host.queues,
-        "cpu_modes": host.cpu_modes,
-        "capacity": host.capacity,
-        "allocated": _allocated(host.name),
-        "state": host_state(host, settings),
-        "drained": host.drained,
-        "last_seen": _aware(host.last_seen),
-        "unmanaged_domains": unmanaged_domains(host),
-        "libvirt_version": host.libvirt_version,
-        "snapshot_support": host.snapshot_support or {},
-        "networks": host.networks or {},
-        "ssh": {
-            "address": (host.migration or {}).get("address") or None,
-            "port": (host.migration or {}).get("ssh_port", 22),
-        },
+    return host_views([host], settings)[0]
+
+
+def host_views(hosts: list[Host], settings: Settings) -> list[dict]:
+    """The hosts as the API shows them: what their VMs hold and which of their domains archq manages are read
+    in two queries for the whole page."""
+    names = [host.name for host in hosts]
+    allocated = {
+        name: {"vcpus": int(cpus or 0), "memory_mib": int(mem or 0)}
+        for name, cpus, mem in db.session.execute(
+            select(Vm.host, func.sum(Vm.vcpus), func.sum(Vm.memory_mib))
+            .where(Vm.host.in_(names), Vm.state.in_(ALLOCATING_VM_STATES))
+            .group_by(Vm.host)
+        )
     }
+    known = set(db.session.scalars(select(Vm.id).where(Vm.host.in_(names), Vm.state != VmState.DELETED)))
+    return [
+        {
+            "name": host.name,
+            "arch": host.arch,
+            "accel": host.accel,
+            "emulators": host.emulators,
+            "queues": host.queues,
+            "cpu_modes": host.cpu_modes,
+            "capacity": host.capacity,
+            "allocated": allocated.get(host.name, {"vcpus": 0, "memory_mib": 0}),
+            "state": host_state(host, settings),
+            "drained": host.drained,
+            "last_seen": _aware(host.last_seen),
+            # Domains the host runs that archq does not manage: reported, never touched.
+            "unmanaged_domains": [d for d in host.domains if d["uuid"] not in known],
+            "libvirt_version": host.libvirt_version,
+            "snapshot_support": host.snapshot_support or {},
+            "networks": host.networks or {},
+            "ssh": ssh_endpoint(host),
+        }
+        for host in hosts
+    ]
 
 
 def ssh_endpoint(host: Host) -> dict:
     """Where `archq vm ssh` reaches the host to jump to its NAT VMs: the address it gives for migrations."""
     migration = host.migration or {}
     return {"address": migration.get("address") or None, "port": migration.get("ssh_port", 22)}
-
-
-def unmanaged_domains(host: Host) -> list[dict]:
-    """Domains the host runs that archq does not manage: reported, never touched."""
-    known = set(db.session.scalars(select(Vm.id).where(Vm.host == host.name, Vm.state != VmState.DELETED)))
-    return [d for d in host.domains if d["uuid"] not in known]
-
-
-def _allocated(name: str) -> dict:
-    cpus, mem = db.session.execute(
-        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES))
-    ).one()
-    return {"vcpus": int(cpus or 0), "memory_mib": int(mem or 0)}

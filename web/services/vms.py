@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
@@ -22,15 +21,17 @@ from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable,
 from web.extensions import db
 from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
+from web.services import capacity
+from web.services.capacity import CPU_RATIO, RAM_RATIO
 from web.services.cpu_modes import check_cpu_mode, tcg_cpu_note
-from web.services.hosts import fleet_cache, host_loads, host_state
+from web.services.hosts import fleet_cache, host_state
 from web.services.images import artifact_for
 from web.services.job_effects import EFFECTS
 from web.services.job_states import complete_without_worker
 
-# Overcommit ratios, as Nova's allocation ratios: vCPUs are time-shared, memory is not.
-CPU_RATIO = 4.0
-RAM_RATIO = 1.0
+# A create whose chosen host filled up before its reservation (web/services/capacity.py) is placed again
+# elsewhere, this many times at most.
+PLACEMENT_ATTEMPTS = 5
 
 
 def get_vm(vm_id: str) -> Vm:
@@ -118,10 +119,9 @@ def _pinned(request: dict, arch: Arch, settings: Settings, demand: Demand) -> De
     state = host_state(host, settings)
     if state != "up":
         raise Conflict(f"host {name!r} is {state}; it takes no new VMs", code=f"host_{state}")
-    loads = [load for load in host_loads(settings) if load.host.name == name]
     demand = dataclasses.replace(demand, emulation=Emulation.ALLOW)
     try:
-        place(Placement.LEAST_LOADED, demand, loads, cpu_ratio=CPU_RATIO, ram_ratio=RAM_RATIO)
+        place(Placement.LEAST_LOADED, demand, capacity.host_load(name), cpu_ratio=CPU_RATIO, ram_ratio=RAM_RATIO)
     except NoHostOffers as exc:
         raise _no_network(demand, f"host {name!r}: {exc}") from exc
     except NoHostFits as exc:
@@ -147,8 +147,13 @@ def _no_network(demand: Demand, message: str) -> Conflict:
 
 
 def decide(
-    request: dict, arch: Arch, settings: Settings, cursor: Callable[[], int], need: tuple[str, str] | None = None
+    request: dict,
+    arch: Arch,
+    settings: Settings,
+    need: tuple[str, str] | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> Decision:
+    """Where the create goes; `exclude`: hosts found full since they were chosen."""
     emulation = Emulation(request["emulation"])
     demand = Demand(
         arch,
@@ -181,19 +186,20 @@ def decide(
         if route.emulated:
             demand = dataclasses.replace(demand, emulation=Emulation.PREFER_NATIVE)
     try:
-        chosen = place(
-            strategy,
-            demand,
-            host_loads(settings),
-            cpu_ratio=CPU_RATIO,
-            ram_ratio=RAM_RATIO,
-            cursor=cursor() if strategy == Placement.ROUND_ROBIN else 0,
-        )
+        chosen = capacity.choose(strategy, capacity.Search(demand, capacity.live_since(settings), exclude))
     except NoHostOffers as exc:
         raise _no_network(demand, str(exc)) from exc
     except NoHostFits as exc:
         raise Unavailable(str(exc), retry_after_s=int(settings.heartbeat_interval_s * 2), code="no_capacity") from exc
     return _on_host(chosen.host.name, chosen.host.arch, chosen.host.accel, arch)
+
+
+class HostFull(ApiError):
+    """The chosen host has no room left for the VM: a concurrent create reserved it first."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"host {host!r} has no room left for this VM", code="no_capacity")
+        self.host = host
 
 
 @dataclass(frozen=True)
@@ -206,14 +212,14 @@ class CreatePlan:
     decision: Decision
 
 
-def plan_create(request: dict, settings: Settings, cursor: Callable[[], int] = lambda: 0) -> CreatePlan:
-    """Every check and routing decision of a create, without side effects (but `cursor`'s); raises the
-    refusal a create answers."""
+def plan_create(request: dict, settings: Settings, exclude: frozenset[str] = frozenset()) -> CreatePlan:
+    """Every check and routing decision of a create, without side effects; raises the refusal a create
+    answers. `exclude`: hosts found full since the decision was first made."""
     arch = Arch(request["arch"])
     artifact = artifact_for(request["image"], arch)
     _check_disk_size(request.get("disk_gib"), artifact, request["image"])
     network = attachment(request["network"], settings)
-    decision = decide(request, arch, settings, cursor, need=needs(network, settings.nat_network))
+    decision = decide(request, arch, settings, need=needs(network, settings.nat_network), exclude=exclude)
     check_cpu_mode(
         request["cpu_mode"],
         arch,
@@ -225,11 +231,11 @@ def plan_create(request: dict, settings: Settings, cursor: Callable[[], int] = l
     return CreatePlan(arch, artifact, network, decision)
 
 
-def preview_create(request: dict, settings: Settings, cursor: Callable[[], int] = lambda: 0) -> dict:
+def preview_create(request: dict, settings: Settings) -> dict:
     """Where a create of `request` would go now and what its submitter would be told, or the refusal it would
-    get (`error`, with the `status` create would answer). Stores nothing; `cursor` should only peek."""
+    get (`error`, with the `status` create would answer). Stores nothing."""
     try:
-        plan = plan_create(request, settings, cursor)
+        plan = plan_create(request, settings)
         _check_name_free(request["name"])
     except ApiError as exc:
         refusal = error_body(exc.code, exc.message, exc.fields)["error"]
@@ -247,20 +253,39 @@ def preview_create(request: dict, settings: Settings, cursor: Callable[[], int] 
         "emulation_warning": decision.warning,
         "waiting_for": decision.waiting_for,
         "cpu_mode": request["cpu_mode"],
-        "cpu_mode_note": tcg_cpu_note(plan.arch) if decision.accel == "tcg" else "",
+        "cpu_mode_note": tcg_cpu_note(plan.arch) if decision.accel == Accel.TCG else "",
     }
 
 
 def submit_create(
     request: dict,
     settings: Settings,
-    cursor: Callable[[], int] = lambda: 0,
     actor: str = "api",
     group: GroupCommit[tuple[Vm, Job]] | None = None,
 ) -> tuple[Vm, Job]:
     """Store a new VM and its create job (committed, `pending`); the caller hands the job to the outbox.
-    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py)."""
-    plan = plan_create(request, settings, cursor)
+    With `group`, the rows are committed together with concurrent requests' (see web/group_commit.py). A VM
+    placed on a host reserves its share there in the same transaction; if a concurrent create took the room
+    first, the VM is placed again without that host."""
+    full: frozenset[str] = frozenset()
+    while True:
+        plan = plan_create(request, settings, exclude=full)
+        vm, job = _new_create(request, plan, actor)
+        try:
+            if group is not None:
+                group.submit((vm, job))
+            elif error := write_creates([(vm, job)])[0]:
+                raise error
+        except HostFull as exc:
+            full |= {exc.host}
+            if request.get("host") or len(full) >= PLACEMENT_ATTEMPTS:
+                retry_after_s = int(settings.heartbeat_interval_s * 2)
+                raise Unavailable(str(exc), retry_after_s=retry_after_s, code="no_capacity") from exc
+            continue
+        return vm, job
+
+
+def _new_create(request: dict, plan: CreatePlan, actor: str) -> tuple[Vm, Job]:
     arch, artifact, network, decision = plan.arch, plan.artifact, plan.network, plan.decision
     vm_id = str(uuid.uuid4())
     user_data = request.get("user_data")
@@ -279,7 +304,7 @@ def submit_create(
         emulated=decision.emulated,
         emulation_warning=decision.warning,
         accel=decision.accel,
-        # A placed VM holds its host's capacity from now on, so the next placement sees it.
+        # A placed VM holds its host's capacity from now on (reserved when it is written).
         host=decision.host,
         network=network,
         mac=mac_for(vm_id) if network["mode"] != NetworkMode.NONE else None,
@@ -291,10 +316,6 @@ def submit_create(
     )
     job = _new_job(JobKind.CREATE, decision.queue, vm, actor=actor, host=decision.host, emulated=decision.emulated)
     job.waiting_for = decision.waiting_for
-    if group is not None:
-        group.submit((vm, job))
-    elif error := write_creates([(vm, job)])[0]:
-        raise error
     return vm, job
 
 
@@ -324,16 +345,25 @@ def _digest_columns(user_data: str) -> dict:
 
 def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
-    by an earlier item of the batch) is left out and gets its Conflict."""
+    by an earlier item of the batch) is left out and gets its Conflict, one whose host has no room left for it
+    (web/services/capacity.py `reserve`) gets HostFull."""
     taken = _taken_names({vm.name for vm, _ in items})
-    errors: list[ApiError | None] = []
-    for vm, job in items:
+    errors: list[ApiError | None] = [None] * len(items)
+    named = []
+    for index, (vm, _) in enumerate(items):
         if vm.name in taken:
-            errors.append(_name_taken(vm.name, taken[vm.name]))
+            errors[index] = _name_taken(vm.name, taken[vm.name])
             continue
         taken[vm.name] = vm.id
+        named.append(index)
+    # Hosts are reserved in name order, so two API processes' batches never wait for each other's host rows in a
+    # cycle (PostgreSQL would abort one of them as deadlocked).
+    for index in sorted(named, key=lambda i: items[i][0].host or ""):
+        vm, job = items[index]
+        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
+            errors[index] = HostFull(vm.host)
+            continue
         db.session.add_all([vm, job])
-        errors.append(None)
     db.session.commit()
     return errors
 

@@ -43,7 +43,7 @@ def preview_part():
         body = create_request_schema(ext.settings).load(create_body(request.form))
     except ValidationError as exc:
         return render_template("ui/_preview.html", preview=None, invalid=exc.messages)
-    preview = vms.preview_create(body, ext.settings, cursor=ext.next_round_robin)
+    preview = vms.preview_create(body, ext.settings)
     return render_template("ui/_preview.html", preview=preview, invalid=None)
 
 
@@ -52,7 +52,7 @@ def create():
     ext = _archq()
     try:
         body = create_request_schema(ext.settings).load(create_body(request.form))
-        vm, job = vms.submit_create(body, ext.settings, cursor=ext.round_robin_cursor, actor=current_actor())
+        vm, job = vms.submit_create(body, ext.settings, actor=current_actor())
     except ApiError as exc:
         flash(exc.message, "error")
     except ValidationError as exc:

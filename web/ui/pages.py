@@ -14,7 +14,7 @@ from web.extensions import db
 from web.models import Host
 from web.schemas import job_out, snapshot_out, vm_out
 from web.services import jobs, migrations, snapshots, vms
-from web.services.hosts import host_view
+from web.services.hosts import host_views
 from web.services.images import image_view, list_images, vm_counts
 from web.services.system import system_info
 from web.ui import bp
@@ -30,7 +30,7 @@ def _archq():
 
 def _hosts() -> list[dict]:
     settings = _archq().settings
-    return [host_view(h, settings) for h in db.session.scalars(select(Host).order_by(Host.name))]
+    return host_views(list(db.session.scalars(select(Host).order_by(Host.name))), settings)
 
 
 @bp.get("/")

@@ -118,6 +118,9 @@ def flower() -> None:
             # A worker's page waits for its answer to each inspection and returns once it answered; within
             # Flower's 1 s default a worker busy on a loaded host can miss it, and its page says "Unknown worker".
             "--inspect_timeout=5000",
+            # Look, do not touch: Flower's buttons and its task API (send a task, revoke, shut a worker down,
+            # cancel a queue's consumer) would bypass the API's roles and its jobs, which the database owns.
+            "--read_only=True",
         ],
     )  # fmt: skip
 

@@ -41,6 +41,14 @@ def test_flower_refuses_requests_without_its_password(flower):
         assert flower.get(path, password="wrong")[0] == 401
 
 
+def test_flower_only_shows_it_never_acts_past_the_api(stack):
+    flower = stack
+    for path in (f"/api/worker/shutdown/{WORKER}", f"/api/worker/queue/cancel-consumer/{WORKER}?queue=amd64",
+                 f"/api/task/send-task/{Task.DELETE_VM}", f"/api/task/send-task/{Task.JOB_UPDATE}"):  # fmt: skip
+        assert flower.request("POST", path)[0] == 403, path
+    assert flower.get(f"/worker/{WORKER}")[0] == 200
+
+
 def test_the_broker_page_lists_archqs_queues_with_their_depths(flower, client):
     # An arm64 job that may not be emulated waits on `arm64` for a native host: no worker runs at all here.
     create_vm(client, name="waiting", arch="arm64", emulation="native_only")

@@ -20,7 +20,12 @@ class Flower:
 
     def get(self, path: str, *, auth: bool = True, password: str = PASSWORD, timeout: float = 10) -> tuple[int, str]:
         """(status, body) of a GET; with `auth`, basic auth credentials are sent (Flower's unless told)."""
-        request = urllib.request.Request(self.url + path)
+        return self.request("GET", path, auth=auth, password=password, timeout=timeout)
+
+    def request(
+        self, method: str, path: str, *, auth: bool = True, password: str = PASSWORD, timeout: float = 10
+    ) -> tuple[int, str]:
+        request = urllib.request.Request(self.url + path, method=method, data=b"" if method == "POST" else None)
         if auth:
             token = base64.b64encode(f"{USER}:{password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")

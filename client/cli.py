@@ -57,6 +57,7 @@ SERVICES: dict[str, Command | Group] = {
     "up": Command("web.commands:up", "Run the whole stack here in the foreground (API, conductor, worker, Flower)."),
     "api": Command("web.commands:api", "Serve the HTTP API under gunicorn."),
     "conductor": Command("web.commands:conductor", "Record job reports and heartbeats; sweep, re-route, recover."),
+    "flower": Command("web.commands:flower", "Run Flower on archq's Celery app, behind basic auth, read-only."),
     "worker": Command("workers.main:worker", "Run a hypervisor worker on this host."),
     "db": Group("The database.", {"upgrade": Command("web.commands:migrate", "Apply the schema migrations.")}),
     "token": Command("web.token_commands:token", "API tokens, on the database directly."),

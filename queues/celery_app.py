@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
+from queues import redis_reconnect
 from queues.config import Settings
 from queues.names import STATIC_QUEUES
 
@@ -18,6 +19,7 @@ def make_queue(name: str) -> Queue:
 def make_celery(settings: Settings, main: str = "archq", *, send_sent_events: bool = False) -> Celery:
     """`send_sent_events` only where one thread publishes (the API's publisher): the event dispatcher's
     connection is shared, and threads publishing through it at once hang it."""
+    redis_reconnect.install()
     app = Celery(main, broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -44,9 +46,8 @@ def make_celery(settings: Settings, main: str = "archq", *, send_sent_events: bo
         task_queues=[make_queue(name) for name in STATIC_QUEUES],
         task_default_queue="control",
         worker_send_task_events=True,
-        # Remote control (pidbox) is a Redis pub/sub subscription; kombu's pub/sub reader can crash the whole
-        # worker when Redis goes away mid-read ('NoneType' object has no attribute 'hostname'). archq never
-        # broadcasts to workers (liveness is the heartbeat registry), and Flower follows workers by events.
+        # Remote control (pidbox) answers Flower's inspections (its worker pages, the queues each worker
+        # consumes). archq itself never broadcasts to workers: liveness is the heartbeat registry.
         worker_enable_remote_control=settings.remote_control,
         task_send_sent_event=send_sent_events,
         worker_hijack_root_logger=False,

@@ -60,6 +60,17 @@ def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 ACCEL_CHOICES = ("auto", *(accel.value for accel in Accel))
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingError(f"{name}={value!r}: must be 1/true/yes/on or 0/false/no/off")
+
+
 class SettingError(ValueError):
     """A setting that cannot work; the message names the variable."""
 
@@ -114,9 +125,10 @@ class Settings:
     native_wait_s: float = 60.0
     refuse_when_no_worker: bool = False
     worker_concurrency: int = 4
-    # Celery remote control (pidbox: `celery inspect`, consumer add/cancel). Off: it is a Redis pub/sub
-    # subscription, and kombu's pub/sub reader can crash a worker when Redis goes away mid-read.
-    remote_control: bool = False
+    # Celery remote control (pidbox: `celery inspect`, Flower's worker pages and the host.* queues on its
+    # Broker page). A Redis pub/sub subscription that a Redis restart used to turn into a worker exit;
+    # queues/redis_reconnect.py, tests/faults/test_remote_control.py.
+    remote_control: bool = True
     stop_timeout_s: float = 30.0
     time_limits: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIME_LIMITS))
     flower_address: str = "127.0.0.1"
@@ -172,7 +184,7 @@ class Settings:
             native_wait_s=_float("ARCHQ_NATIVE_WAIT_S", cls.native_wait_s),
             refuse_when_no_worker=os.environ.get("ARCHQ_REFUSE_WHEN_NO_WORKER", "") in ("1", "true", "yes"),
             worker_concurrency=_int("ARCHQ_WORKER_CONCURRENCY", cls.worker_concurrency),
-            remote_control=os.environ.get("ARCHQ_REMOTE_CONTROL", "") in ("1", "true", "yes"),
+            remote_control=_flag("ARCHQ_REMOTE_CONTROL", cls.remote_control),
             stop_timeout_s=_float("ARCHQ_STOP_TIMEOUT_S", cls.stop_timeout_s),
             time_limits=_time_limits(os.environ.get("ARCHQ_TIME_LIMITS", "")),
             flower_address=os.environ.get("ARCHQ_FLOWER_ADDRESS", cls.flower_address),

@@ -102,6 +102,30 @@ def conductor() -> None:
 
 
 @click.command()
+def flower() -> None:
+    """Run Flower on archq's Celery app (its queues, workers and jobs), always behind basic auth."""
+    settings = Settings.from_env()
+    # In Flower's environment rather than its command line, where `ps` would show the password.
+    os.environ["FLOWER_BASIC_AUTH"] = flower_basic_auth(settings)
+    os.execv(
+        sys.executable,
+        [
+            sys.executable, "-m", "celery", "-A", "queues.flower", "flower",
+            f"--address={settings.flower_address}", f"--port={settings.flower_port}",
+            # Flower would broadcast `enable_events` every 5 s, turning on the task events that the conductor
+            # keeps off (its heartbeats would fill the task list); archq's workers send theirs unasked.
+            "--enable_events=False",
+            # A worker's page waits for its answer to each inspection and returns once it answered; within
+            # Flower's 1 s default a worker busy on a loaded host can miss it, and its page says "Unknown worker".
+            "--inspect_timeout=5000",
+            # Look, do not touch: Flower's buttons and its task API (send a task, revoke, shut a worker down,
+            # cancel a queue's consumer) would bypass the API's roles and its jobs, which the database owns.
+            "--read_only=True",
+        ],
+    )  # fmt: skip
+
+
+@click.command()
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="where the API listens")
 @click.option("--no-worker", is_flag=True, help="do not run a hypervisor worker on this machine")
 def up(bind: str, no_worker: bool) -> None:
@@ -122,14 +146,14 @@ def up(bind: str, no_worker: bool) -> None:
     if built_artifacts(settings.images_dir, "debian-12"):
         subprocess.run([sys.executable, "-m", "client.cli", "images", "register", "debian-12"], check=False)
     archq = [sys.executable, "-m", "client.cli"]
-    flower = [sys.executable, "-m", "celery", "--broker", settings.broker_url, "flower",
-              f"--address={settings.flower_address}", f"--port={settings.flower_port}"]  # fmt: skip
-    # In Flower's environment rather than its command line, where `ps` would show the password.
-    envs = {"flower": {**os.environ, "FLOWER_BASIC_AUTH": flower_basic_auth(settings)}}
-    commands = {"api": [*archq, "api", "--bind", bind], "conductor": [*archq, "conductor"], "flower": flower}
+    commands = {
+        "api": [*archq, "api", "--bind", bind],
+        "conductor": [*archq, "conductor"],
+        "flower": [*archq, "flower"],
+    }
     if not no_worker:
         commands["worker"] = [*archq, "worker"]
-    children = {name: subprocess.Popen(cmd, env=envs.get(name)) for name, cmd in commands.items()}
+    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
     log.info(
         "archq is up: API http://%s/api/v1, web UI http://%s/ui/ (log in with an API token), "
         "Flower http://%s:%s (basic auth: ARCHQ_FLOWER_BASIC_AUTH or %s)",

@@ -26,7 +26,7 @@ def test_compose_config_is_valid_and_has_every_service():
 
 def test_secrets_and_auth_are_wired():
     config = compose("config")
-    assert "--requirepass" in config and "--basic-auth=" in config and "noeviction" in config
+    assert "--requirepass" in config and "ARCHQ_FLOWER_BASIC_AUTH" in config and "noeviction" in config
     worker = re.split(r"\n  [a-z]+:\n", config.split("\n  worker:\n")[1])[0]
     assert "ARCHQ_BROKER_URL" in worker
     assert "ARCHQ_DATABASE_URL" not in worker, "hypervisor workers hold no database credentials"

@@ -27,8 +27,10 @@ def read_unit(path: Path) -> configparser.ConfigParser:
     return parser
 
 
-def test_there_is_a_unit_for_the_api_the_conductor_and_the_worker():
-    assert {unit.name for unit in UNITS} == {"archq-api.service", "archq-conductor.service", "archq-worker.service"}
+def test_there_is_a_unit_for_the_api_the_conductor_the_worker_and_flower():
+    assert {unit.name for unit in UNITS} == {
+        "archq-api.service", "archq-conductor.service", "archq-worker.service", "archq-flower.service"
+    }  # fmt: skip
 
 
 def test_systemd_accepts_every_unit(tmp_path):

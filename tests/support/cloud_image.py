@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -72,7 +73,9 @@ def generic_cloud_image(arch: Arch) -> Path:
 
 
 def _run(*argv: str, stdin: str | None = None) -> None:
-    subprocess.run(list(argv), input=stdin, text=True, check=True, capture_output=True, timeout=600)
+    done = subprocess.run(list(argv), input=stdin, text=True, capture_output=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {done.returncode}: {done.stderr.strip()}")
 
 
 def _build(arch: Arch, source: Path, work: Path, target: Path) -> None:
@@ -83,22 +86,24 @@ def _build(arch: Arch, source: Path, work: Path, target: Path) -> None:
     _run("debugfs", "-w", "-R", "rm /etc/fstab", str(root))
     _run("debugfs", "-w", "-R", f"write {work / 'fstab'} /etc/fstab", str(root))
 
-    boot = work / "boot.raw"
-    with boot.open("wb") as fh:
-        fh.truncate(BOOT_SIZE_MIB * MIB)
-    _run("mkfs.fat", "-F", "16", "-n", "BOOT", str(boot))
-    for name in ("vmlinuz", "initrd.img"):
-        _copy_into(boot, name, source / name)
-    for path, text in form.configs.items():
-        local = work / Path(path).name
-        local.write_text(text)
-        _copy_into(boot, path, local)
-
     disk = work / "disk.raw"
     with disk.open("wb") as fh:
         fh.truncate((ROOT_START_MIB + root.stat().st_size // MIB + TAIL_MIB) * MIB)
     _run("sfdisk", "--quiet", str(disk), stdin=form.partitions)
-    form.bootloader(work, boot, disk)
+
+    # The boot partition's files, staged in a directory and copied into its FAT image at once.
+    tree = work / "boot"
+    for name in ("vmlinuz", "initrd.img"):
+        shutil.copyfile(source / name, _staged(tree, f"/{name}"))
+    for path, text in form.configs.items():
+        _staged(tree, path).write_text(text)
+    boot = work / "boot.raw"
+    with boot.open("wb") as fh:
+        fh.truncate(BOOT_SIZE_MIB * MIB)
+    _run("mkfs.fat", "-F", "16", "-n", "BOOT", str(boot))
+    form.bootloader(work, tree, boot, disk)
+    _run("mcopy", "-s", "-i", str(boot), *(str(entry) for entry in sorted(tree.iterdir())), "::/")
+
     for part, start_mib in ((boot, BOOT_START_MIB), (root, ROOT_START_MIB)):
         _run("dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={start_mib}", "conv=notrunc,sparse", "status=none")
     partial = work / "disk.qcow2"
@@ -107,49 +112,48 @@ def _build(arch: Arch, source: Path, work: Path, target: Path) -> None:
     partial.rename(target)
 
 
-def _copy_into(fat: Path, path: str, local: Path) -> None:
-    """`local` to `path` on the FAT image `fat`, with the directories above it."""
-    for parent in reversed(Path(path).parents[:-1]):
-        _run("mmd", "-D", "s", "-i", str(fat), f"::/{parent}")
-    _run("mcopy", "-i", str(fat), str(local), f"::/{path}")
+def _staged(tree: Path, path: str) -> Path:
+    """Where `path` (absolute, on the boot partition) is staged under `tree`, its directory made."""
+    staged = tree / path.lstrip("/")
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    return staged
 
 
-def _syslinux(work: Path, boot: Path, disk: Path) -> None:
+def _syslinux(work: Path, tree: Path, boot: Path, disk: Path) -> None:
     """syslinux into the boot partition's image (its mtools build installs into a FAT image file: no mount, no
     loop device), and its MBR code, which boots the partition marked bootable, into the disk's first sector."""
     _run("syslinux", "--install", str(boot))
     _run("dd", "if=/usr/lib/syslinux/mbr/mbr.bin", f"of={disk}", "bs=440", "count=1", "conv=notrunc", "status=none")
 
 
-def _grub_efi(work: Path, boot: Path, disk: Path) -> None:
+def _grub_efi(work: Path, tree: Path, boot: Path, disk: Path) -> None:
     """GRUB as an arm64 EFI application at the removable-media path of the EFI system partition, with the
     modules grub.cfg needs built in (grub-mkimage follows their dependencies). Its prefix names no device, so
     GRUB reads grub.cfg from the partition it was loaded from."""
     unpacked = work / "grub"
     _run("mmdebstrap", "--quiet", "--variant=extract", "--arch=arm64", "--include=grub-efi-arm64-bin",
          SUITE, str(unpacked), MIRROR)  # fmt: skip
-    efi = work / "BOOTAA64.EFI"
+    efi = _staged(tree, f"{GRUB_PREFIX}/BOOTAA64.EFI")
     _run("grub-mkimage", "--format=arm64-efi", f"--directory={unpacked / 'usr/lib/grub/arm64-efi'}",
          f"--prefix={GRUB_PREFIX}", f"--output={efi}", *GRUB_MODULES)  # fmt: skip
-    _copy_into(boot, f"{GRUB_PREFIX}/{efi.name}", efi)
 
 
 @dataclass(frozen=True)
 class _Form:
     # sfdisk's script: the boot partition, then the root taking the rest.
     partitions: str
-    # Text files on the boot partition besides the kernel and initrd: path on it -> text.
+    # Text files on the boot partition besides the kernel and initrd: absolute path on it -> text.
     configs: dict[str, str]
-    # Installs the bootloader (work directory, boot partition's image, partitioned disk) before the partitions'
-    # images are written into the disk.
-    bootloader: Callable[[Path, Path, Path], None]
+    # Installs the bootloader, given a scratch directory, the boot partition's staged files, its freshly made
+    # FAT image and the partitioned disk; the staged files are copied into the image after it.
+    bootloader: Callable[[Path, Path, Path, Path], None]
 
 
 FORMS: dict[Arch, _Form] = {
     Arch.AMD64: _Form(
         f"label: dos\nstart={BOOT_START_MIB}MiB, size={BOOT_SIZE_MIB}MiB, type=6, bootable\n"
         f"start={ROOT_START_MIB}MiB, type=83\n",
-        {"syslinux.cfg": SYSLINUX_CFG},
+        {"/syslinux.cfg": SYSLINUX_CFG},
         _syslinux,
     ),
     Arch.ARM64: _Form(

@@ -76,8 +76,14 @@ def build_domain_xml(spec: DomainSpec) -> str:
         ET.SubElement(os_el, "initrd").text = str(spec.initrd)
         ET.SubElement(os_el, "cmdline").text = spec.cmdline
     else:
-        if firmware == "uefi" and spec.nvram is not None:
-            ET.SubElement(os_el, "nvram").text = str(spec.nvram)
+        if firmware == "uefi":
+            # libvirt picks the firmware by its descriptors' priority; Debian ranks AAVMF with Microsoft's keys
+            # enrolled and Secure Boot on first, which refuses any bootloader not signed by them ("Access
+            # Denied"). A cloud image's own GRUB is not: ask for the plain one, as Nova does by default.
+            features = ET.SubElement(os_el, "firmware")
+            ET.SubElement(features, "feature", enabled="no", name="secure-boot")
+            if spec.nvram is not None:
+                ET.SubElement(os_el, "nvram").text = str(spec.nvram)
         ET.SubElement(os_el, "boot", dev="hd")
 
     if spec.domain_type == "qemu":

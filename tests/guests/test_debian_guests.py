@@ -1,7 +1,9 @@
 """Usable guests on real QEMU: a debian-12 VM of each architecture on this x86-64 host (arm64 emulated, on
 `tcg.arm64`) gets a NAT address, shows the SSH host keys cloud-init printed on its console, and takes a login
 with `archq vm ssh` that verifies them; a memory snapshot and its revert keep the NIC; delete leaves no seed,
-lease or file behind. Each guest boots once per module (a minute or two under TCG)."""
+lease or file behind. The same guest in the generic cloud-image form (a partitioned disk with its own bootloader:
+syslinux from an MBR under the BIOS on amd64, GRUB from an EFI system partition under UEFI on arm64) boots
+with the same NIC, seed and login. Each guest boots once per module (a minute or two under TCG)."""
 
 from __future__ import annotations
 
@@ -31,8 +33,11 @@ pytestmark = pytest.mark.libvirtd
 
 HOST = "debian-qemu"
 UNAME = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
+# How archq boots a disk without a kernel of its own: the firmware then runs the disk's bootloader.
+FIRMWARE = {Arch.AMD64: "bios", Arch.ARM64: "uefi"}
 BOOT_TIMEOUT_S = 600
-GENERIC = "generic"
+DEBIAN = "debian-12"
+GENERIC = "generic-cloud"
 
 
 @dataclass
@@ -41,8 +46,8 @@ class Guests:
     url: str
     token: str
     key: Path
-    # By arch for the debian-12 VMs, GENERIC for the one from the generic cloud image.
-    vms: dict[str, dict]
+    # The accepted creates by image (DEBIAN, or GENERIC: the generic cloud-image form) and arch.
+    vms: dict[tuple[str, Arch], dict]
 
     def vm(self, vm_id: str) -> dict:
         return self.stack.client.get(f"/api/v1/vms/{vm_id}").get_json()["vm"]
@@ -70,7 +75,7 @@ def guests(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterat
     try:
         with qemu_stack(tmp, redis_server.url, HOST, IMAGES_CACHE) as stack:
             with stack.app.app_context():
-                register_built(IMAGES_CACHE, "debian-12")
+                register_built(IMAGES_CACHE, DEBIAN)
             with serve_api(stack.app, settings_env(stack.settings), tmp / "api.log") as (url, token):
                 vms = {}
                 for arch in Arch:
@@ -83,25 +88,28 @@ def guests(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterat
                         },
                     )  # fmt: skip
                     assert response.status_code == 202, response.get_json()
-                    vms[arch] = response.get_json()
-                    created.append(vms[arch]["vm"]["id"])
+                    vms[DEBIAN, arch] = response.get_json()
+                    created.append(vms[DEBIAN, arch]["vm"]["id"])
                 # The same guest in the generic cloud-image form: a partitioned disk with its own bootloader.
-                cloud = generic_cloud_image()
-                artifact = {"format": "qcow2", "source": str(cloud), "sha256": sha256_of(cloud), "login_user": "debian"}
-                response = stack.client.post(
-                    "/api/v1/images", json={"name": "generic-cloud", "artifacts": {"amd64": artifact}}
-                )
+                artifacts = {}
+                for arch in Arch:
+                    cloud = generic_cloud_image(arch)
+                    artifacts[arch.value] = {
+                        "format": "qcow2", "source": str(cloud), "sha256": sha256_of(cloud), "login_user": "debian",
+                    }  # fmt: skip
+                response = stack.client.post("/api/v1/images", json={"name": GENERIC, "artifacts": artifacts})
                 assert response.status_code == 201, response.get_json()
-                response = stack.client.post(
-                    "/api/v1/vms",
-                    json={
-                        "name": "cloud-amd64", "arch": "amd64", "vcpus": 2, "memory_mib": 1024,
-                        "image": "generic-cloud", "ssh_authorized_keys": [key.with_suffix(".pub").read_text()],
-                    },
-                )  # fmt: skip
-                assert response.status_code == 202, response.get_json()
-                vms[GENERIC] = response.get_json()
-                created.append(vms[GENERIC]["vm"]["id"])
+                for arch in Arch:
+                    response = stack.client.post(
+                        "/api/v1/vms",
+                        json={
+                            "name": f"cloud-{arch.value}", "arch": arch.value, "vcpus": 2, "memory_mib": 1024,
+                            "image": GENERIC, "ssh_authorized_keys": [key.with_suffix(".pub").read_text()],
+                        },
+                    )  # fmt: skip
+                    assert response.status_code == 202, response.get_json()
+                    vms[GENERIC, arch] = response.get_json()
+                    created.append(vms[GENERIC, arch]["vm"]["id"])
                 yield Guests(stack, url, token, key, vms)
     finally:
         for vm_id in created:
@@ -109,9 +117,9 @@ def guests(tmp_path_factory: pytest.TempPathFactory, tiny_built: Path) -> Iterat
         redis_server.stop()
 
 
-def booted(guests: Guests, which: str) -> dict:
-    """The VM once it runs, has an address and its host keys are known (`which`: an arch, or GENERIC)."""
-    accepted = guests.vms[which]
+def booted(guests: Guests, arch: Arch, image: str = DEBIAN) -> dict:
+    """The VM of `image` and `arch` once it runs, has an address and its host keys are known."""
+    accepted = guests.vms[image, arch]
     job = wait_job(guests.stack.client, accepted["job"]["id"], timeout=300)
     assert job["state"] == "succeeded", job
     vm_id = accepted["vm"]["id"]
@@ -120,11 +128,13 @@ def booted(guests: Guests, which: str) -> dict:
         vm = guests.vm(vm_id)
         return vm if vm["addresses"] and vm["ssh_host_keys"] else None
 
-    return wait_for(ready, timeout=BOOT_TIMEOUT_S, interval=2, what=f"the {which} guest's address and host keys")
+    return wait_for(
+        ready, timeout=BOOT_TIMEOUT_S, interval=2, what=f"the {image} {arch.value} guest's address and host keys"
+    )
 
 
 def test_an_arm64_vm_on_this_x86_host_is_emulated_on_tcg_arm64(guests):
-    accepted = guests.vms[Arch.ARM64]
+    accepted = guests.vms[DEBIAN, Arch.ARM64]
     assert accepted["job"]["queue"] == "tcg.arm64"
     assert accepted["vm"]["emulated"] is True and "TCG" in accepted["vm"]["emulation_warning"]
 
@@ -188,13 +198,15 @@ def test_delete_leaves_no_seed_lease_or_file(guests):
     assert leases == []
 
 
-def test_a_generic_cloud_image_boots_from_its_bootloader_with_the_same_nic_seed_and_login(guests):
-    vm = booted(guests, GENERIC)
-    assert (vm["image"], vm["firmware"]) == ("generic-cloud", "bios")
+@pytest.mark.parametrize("arch", list(Arch), ids=lambda a: a.value)
+def test_a_generic_cloud_image_boots_from_its_bootloader_with_the_same_nic_seed_and_login(guests, arch):
+    vm = booted(guests, arch, GENERIC)
+    assert (vm["image"], vm["firmware"]) == (GENERIC, FIRMWARE[arch])
     assert vm["addresses"][0]["mac"] == vm["mac"] and vm["login_user"] == "debian"
     login = guests.ssh(vm["name"], "uname", "-m", ";", "hostname", ";", "cat", "/proc/cmdline")
     assert login.returncode == 0, login.stderr
     uname, hostname, *cmdline = login.stdout.split()
-    assert (uname, hostname) == ("x86_64", vm["name"])
-    # Booted by its own bootloader from its own partition, not by archq's direct kernel boot.
+    assert (uname, hostname) == (UNAME[arch], vm["name"])
+    # Booted by its own bootloader (syslinux from the MBR; GRUB from the EFI system partition) from its own
+    # partition, not by archq's direct kernel boot.
     assert "root=/dev/vda2" in cmdline

@@ -75,6 +75,8 @@ def test_arm64_disk_guest_boots_uefi_with_its_nvram_in_the_vm_directory():
     assert root.findtext("os/nvram") == "/vms/x/nvram.fd"
     assert root.find("os/kernel") is None and root.find("os/boot").get("dev") == "hd"
     assert firmware_of(built) == "uefi"
+    # Unsigned bootloaders run: the firmware libvirt picks has Secure Boot off.
+    assert [f.attrib for f in root.findall("os/firmware/feature")] == [{"enabled": "no", "name": "secure-boot"}]
 
 
 def test_amd64_disk_guest_boots_from_its_disk_with_the_bios():

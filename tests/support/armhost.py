@@ -382,3 +382,10 @@ def _remove(host: ArmHost) -> None:
             host._holder.wait(timeout=5)
     if twohosts.netns_exists(host.netns):
         subprocess.run(["ip", "netns", "del", host.netns], check=False, capture_output=True)
+
+
+if __name__ == "__main__":
+    # .ci/test builds (or verifies) the root before the suite, so its cold cost shows on its own line.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    began = time.monotonic()
+    print(f"arm64 host root: {ensure_root()} ({time.monotonic() - began:.1f} s)")

@@ -2,9 +2,10 @@
 host (tests/support/armhost.py: a Debian arm64 userland under qemu-user, its own libvirtd, archq's worker as
 aarch64 Python). archq is told nothing about the arm64 host: its worker learns `arm64` from libvirt.
 
-Guest boots are kept to three (each through the arm64 host costs 30-40 s of doubly emulated CPU): arm64 native
-on the arm64 host, amd64 native on an x86-64 host, and amd64 emulated on the arm64 host once the x86-64 workers
-are gone. The tests run in file order; the last one stops the x86-64 workers."""
+Guest boots waited for are kept to four, two of them through the arm64 host (each costs 30-40 s of doubly
+emulated CPU on an idle machine): arm64 native on the arm64 host, amd64 native on an x86-64 host, arm64 emulated on
+an x86-64 host while the arm64 worker is stopped, and amd64 emulated on the arm64 host once the x86-64 workers are
+gone. The tests run in file order and stop workers as they go."""
 
 from __future__ import annotations
 
@@ -130,15 +131,39 @@ def test_an_amd64_create_runs_natively_on_an_x86_64_host(mixed: Cluster) -> None
     delete(mixed, vm["id"])
 
 
+def stop_and_wait_down(lab: Cluster, names: tuple[str, ...]) -> None:
+    for name in names:
+        lab.stop_worker(name)
+
+    def down() -> bool:
+        hosts = {h["name"]: h for h in lab.client.get("/api/v1/hosts").get_json()["hosts"]}
+        return all(hosts[name]["state"] == "down" for name in names)
+
+    wait_for(down, timeout=60, interval=0.5, what=f"{', '.join(names)} to be seen down")
+
+
+def test_without_the_arm64_worker_arm64_falls_back_to_x86_64_and_goes_native_again_when_it_returns(
+    mixed: Cluster,
+) -> None:
+    stop_and_wait_down(mixed, ("arm1",))
+    vm, job = create(mixed, "arm-on-x86", "arm64")
+    assert (job["queue"], job["emulated"]) == ("tcg.arm64", True)
+    recorded = mixed.vm(vm["id"])
+    assert recorded["host"] in X86_HOSTS
+    took = boots_to_marker(mixed, recorded["host"], vm["id"], Arch.ARM64)
+    print(f"arm64 guest emulated on an x86-64 host: marker {took:.1f} s")
+    delete(mixed, vm["id"])
+
+    mixed.start_worker("arm1")
+    vm, job = create(mixed, "arm-native-again", "arm64")
+    assert (job["queue"], job["emulated"]) == ("arm64", False)
+    assert mixed.vm(vm["id"])["host"] == "arm1"
+    # Its boot was shown above; deleted at once so that the next test's guest has the CPU.
+    delete(mixed, vm["id"])
+
+
 def test_without_x86_64_workers_an_amd64_create_is_emulated_on_the_arm64_host(mixed: Cluster) -> None:
-    for name in X86_HOSTS:
-        mixed.stop_worker(name)
-
-    def x86_down() -> bool:
-        hosts = {h["name"]: h for h in mixed.client.get("/api/v1/hosts").get_json()["hosts"]}
-        return all(hosts[name]["state"] == "down" for name in X86_HOSTS)
-
-    wait_for(x86_down, timeout=60, interval=0.5, what="the x86-64 hosts to be seen down")
+    stop_and_wait_down(mixed, X86_HOSTS)
     vm, job = create(mixed, "x86-on-arm", "amd64")
     assert (job["queue"], job["emulated"]) == ("tcg.amd64", True)
     assert "software emulation" in job["emulation_warning"]

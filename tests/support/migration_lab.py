@@ -8,22 +8,24 @@ another. Each worker has its own copy of the lab's known_hosts, which a test may
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 
 from migrations import upgrade
 from queues.arch import Arch
 from queues.config import Settings
+from tests.support.armhost import ArmHost
 from tests.support.auth import authed_client, make_token
 from tests.support.services import ROOT, ArchqProcess, RedisServer, wait_for
 from tests.support.twohosts import LabHost, two_hosts
@@ -37,7 +39,8 @@ TINY_CACHE = Path(os.environ.get("ARCHQ_TEST_CACHE", "/var/tmp/archq-test-cache"
 
 @dataclass
 class Cluster:
-    hosts: dict[str, LabHost]
+    # The x86-64 lab hosts h1 and h2, and any arm64 host (tests/support/armhost.py) started beside them.
+    hosts: dict[str, LabHost | ArmHost]
     settings: Settings
     app: object
     workdir: Path
@@ -52,7 +55,7 @@ class Cluster:
     def known_hosts(self, name: str) -> Path:
         return self.workdir / f"known_hosts-{name}"
 
-    def worker_env(self, host: LabHost) -> dict[str, str]:
+    def worker_env(self, host: LabHost | ArmHost) -> dict[str, str]:
         s = self.settings
         return {
             **os.environ,
@@ -71,6 +74,11 @@ class Cluster:
             "ARCHQ_LEASE_S": str(s.lease_s),
             "ARCHQ_STOP_TIMEOUT_S": "1",
             "ARCHQ_MIGRATION_ADDRESS": host.address,
+            **(self._migration_env(host) if isinstance(host, LabHost) else {}),
+        }
+
+    def _migration_env(self, host: LabHost) -> dict[str, str]:
+        return {
             "ARCHQ_MIGRATION_TRANSPORT": "tcp",
             "ARCHQ_SSH_USER": "root",
             "ARCHQ_SSH_KEY": str(host.ssh_key_path),
@@ -81,7 +89,7 @@ class Cluster:
         host = self.hosts[name]
         log = (self.workdir / f"worker-{name}-{time.monotonic_ns()}.log").open("wb")
         proc = host.popen(
-            [sys.executable, "-m", "client.cli", "worker"],
+            [host.python, "-m", "client.cli", "worker"],
             env={**self.worker_env(host), **env},
             cwd=ROOT,
             stdout=log,
@@ -104,7 +112,8 @@ class Cluster:
                 and (time.time() - started > 0.5)
             )
 
-        wait_for(beating, timeout=90, what=f"worker {name} heartbeating")
+        # An arm64 worker is aarch64 Python under qemu-user: importing Celery and libvirt takes tens of seconds.
+        wait_for(beating, timeout=180, what=f"worker {name} heartbeating")
         return proc
 
     def kill_worker(self, name: str) -> None:
@@ -163,7 +172,9 @@ class Cluster:
 
 
 @contextmanager
-def cluster(workdir: Path) -> Iterator[Cluster]:
+def cluster(workdir: Path, *, extra_hosts: Sequence[ArmHost] = (), **settings_overrides: Any) -> Iterator[Cluster]:
+    """The two x86-64 lab hosts with a worker each, and a worker on each of `extra_hosts` (started by the
+    caller with `workdir`, ROOT and the test cache bound in). `settings_overrides` replace the lab's timings."""
     workdir.mkdir(parents=True, exist_ok=True)
     for directory in (workdir, *workdir.parents):
         if str(directory).startswith("/tmp/pytest-of"):
@@ -186,6 +197,7 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
         worker_lost_after_s=60,
         stop_timeout_s=1,
     )
+    settings = dataclasses.replace(settings, **settings_overrides)
     conductor = None
     try:
         with two_hosts(workdir / "lab", prefix="miglab") as (h1, h2):
@@ -200,10 +212,11 @@ def cluster(workdir: Path) -> Iterator[Cluster]:
             from tests.conftest import settings_env
 
             conductor = ArchqProcess(["conductor"], settings_env(settings), workdir / "conductor.log")
-            lab = Cluster({"h1": h1, "h2": h2}, settings, app, workdir, make_token(app, "admin"))
+            hosts: dict[str, LabHost | ArmHost] = {"h1": h1, "h2": h2, **{h.name: h for h in extra_hosts}}
+            lab = Cluster(hosts, settings, app, workdir, make_token(app, "admin"))
             try:
-                lab.start_worker("h1")
-                lab.start_worker("h2")
+                for name in hosts:
+                    lab.start_worker(name)
                 yield lab
             finally:
                 lab.stop_workers()

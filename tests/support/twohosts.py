@@ -98,15 +98,14 @@ class LabError(RuntimeError):
 
 
 @dataclass
-class LabHost:
+class NamespacedHost:
+    """What every lab host is: its own namespaces (held by `pid`) and a libvirtd whose sockets and logs live
+    under root_dir (also tests/support/armhost.py's arm64 host)."""
+
     name: str
-    address: str
     netns: str
     root_dir: Path
     host_uuid: str
-    ssh_key_path: Path
-    known_hosts_path: Path
-    ssh_port: int = 22
     pid: int = 0
     _holder: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
@@ -123,6 +122,14 @@ class LabHost:
     @property
     def uri(self) -> str:
         return f"qemu+unix:///system?socket={self.run_dir / 'libvirt-sock'}"
+
+
+@dataclass(kw_only=True)
+class LabHost(NamespacedHost):
+    address: str
+    ssh_key_path: Path
+    known_hosts_path: Path
+    ssh_port: int = 22
 
     @property
     def migration_uri(self) -> str:
@@ -156,6 +163,11 @@ class LabHost:
 
     def popen(self, cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         return subprocess.Popen(self._nsenter(cmd), **kwargs)
+
+    @property
+    def python(self) -> str:
+        """The Python a worker runs with inside the host: the test's own (the host shares this machine's files)."""
+        return sys.executable
 
     def libvirtd_pid(self) -> int:
         # /run is a private tmpfs inside the host; the holder's root gives the root namespace a view of it.
@@ -250,18 +262,18 @@ def _cmd(argv: Sequence[str], what: str, check: bool = True) -> subprocess.Compl
     return proc
 
 
-def _netns_exists(name: str) -> bool:
+def netns_exists(name: str) -> bool:
     return Path("/run/netns", name).exists()
 
 
 def _netns_pids(name: str) -> list[int]:
-    if not _netns_exists(name):
+    if not netns_exists(name):
         return []
     out = _cmd(["ip", "netns", "pids", name], f"listing processes in {name}", check=False).stdout
     return [int(pid) for pid in out.split()]
 
 
-def _kill_netns_processes(name: str, last: int | None = None) -> None:
+def kill_netns_processes(name: str, last: int | None = None) -> None:
     """SIGTERM, then SIGKILL, every process in a lab netns: they were all started by the lab (daemons, QEMU
     guests, sshd sessions, processes from LabHost.popen). `last` (the holder) goes after the others, so that
     it is still there to reap them."""
@@ -291,7 +303,7 @@ def _remove_lab(names: _Names, hosts: Sequence[LabHost] = ()) -> None:
     holders = {host.netns: host.pid for host in hosts}
     for netns in names.all_netns():
         try:
-            _kill_netns_processes(netns, holders.get(netns))
+            kill_netns_processes(netns, holders.get(netns))
         except LabError as exc:
             errors.append(str(exc))
     for host in hosts:
@@ -299,7 +311,7 @@ def _remove_lab(names: _Names, hosts: Sequence[LabHost] = ()) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 host._holder.wait(timeout=5)
     for netns in names.all_netns():
-        if _netns_exists(netns):
+        if netns_exists(netns):
             # Deleting a namespace destroys the veth ends in it, and with them their peers.
             proc = _cmd(["ip", "netns", "del", netns], f"deleting netns {netns}", check=False)
             if proc.returncode != 0:
@@ -488,7 +500,7 @@ def _write_host_tree(
 # The holder: the first process in a host's namespaces and the target of nsenter. It is a child subreaper,
 # so the daemons boot.sh starts (they daemonize, orphaning themselves) become its children and it reaps them
 # when they exit; otherwise they would be left as zombies of this machine's PID 1, which does not reap.
-_HOLDER = """
+HOLDER = """
 import ctypes, os, subprocess, sys, time
 PR_SET_CHILD_SUBREAPER = 36
 if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -517,7 +529,7 @@ def _start_host(host: LabHost) -> None:
     with log:
         host._holder = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, "unshare", "--mount", "--uts", "--propagation", "private",
-             "--", sys.executable, "-c", _HOLDER, str(host.root_dir / "boot.sh")],
+             "--", sys.executable, "-c", HOLDER, str(host.root_dir / "boot.sh")],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -181,7 +181,7 @@ def _run(argv: list[str], *, what: str, timeout: float = 600) -> bytes:
     return run_tool(argv, what=what, error=DebianImageError, timeout=timeout).stdout
 
 
-def _ensure_foreign_arch_runs(arch: Arch) -> None:
+def ensure_foreign_arch_runs(arch: Arch) -> None:
     """mmdebstrap runs the guest's maintainer scripts: a foreign architecture needs qemu-user-static
     registered in binfmt_misc with the F flag (the chroot then needs no copy of the emulator), and arch-test,
     which mmdebstrap uses to check that it runs."""
@@ -206,7 +206,7 @@ def _ensure_foreign_arch_runs(arch: Arch) -> None:
 
 def _build(arch: Arch, out: Path) -> None:
     started = time.monotonic()
-    _ensure_foreign_arch_runs(arch)
+    ensure_foreign_arch_runs(arch)
     work = out.parent
     root = work / "root"
     argv = [

@@ -33,9 +33,10 @@ def _healthy(url: str, process: ArchqProcess) -> bool:
         return False
 
 
-def _start(start: Callable[..., ArchqProcess]) -> tuple[str, ArchqProcess]:
+def start_api(start: Callable[..., ArchqProcess], workers: int = 1, threads: int = 4) -> tuple[str, ArchqProcess]:
+    """`archq api` started by `start` (the `processes` fixture) on a free port, once it answers."""
     port = free_port()
-    process = start("api", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4")
+    process = start("api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads))
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: _healthy(url, process), timeout=30, interval=0.1, what="the API to answer")
     return url, process
@@ -43,7 +44,7 @@ def _start(start: Callable[..., ArchqProcess]) -> tuple[str, ArchqProcess]:
 
 @pytest.fixture
 def live_api(app, processes) -> LiveApi:
-    url, process = _start(processes)
+    url, process = start_api(processes)
     return LiveApi(url, make_token(app, "admin", "live-admin"), make_token(app, "operator", "live-operator"), process)
 
 
@@ -51,7 +52,7 @@ def live_api(app, processes) -> LiveApi:
 def serve_api(app: Flask, env: dict[str, str], log: Path) -> Iterator[tuple[str, str]]:
     """`archq api` on the database of `app` (with `env` from tests.conftest.settings_env) for a module's
     worth of tests; yields its URL and an admin token."""
-    url, process = _start(lambda *args: ArchqProcess(list(args), env, log))
+    url, process = start_api(lambda *args: ArchqProcess(list(args), env, log))
     try:
         yield url, make_token(app, "admin", "live-admin")
     finally:

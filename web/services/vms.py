@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from queues import messages
 from queues.arch import Arch
@@ -325,6 +326,21 @@ def _digest_columns(user_data: str) -> dict:
 def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
     by an earlier item of the batch) is left out and gets its Conflict."""
+    # The read below cannot see a create another process has not committed yet; the live-name index refuses
+    # the later commit, and the retry reads the winner. Each retry is due to a name newly taken, so it ends.
+    for _attempt in range(len(items)):
+        errors = _add_creates(items)
+        try:
+            db.session.commit()
+            return errors
+        except IntegrityError:
+            db.session.rollback()
+    errors = _add_creates(items)
+    db.session.commit()
+    return errors
+
+
+def _add_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     taken = _taken_names({vm.name for vm, _ in items})
     errors: list[ApiError | None] = []
     for vm, job in items:
@@ -334,13 +350,12 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
         taken[vm.name] = vm.id
         db.session.add_all([vm, job])
         errors.append(None)
-    db.session.commit()
     return errors
 
 
 def _taken_names(names: set[str]) -> dict[str, str]:
     """Which of `names` live VMs have, with their ids."""
-    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
+    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state != "deleted"))
     return {name: vm_id for name, vm_id in rows}
 
 

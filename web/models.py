@@ -36,6 +36,8 @@ class Host(db.Model):
     snapshot_support: Mapped[dict] = mapped_column(JSON, default=dict)
     # What VMs can attach to here, from heartbeats: {"libvirt": [active libvirt networks], "bridges": [...]}.
     networks: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The jobs its worker has claimed and not finished, as of its last heartbeat (`last_seen`).
+    running_jobs: Mapped[list] = mapped_column(JSON, default=list)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

@@ -21,6 +21,8 @@ HEADER = "Idempotency-Key"
 KEEP = timedelta(hours=24)
 # A create answers in well under a second: a client told to retry does so soon.
 RETRY_AFTER_S = 1
+# No request runs this long: a reservation still without an answer was left by an API process that died.
+INTERRUPTED_AFTER = timedelta(minutes=10)
 
 
 def _fingerprint() -> str:
@@ -44,9 +46,13 @@ def _replay(record: IdempotencyKey, fingerprint: str) -> Response:
     return response
 
 
-def _fresh(record: IdempotencyKey) -> bool:
+def _age(record: IdempotencyKey) -> timedelta:
     created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
-    return utcnow() - created < KEEP
+    return utcnow() - created
+
+
+def _fresh(record: IdempotencyKey) -> bool:
+    return _age(record) < KEEP
 
 
 def _reserve(key: str, fingerprint: str) -> IdempotencyKey | None:
@@ -77,6 +83,13 @@ def _reserve(key: str, fingerprint: str) -> IdempotencyKey | None:
 
 
 def _answer(record: IdempotencyKey, fingerprint: str) -> Response:
+    if record.status is None and record.fingerprint == fingerprint and _age(record) > INTERRUPTED_AFTER:
+        # Its job may or may not have been committed: running the request again could make a second one.
+        raise Conflict(
+            f"the first request with {HEADER} {record.key!r} was interrupted before it answered; whether it took "
+            "effect is unknown: look for its job (GET /api/v1/jobs), then retry with a new key if it is not there",
+            code="idempotency_key_interrupted",
+        )
     if record.status is None and record.fingerprint == fingerprint:
         conflict = Conflict(
             f"a request with {HEADER} {record.key!r} is still being handled; retry to get its answer",

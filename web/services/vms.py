@@ -18,7 +18,7 @@ from queues.names import host_queue
 from queues.networks import NetworkMode, mac_for, needs
 from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, emulation_warning, route_create
-from queues.vocabulary import LIVE_VM_STATES, TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
+from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
 from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable, error_body
 from web.extensions import db
 from web.group_commit import GroupCommit
@@ -355,7 +355,7 @@ def _add_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
 
 def _taken_names(names: set[str]) -> dict[str, str]:
     """Which of `names` live VMs have, with their ids."""
-    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state != "deleted"))
+    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state != VmState.DELETED))
     return {name: vm_id for name, vm_id in rows}
 
 

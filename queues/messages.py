@@ -97,6 +97,8 @@ class Heartbeat(_Message):
     migration = fields.Dict(load_default=dict)
     # What VMs can attach to here: {"libvirt": [active networks], "bridges": [host bridges]}.
     networks = fields.Dict(load_default=dict)
+    # The jobs the worker has claimed and not finished: the conductor resumes none of them.
+    running_jobs = fields.List(fields.String(), load_default=list)
     at = fields.Float(required=True)
 
 

@@ -17,6 +17,7 @@ from web.auth import init_auth
 from web.errors import register_error_handlers
 from web.extensions import db
 from web.group_commit import GroupCommit
+from web.local_secrets import private_database_file
 from web.models import Job
 from web.publisher import Publisher
 from web.services.dispatch import outgoing
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
     )
     if settings.database_url.startswith("sqlite:///"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_database_file(settings.database_url)
     db.init_app(app)
     if settings.database_url.startswith("sqlite"):
         with app.app_context():

@@ -13,7 +13,7 @@ import click
 
 from queues.config import Settings
 from queues.images import built_artifacts
-from web.local_secrets import FLOWER_CREDENTIALS_FILE, flower_basic_auth
+from web.local_secrets import FLOWER_CREDENTIALS_FILE, flower_basic_auth, private_database_file
 from web.token_commands import bootstrap_admin_token
 
 
@@ -27,8 +27,7 @@ def migrate() -> None:
     from migrations import upgrade
 
     settings = Settings.from_env()
-    if settings.database_url.startswith("sqlite:///"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_database_file(settings.database_url)
     upgrade(settings.database_url)
     click.echo("database is at the latest revision")
 
@@ -136,7 +135,8 @@ def up(bind: str, no_worker: bool) -> None:
     subprocess.run([sys.executable, "-m", "client.cli", "db", "upgrade"], check=True)
     token_file, secret = bootstrap_admin_token(settings)
     if secret:
-        click.echo(f"created the admin token, shown only now (also in {token_file}, mode 0600):\n{secret}")
+        # Standard output often ends in a log anyone can read (.ci/demo's): it names the file, never the secret.
+        click.echo(f"created the first admin token: it is in {token_file} (mode 0600), and nowhere else")
     else:
         log.info("tokens exist; the first admin token is in %s (if it was not removed)", token_file)
     # The tiny guest is in the catalog whenever it is built here (not fatal: it may be built later).

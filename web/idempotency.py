@@ -1,5 +1,6 @@
 """`Idempotency-Key` on POST: the same key with the same request within 24 h returns the original response
-(the same job); the same key with a different request is refused with 422."""
+(the same job); the same key with a different request is refused with 422; the same request while the first
+is still being handled is refused with 409 and `Retry-After`."""
 
 from __future__ import annotations
 
@@ -9,14 +10,19 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 
 from flask import Response, jsonify, make_response, request
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
-from web.errors import Unprocessable
+from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import IdempotencyKey, utcnow
 
 HEADER = "Idempotency-Key"
 KEEP = timedelta(hours=24)
+# A create answers in well under a second: a client told to retry does so soon.
+RETRY_AFTER_S = 1
+# No request runs this long: a reservation still without an answer was left by an API process that died.
+INTERRUPTED_AFTER = timedelta(minutes=10)
 
 
 def _fingerprint() -> str:
@@ -40,11 +46,74 @@ def _replay(record: IdempotencyKey, fingerprint: str) -> Response:
     return response
 
 
-def _fresh(record: IdempotencyKey | None) -> IdempotencyKey | None:
-    if record is None:
-        return None
+def _age(record: IdempotencyKey) -> timedelta:
     created = record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
-    return record if utcnow() - created < KEEP else None
+    return utcnow() - created
+
+
+def _fresh(record: IdempotencyKey) -> bool:
+    return _age(record) < KEEP
+
+
+def _reserve(key: str, fingerprint: str) -> IdempotencyKey | None:
+    """Take the key for this request before it runs, in a committed row that the primary key makes unique:
+    of concurrent requests with one key exactly one gets None and runs; the others get the holder's record
+    (answered, or in flight while its `status` is None)."""
+    while True:
+        db.session.add(IdempotencyKey(key=key, fingerprint=fingerprint, created_at=utcnow()))
+        try:
+            db.session.commit()
+            return None
+        except IntegrityError:
+            db.session.rollback()
+        existing = db.session.get(IdempotencyKey, key, populate_existing=True)
+        if existing is None:
+            continue  # its holder failed and released it just now: try again
+        if _fresh(existing):
+            return existing
+        # Expired: taken over by whoever replaces the row it read, so two takers cannot both win.
+        taken = db.session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == key, IdempotencyKey.created_at == existing.created_at)
+            .values(fingerprint=fingerprint, status=None, body=None, location=None, created_at=utcnow())
+        )
+        db.session.commit()
+        if taken.rowcount == 1:
+            return None
+
+
+def _answer(record: IdempotencyKey, fingerprint: str) -> Response:
+    if record.status is None and record.fingerprint == fingerprint and _age(record) > INTERRUPTED_AFTER:
+        # Its job may or may not have been committed: running the request again could make a second one.
+        raise Conflict(
+            f"the first request with {HEADER} {record.key!r} was interrupted before it answered; whether it took "
+            "effect is unknown: look for its job (GET /api/v1/jobs), then retry with a new key if it is not there",
+            code="idempotency_key_interrupted",
+        )
+    if record.status is None and record.fingerprint == fingerprint:
+        conflict = Conflict(
+            f"a request with {HEADER} {record.key!r} is still being handled; retry to get its answer",
+            code="idempotency_key_in_flight",
+        )
+        conflict.headers["Retry-After"] = str(RETRY_AFTER_S)
+        raise conflict
+    return _replay(record, fingerprint)
+
+
+def _release(key: str) -> None:
+    """The request failed without an answer worth replaying: the key is free for its retry."""
+    db.session.rollback()
+    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.status.is_(None)))
+    db.session.commit()
+
+
+def _store(key: str, response: Response) -> None:
+    db.session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.key == key)
+        .values(status=response.status_code, body=response.get_json(), location=response.headers.get("Location"))
+    )
+    db.session.commit()
 
 
 def idempotent(view: Callable) -> Callable:
@@ -56,22 +125,19 @@ def idempotent(view: Callable) -> Callable:
         if not 1 <= len(key) <= 255:
             raise Unprocessable(f"{HEADER} must be 1-255 characters", fields={HEADER: ["1-255 characters"]})
         fingerprint = _fingerprint()
-        existing = db.session.get(IdempotencyKey, key)
-        if _fresh(existing) is not None:
-            return _replay(existing, fingerprint)
-        response = make_response(view(*args, **kwargs))
-        if response.status_code >= 500 or not response.is_json:
-            return response
-        record = existing or IdempotencyKey(key=key)
-        record.fingerprint, record.status, record.body = fingerprint, response.status_code, response.get_json()
-        record.location, record.created_at = response.headers.get("Location"), utcnow()
-        db.session.add(record)
+        holder = _reserve(key, fingerprint)
+        if holder is not None:
+            return _answer(holder, fingerprint)
         try:
-            db.session.commit()
-        except IntegrityError:
-            # A concurrent request with the same key won the race: answer what it answered.
-            db.session.rollback()
-            return _replay(db.session.get(IdempotencyKey, key), fingerprint)
+            response = make_response(view(*args, **kwargs))
+        except BaseException:
+            # A refusal raised by the view (validation, conflict) is not kept: the same request may succeed later.
+            _release(key)
+            raise
+        if response.status_code >= 500 or not response.is_json:
+            _release(key)
+        else:
+            _store(key, response)
         return response
 
     # The OpenAPI document lists the Idempotency-Key header on the views that honour it.

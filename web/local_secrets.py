@@ -1,4 +1,5 @@
-"""Secrets `archq up` keeps in the data directory for its operator: files readable by their owner only."""
+"""Secrets `archq up` keeps in the data directory for its operator, and the SQLite database (tokens' hashes,
+VMs' user data): files readable by their owner only."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import secrets
 import time
 from pathlib import Path
+
+from sqlalchemy.engine import make_url
 
 from queues.config import Settings
 
@@ -60,3 +63,17 @@ def _read_when_written(path: Path) -> str:
             return key
         time.sleep(0.01)
     raise RuntimeError(f"{path} stays empty; remove it to have a new key generated")
+
+
+def private_database_file(database_url: str) -> None:
+    """A SQLite database file exists 0600 before anything opens it (SQLite gives its -wal and -shm files the
+    same mode); one made by an earlier version is made so. Other databases keep their data elsewhere."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    path = Path(url.database)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if each.exists():
+            each.chmod(0o600)

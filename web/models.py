@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from web.extensions import db
@@ -39,6 +39,8 @@ class Host(db.Model):
     snapshot_support: Mapped[dict] = mapped_column(JSON, default=dict)
     # What VMs can attach to here, from heartbeats: {"libvirt": [active libvirt networks], "bridges": [...]}.
     networks: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The jobs its worker has claimed and not finished, as of its last heartbeat (`last_seen`).
+    running_jobs: Mapped[list] = mapped_column(JSON, default=list)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     # What placement queries (web/services/capacity.py), so that a create reads a few index entries instead of
@@ -70,8 +72,15 @@ class Host(db.Model):
     )
 
 
+# Every VM state but "deleted": a live VM holds its name.
+_LIVE = text("state <> 'deleted'")
+
+
 class Vm(db.Model):
     __tablename__ = "vms"
+    # The name check at submit reads before it writes; this makes two concurrent creates of one name
+    # impossible, whichever API process or database serves them.
+    __table_args__ = (Index("uq_vms_live_name", "name", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), index=True)
@@ -210,14 +219,15 @@ class Snapshot(db.Model):
 
 
 class IdempotencyKey(db.Model):
-    """A POST's response kept for 24 h under its Idempotency-Key header, so a retried request gets it again."""
+    """A POST's response kept for 24 h under its Idempotency-Key header, so a retried request gets it again.
+    The row is inserted (the key reserved) before the request runs: `status` is None while it is in flight."""
 
     __tablename__ = "idempotency_keys"
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
-    status: Mapped[int] = mapped_column(Integer)
-    body: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    body: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     location: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 

@@ -30,8 +30,10 @@ def heartbeat_message(
     migration: dict | None = None,
     networks: dict | None = None,
     facts: dict[str, dict] | None = None,
+    running_jobs: list[str] | None = None,
 ) -> dict:
-    """`facts`: addresses and host keys by domain UUID, as workers/guest_facts.py last read them."""
+    """`facts`: addresses and host keys by domain UUID, as workers/guest_facts.py last read them;
+    `running_jobs`: the jobs this worker has claimed and not finished."""
     domains = hypervisor.list_domains()
     facts = facts or {}
     return messages.heartbeat.dump(
@@ -57,6 +59,7 @@ def heartbeat_message(
             "snapshot_support": snapshot_support(profile.libvirt_version),
             "migration": migration or {},
             "networks": networks or {},
+            "running_jobs": running_jobs or [],
             "at": time.time(),
         }
     )
@@ -72,6 +75,7 @@ class HeartbeatThread(threading.Thread):
         interval_s: float,
         migration: dict | None = None,
         networks: Callable[[], dict] | None = None,
+        running_jobs: Callable[[], list[str]] | None = None,
     ):
         super().__init__(name="archq-heartbeat", daemon=True)
         self._app = app
@@ -82,6 +86,7 @@ class HeartbeatThread(threading.Thread):
         self._stopping = threading.Event()
         self._migration = migration
         self._networks = networks or dict
+        self._running_jobs = running_jobs or list
         self._guests = GuestWatch(hypervisor, Path(data_dir), interval_s)
 
     def start(self) -> None:
@@ -96,6 +101,7 @@ class HeartbeatThread(threading.Thread):
             self._migration,
             self._networks(),
             self._guests.latest(),
+            self._running_jobs(),
         )
         # A beat that waited in the queue longer than a few intervals says nothing about now.
         self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)

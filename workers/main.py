@@ -133,6 +133,7 @@ class WorkerService:
             settings.heartbeat_interval_s,
             migration_endpoint(settings),
             networks=lambda: offered(hypervisor, settings),
+            running_jobs=runner.running_jobs,
         )
         console = ConsoleThread(settings.redis_url, profile.name, settings.data_dir)
         return cls(

@@ -51,6 +51,10 @@ class Runner:
     # What undoes a kind's work when it is cancelled too late or runs over its time limit (workers/tasks.py).
     rollbacks: dict[str, Operation] = field(default_factory=dict)
     activity: Activity = field(default_factory=Activity)
+    # The jobs this process has claimed and not finished: its heartbeat lists them, so the conductor never
+    # resumes a run that is still alive, whatever happened to its lease.
+    _running: set[str] = field(default_factory=set)
+    _running_lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
     def _update(self, job_id: str, outcome: Outcome, progress: dict | None = None) -> dict:
@@ -101,8 +105,21 @@ class Runner:
         if claim is not Claim.CLAIMED:
             log.info("job %s: %s, not running it again", job_id, claim)
             return claim.value
+        with self._running_lock:
+            self._running.add(job_id)
+        try:
+            return self._claimed(job_id, msg, owner, operation)
+        finally:
+            with self._running_lock:
+                self._running.discard(job_id)
+
+    def running_jobs(self) -> list[str]:
+        with self._running_lock:
+            return sorted(self._running)
+
+    def _claimed(self, job_id: str, msg: dict, owner: str, operation: Operation) -> str:
         self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING)))
-        with self.claims.lease(job_id, owner, self.lease_s):
+        with self.claims.lease(job_id, owner, msg["token"], self.lease_s):
             outcome = self._execute(job_id, msg, operation)
         update = self._update(job_id, outcome)
         if not self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update))):

@@ -76,7 +76,7 @@ def test_a_lapsed_lease_can_be_taken_over(claims):
 def test_the_lease_is_renewed_while_the_job_runs(claims):
     claims.set_tokens([("job-1", "t")])
     claims.claim("job-1", "t", "w1", lease_s=0.3)
-    with claims.lease("job-1", "w1", lease_s=0.3):
+    with claims.lease("job-1", "w1", "t", lease_s=0.3):
         time.sleep(0.9)
         assert claims.holder("job-1") == "w1"
 

@@ -34,7 +34,7 @@ def _healthy(url: str, process: ArchqProcess) -> bool:
 
 
 def start_api(start: Callable[..., ArchqProcess], workers: int = 1, threads: int = 4) -> tuple[str, ArchqProcess]:
-    """`archq api` through `start` (the `processes` fixture, or a function like it); its URL once it answers."""
+    """`archq api` started by `start` (the `processes` fixture) on a free port, once it answers."""
     port = free_port()
     process = start("api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads))
     url = f"http://127.0.0.1:{port}"

@@ -42,6 +42,7 @@ def record_heartbeat(beat: dict) -> Host:
     host.snapshot_support = beat["snapshot_support"]
     host.migration = beat.get("migration") or {}
     host.networks = beat.get("networks") or {}
+    host.running_jobs = beat.get("running_jobs") or []
     _record_guest_facts(host.name, beat["domains"])
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)

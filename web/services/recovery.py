@@ -5,7 +5,10 @@
 - A `running` job whose worker finished but whose report never arrived: the report stored beside the
   `done` claim is applied.
 - A `running` job whose lease lapsed (worker killed, host gone): resumed on the same host when it is up
-  (every operation re-checks libvirt, so resuming is safe), else failed with `worker_lost`.
+  (every operation re-checks libvirt, so resuming is safe), else failed with `worker_lost`. A lapsed lease
+  alone does not prove the run is gone (its process may have stalled past the lease): it is resumed only
+  once the lapse has lasted more than a renewal interval and a heartbeat of its host sent since the lapse
+  does not list it among the jobs running there.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from celery import Celery
 from sqlalchemy import and_, or_, select
 
 from queues import messages
-from queues.claims import DONE, ClaimStore
+from queues.claims import DONE, RENEWALS_PER_LEASE, ClaimStore
 from queues.config import Settings
 from queues.names import host_queue
 from queues.vocabulary import JobState, VmState
@@ -160,6 +163,19 @@ def recover_running(
     return handled
 
 
+def _run_gone(claims: ClaimStore, settings: Settings, job: Job, host: Host) -> bool:
+    """Sure that the run holding `job` on its (live) host is gone: its lease ended more than a renewal interval
+    ago (a late renewal would have landed), and a heartbeat the host sent since then does not list the job."""
+    lapsed = claims.lapsed_for(job.id)
+    if lapsed is None:
+        lapsed = settings.lease_s  # a claim made before leases recorded their end: it lapsed at least this long ago
+    if lapsed <= settings.lease_s / RENEWALS_PER_LEASE:
+        return False
+    # Durations on both sides (Redis's clock for the lapse, the conductor's for the beat), so clocks need not agree.
+    beat_since_lapse = (utcnow() - _aware(host.last_seen)).total_seconds() < lapsed
+    return beat_since_lapse and job.id not in (host.running_jobs or [])
+
+
 def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, broker_back_at: datetime | None) -> None:
     host = db.session.get(Host, job.host) if job.host else None
     state = host_state(host, settings) if host is not None else "down"
@@ -167,6 +183,8 @@ def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, br
         silent_since = max(_aware(host.last_seen), broker_back_at or _aware(host.last_seen))
         if (utcnow() - silent_since).total_seconds() < settings.worker_lost_after_s:
             return  # a worker restarting, a host rebooting, the broker back: give the host time to return
+    if state != "down" and not _run_gone(claims, settings, job, host):
+        return
     if state != "down" and job.attempts <= MAX_RESUMES:
         reissue(job, host_queue(job.host))
         job.attempts += 1

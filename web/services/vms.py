@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from queues import messages
 from queues.arch import Arch
@@ -16,7 +17,7 @@ from queues.names import host_queue
 from queues.networks import NetworkMode, mac_for, needs
 from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, emulation_warning, route_create
-from queues.vocabulary import LIVE_VM_STATES, TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
+from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
 from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable, error_body
 from web.extensions import db
 from web.group_commit import GroupCommit
@@ -347,6 +348,21 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
     by an earlier item of the batch) is left out and gets its Conflict, one whose host has no room left for it
     (web/services/capacity.py `reserve`) gets HostFull."""
+    # The read below cannot see a create another process has not committed yet; the live-name index refuses
+    # the later commit, and the retry reads the winner. Each retry is due to a name newly taken, so it ends.
+    for _attempt in range(len(items)):
+        errors = _add_creates(items)
+        try:
+            db.session.commit()
+            return errors
+        except IntegrityError:
+            db.session.rollback()
+    errors = _add_creates(items)
+    db.session.commit()
+    return errors
+
+
+def _add_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     taken = _taken_names({vm.name for vm, _ in items})
     errors: list[ApiError | None] = [None] * len(items)
     named = []
@@ -364,13 +380,12 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
             errors[index] = HostFull(vm.host)
             continue
         db.session.add_all([vm, job])
-    db.session.commit()
     return errors
 
 
 def _taken_names(names: set[str]) -> dict[str, str]:
     """Which of `names` live VMs have, with their ids."""
-    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state.in_(LIVE_VM_STATES)))
+    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state != VmState.DELETED))
     return {name: vm_id for name, vm_id in rows}
 
 

@@ -140,6 +140,9 @@ def reserve(name: str, vcpus: int, memory_mib: int, disk_mib: int) -> bool:
             free_memory_mib=Host.free_memory_mib - memory_mib,
             load=case((cpu >= mem, cpu), else_=mem),
             placed_at=utcnow(),
+            # `random` picks the first host at or after a random key: a host is as likely as the gap before
+            # its key. A new key for each host picked redraws the gaps, so no host stays favoured (or shunned).
+            shuffle=random.random(),
         )
         .execution_options(synchronize_session=False)
     )

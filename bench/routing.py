@@ -26,6 +26,7 @@ from queues.config import Settings
 from queues.names import host_queue, native_queue, tcg_queue
 from queues.networks import needs
 from queues.routing import Emulation, Fleet, route_create
+from queues.vocabulary import JobState
 from tests.support.services import RedisServer
 from web import create_app
 from web.extensions import db
@@ -33,7 +34,6 @@ from web.models import Job
 from web.schemas import VmCreateRequest
 from web.services.hosts import FleetCache, fleet_cache, live_hosts, record_heartbeat
 from web.services.images import register_tiny
-from web.services.job_states import PENDING
 from web.services.tokens import create_token
 from web.services.vms import attachment, decide
 
@@ -212,7 +212,7 @@ def main() -> None:
 def wait_published(timeout_s: float = 30) -> None:
     """Until the API's publisher thread has sent every job: it must not find its database dropped."""
     deadline = time.monotonic() + timeout_s
-    while db.session.scalar(select(func.count()).select_from(Job).where(Job.state == PENDING)):
+    while db.session.scalar(select(func.count()).select_from(Job).where(Job.state == JobState.PENDING)):
         db.session.rollback()
         if time.monotonic() > deadline:
             raise RuntimeError(f"jobs still pending after {timeout_s} s")

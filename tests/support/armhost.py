@@ -99,9 +99,13 @@ class ArmHostError(RuntimeError):
 
 
 def requirements() -> tuple[str, ...]:
-    """What pip installs into the root's venv: archq's base and `worker` dependencies, less Debian's."""
+    """What pip installs into the root's venv: archq's base, `worker` and `server` dependencies and pytest, less
+    Debian's: the worker runs as aarch64 code, and so does the unit tier (tests/armhost/test_unit_tier_on_arm64.py),
+    whose conftest imports the server side."""
     project = tomllib.loads(_PYPROJECT.read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["worker"]]
+    extras = project["optional-dependencies"]
+    pytest_req = [req for req in extras["test"] if req.startswith("pytest")]
+    wanted = dict.fromkeys([*project["dependencies"], *extras["worker"], *extras["server"], *pytest_req])
     return tuple(req for req in wanted if not req.startswith(_FROM_DEBIAN))
 
 

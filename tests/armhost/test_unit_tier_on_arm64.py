@@ -24,11 +24,8 @@ def test_unit_tier_passes_as_aarch64_code(tmp_path: Path) -> None:
     with arm_host(tmp_path, binds=(ROOT,), name="armunit") as arm:
         machine = arm.run([arm.python, "-c", "import platform; print(platform.machine())"], cwd=ROOT)
         assert machine.stdout.strip() == "aarch64", machine.stderr
-        proc = arm.run(
-            ["env", "PYTHONDONTWRITEBYTECODE=1", arm.python, "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider"],
-            cwd=ROOT,
-            timeout=_TIMEOUT_S,
-        )
+        pytest_argv = [arm.python, "-m", "pytest", "tests/unit", "-q", "-p", "no:cacheprovider"]
+        proc = arm.run(["env", "PYTHONDONTWRITEBYTECODE=1", *pytest_argv], cwd=ROOT, timeout=_TIMEOUT_S)
     print(proc.stdout[-400:])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout

@@ -18,9 +18,11 @@ import libvirt
 import pytest
 
 from queues.arch import Arch
+from tests.conftest import settings_env
 from tests.support.armhost import arm_host, armhost_available
+from tests.support.flower import start_flower
 from tests.support.migration_lab import TINY_CACHE, Cluster, cluster
-from tests.support.services import ROOT, wait_for
+from tests.support.services import ROOT, ArchqProcess, wait_for
 from workers.guest.tiny import marker_line
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.armhost]
@@ -105,6 +107,34 @@ def test_each_host_reports_its_native_architecture(mixed: Cluster) -> None:
     assert info["architectures"]["arm64"]["native_workers"] == ["arm1"]
     assert info["architectures"]["amd64"]["native_workers"] == sorted(X86_HOSTS)
     assert "arm1" in info["architectures"]["amd64"]["emulating_workers"]
+
+
+def test_flower_shows_the_arm64_worker_with_its_native_and_emulation_queues(mixed: Cluster) -> None:
+    started: list[ArchqProcess] = []
+
+    def processes(*args: str, **env: str) -> ArchqProcess:
+        started.append(ArchqProcess(list(args), {**settings_env(mixed.settings), **env}, mixed.workdir / "flower.log"))
+        return started[-1]
+
+    try:
+        flower = start_flower(processes)
+        wait_for(
+            lambda: {"archq@arm1", "archq@h1"} <= {w["hostname"] for w in flower.json("/workers?json=1")["data"]},
+            timeout=60,
+            interval=0.5,
+            what="Flower to see the arm64 and an x86-64 worker",
+        )
+        status, page = flower.get("/worker/archq@arm1")
+        assert status == 200, page
+        for queue in ("arm64", "tcg.amd64", "host.arm1"):
+            assert f"<td>{queue}</td>" in page, queue
+        status, page = flower.get("/worker/archq@h1")
+        assert status == 200, page
+        assert "<td>amd64</td>" in page
+        assert "<td>arm64</td>" not in page
+    finally:
+        for process in started:
+            process.stop()
 
 
 def test_an_arm64_create_runs_natively_on_the_arm64_host(mixed: Cluster) -> None:

@@ -89,9 +89,17 @@ def payload(ctx: WorkerContext, kind: str, vm: dict, run: JobRun, result: dict, 
         "base_sha256": artifact["sha256"].lower() if artifact.get("format") in DISK_FORMATS else None,
         "domain_xml_sha256": _domain_xml_sha256(ctx, vm_id),
         "prev": prev,
-        # What the operation acted on beyond the VM: a snapshot's name, a migration's target.
-        "details": {k: v for k, v in run.params.items() if isinstance(v, str | int | bool)},
+        "details": _details(run.params),
     }
+
+
+def _details(params: dict) -> dict:
+    """What the operation acted on beyond the VM: a snapshot's name, a migration's target host by name (not its
+    addresses)."""
+    details = {k: v for k, v in params.items() if isinstance(v, str | int | bool)}
+    if isinstance(params.get("target"), dict):
+        details["target"] = params["target"].get("name")
+    return details
 
 
 def signed_record(ctx: WorkerContext, kind: str, vm: dict, run: JobRun, result: dict, prev: str | None) -> dict | None:

@@ -350,15 +350,19 @@ def attest_verify(api: ApiClient, output: str, vm_ref: str | None, export_to: st
         Path(export_to).write_text(json.dumps(chain, indent=2, sort_keys=True) + "\n")
     problems = attestation.verify_chain(chain["vm_id"], chain["records"], chain["keys"])
     signers = sorted({(r["payload"].get("host"), r["payload"].get("key")) for r in chain["records"]}, key=str)
+    unattested = chain.get("unattested_jobs") or []
     answer = {
         "vm_id": chain["vm_id"],
         "records": len(chain["records"]),
         "verified": not problems,
         "problems": [str(p) for p in problems],
         "signers": [{"host": h, "fingerprint": attestation.fingerprint(k)} for h, k in signers if isinstance(k, str)],
+        "unattested_jobs": unattested,
     }
     keys = ", ".join(f"{s['host']} {s['fingerprint']}" for s in answer["signers"]) or "nobody"
     verdict = "chain NOT verified" if problems else "chain verified"
+    if unattested:
+        verdict += f"; {len(unattested)} succeeded job(s) have no record: {', '.join(unattested)}"
     head = f"VM {chain['vm_id']}: {len(chain['records'])} record(s) signed by {keys}"
     text = "\n".join([head, *answer["problems"], verdict])
     emit(output, answer, text)

@@ -65,7 +65,10 @@ def public_key_text(key: Ed25519PublicKey) -> str:
 
 def fingerprint(key_text: str) -> str:
     """How people compare keys, as ssh-keygen shows them: SHA256 of the raw key, base64 without padding."""
-    digest = hashlib.sha256(base64.b64decode(key_text)).digest()
+    try:
+        digest = hashlib.sha256(base64.b64decode(key_text, validate=True)).digest()
+    except (ValueError, TypeError):
+        return "SHA256:? (not a base64 key)"
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 

@@ -191,6 +191,9 @@ class AttestationChainOut(Schema):
         required=True,
         metadata={"description": "per signing host, the public keys (base64) the control plane accepted"},
     )
+    unattested_jobs = fields.List(
+        fields.String(), required=True, metadata={"description": "the VM's succeeded jobs with no stored record"}
+    )
 
 
 class TrustKeyRequest(Schema):

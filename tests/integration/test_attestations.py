@@ -70,6 +70,7 @@ def test_a_vms_life_is_a_verified_chain_and_an_edit_is_named(client, conductor, 
     assert first["domain_xml_sha256"] and last["domain_xml_sha256"] is None  # the delete left no domain
     assert records[2]["payload"]["details"] == {"snapshot": "s1", "memory": False}
     assert attestation.verify_chain(vm_id, records, chain["keys"]) == []
+    assert chain["unattested_jobs"] == []
     assert verify_offline(chain, tmp_path)[0] == 0
 
     # Someone with database access rewrites what the second record says happened.
@@ -107,6 +108,7 @@ def test_a_changed_host_key_is_refused_until_an_admin_trusts_it(client, conducto
         assert create["state"] == "succeeded", create
         assert any("attestation refused" in e["message"] for e in create["events"]), create["events"]
         assert chain_of(client, after)["records"] == []
+        assert chain_of(client, after)["unattested_jobs"] == [create["id"]]
 
         wrong = client.post("/api/v1/hosts/amd64-host/trust-key", json={"fingerprint": "SHA256:" + "A" * 43})
         assert wrong.status_code == 409 and wrong.get_json()["error"]["code"] == "fingerprint_mismatch"
@@ -119,6 +121,7 @@ def test_a_changed_host_key_is_refused_until_an_admin_trusts_it(client, conducto
     # the records it signed.
     chain = chain_of(client, after)
     assert [r["payload"]["operation"] for r in chain["records"]] == ["stop"]
+    assert chain["unattested_jobs"] == [create["id"]]
     assert attestation.verify_chain(after, chain["records"], chain["keys"]) == []
     old = chain_of(client, before)
     assert len(old["keys"]["amd64-host"]) == 2

@@ -10,6 +10,7 @@ import logging
 from sqlalchemy import select
 
 from queues import attestation
+from queues.vocabulary import JobState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Attestation, Host, Job, Vm
@@ -113,7 +114,8 @@ def store(job: Job, vm: Vm, host_name: str, record: dict | None) -> None:
 
 
 def chain(vm: Vm) -> dict:
-    """The VM's records in chain order and the keys the control plane trusts for the hosts that signed them."""
+    """The VM's records in chain order, the keys the control plane trusts for the hosts that signed them, and the
+    VM's succeeded jobs that have no record."""
     rows = db.session.scalars(select(Attestation).where(Attestation.vm_id == vm.id).order_by(Attestation.seq))
     records = [
         {"seq": row.seq, "hash": row.hash, "payload": json.loads(row.payload), "signature": row.signature}
@@ -121,4 +123,19 @@ def chain(vm: Vm) -> dict:
     ]
     names = sorted({r["payload"].get("host") for r in records if isinstance(r["payload"].get("host"), str)})
     keys = {h.name: list(h.signing_keys) for h in db.session.scalars(select(Host).where(Host.name.in_(names)))}
-    return {"vm_id": vm.id, "format": attestation.FORMAT, "records": records, "keys": keys}
+    # Jobs that succeeded with no record (refused, or done with no host): the chain cannot show that it skips them.
+    attested = {r["payload"].get("job_id") for r in records}
+    unattested = [
+        job_id
+        for job_id in db.session.scalars(
+            select(Job.id).where(Job.vm_id == vm.id, Job.state == JobState.SUCCEEDED).order_by(Job.created_at)
+        )
+        if job_id not in attested
+    ]
+    return {
+        "vm_id": vm.id,
+        "format": attestation.FORMAT,
+        "records": records,
+        "keys": keys,
+        "unattested_jobs": unattested,
+    }

@@ -51,13 +51,24 @@ def test_a_vms_life_is_a_verified_chain_and_an_edit_is_named(client, conductor, 
         assert jobs[0]["state"] == "succeeded", jobs[0]
         jobs.append(act(client, "POST", f"/api/v1/vms/{vm_id}/stop"))
         jobs.append(act(client, "POST", f"/api/v1/vms/{vm_id}/snapshots", name="s1", memory=False))
+        jobs.append(act(client, "POST", f"/api/v1/vms/{vm_id}/snapshots/s1/revert"))
+        jobs.append(act(client, "DELETE", f"/api/v1/vms/{vm_id}/snapshots/s1"))
         jobs.append(act(client, "POST", f"/api/v1/vms/{vm_id}/start"))
         jobs.append(act(client, "POST", f"/api/v1/vms/{vm_id}/reboot"))
         jobs.append(act(client, "DELETE", f"/api/v1/vms/{vm_id}"))
 
     chain = chain_of(client, vm_id)
     records = chain["records"]
-    assert [r["payload"]["operation"] for r in records] == ["create", "stop", "snapshot", "start", "reboot", "delete"]
+    assert [r["payload"]["operation"] for r in records] == [
+        "create",
+        "stop",
+        "snapshot",
+        "revert",
+        "snapshot_delete",
+        "start",
+        "reboot",
+        "delete",
+    ]
     assert [r["payload"]["job_id"] for r in records] == [j["id"] for j in jobs]
     assert chain["keys"] == {"amd64-host": [key]}
     first, last = records[0]["payload"], records[-1]["payload"]

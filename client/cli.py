@@ -32,13 +32,14 @@ class Group:
 
 
 HOST = Group(
-    "Hypervisor hosts: list, show, drain and undrain over HTTP; trust a host's SSH key locally.",
+    "Hypervisor hosts: list, show, drain, undrain and trust-key over HTTP; trust a host's SSH key locally.",
     {
         "list": Command("client.commands:host_list", "List hypervisor hosts."),
         "show": Command("client.commands:host_show", "Show a host."),
         "drain": Command("client.commands:host_drain", "Stop placing new VMs on a host; its VMs stay."),
         "undrain": Command("client.commands:host_undrain", "Place new VMs on a drained host again."),
         "trust": Command("workers.ssh_commands:trust", "Record a host's SSH host key after checking it (local)."),
+        "trust-key": Command("client.commands:host_trust_key", "Accept a host's changed attestation signing key."),
     },
 )
 IMAGES = Group(

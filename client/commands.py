@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
+import json
 import re
 import sys
 import time
@@ -21,6 +22,7 @@ from client.config import DEFAULT_URL, resolve
 from client.http import ApiClient, ClientError, segment
 from client.output import CLIENT_OPTIONS, OUTPUTS, emit, fields_of, select_columns, table
 from client.ssh import NO_STATUS
+from queues import attestation
 from queues.config import Settings
 from queues.vocabulary import TERMINAL_JOB_STATES, JobKind, JobState
 
@@ -326,6 +328,48 @@ def snapshot_delete(api: ApiClient, output: str, vm_ref: str, name: str, wait: b
            wait, timeout)  # fmt: skip
 
 
+@vm.group("attest")
+def attest() -> None:
+    """Signed records of a VM's operations: verify them (and export them) offline."""
+
+
+@attest.command("verify")
+@click.argument("vm_ref", metavar="[VM]", required=False, shell_complete=lambda _c, _p, text: complete("vms", text))
+@click.option("--export", "export_to", type=click.Path(dir_okay=False, writable=True), help="also write the chain here")
+@click.option("--file", "from_file", type=click.File("r"), help="verify a chain exported before (no API needed)")
+@api_command
+def attest_verify(api: ApiClient, output: str, vm_ref: str | None, export_to: str | None, from_file: TextIO | None):
+    """Verify every signature and link of VM's attestation chain; exit 1 on any problem, each named."""
+    if (vm_ref is None) == (from_file is None):
+        raise click.UsageError("give a VM or --file, not both")
+    if from_file is not None:
+        chain = json.load(from_file)
+    else:
+        chain = api.get(f"/vms/{segment(resolve_vm(api, vm_ref))}/attestations")
+    if export_to:
+        Path(export_to).write_text(json.dumps(chain, indent=2, sort_keys=True) + "\n")
+    problems = attestation.verify_chain(chain["vm_id"], chain["records"], chain["keys"])
+    signers = sorted({(r["payload"].get("host"), r["payload"].get("key")) for r in chain["records"]}, key=str)
+    unattested = chain.get("unattested_jobs") or []
+    answer = {
+        "vm_id": chain["vm_id"],
+        "records": len(chain["records"]),
+        "verified": not problems,
+        "problems": [str(p) for p in problems],
+        "signers": [{"host": h, "fingerprint": attestation.fingerprint(k)} for h, k in signers if isinstance(k, str)],
+        "unattested_jobs": unattested,
+    }
+    keys = ", ".join(f"{s['host']} {s['fingerprint']}" for s in answer["signers"]) or "nobody"
+    verdict = "chain NOT verified" if problems else "chain verified"
+    if unattested:
+        verdict += f"; {len(unattested)} succeeded job(s) have no record: {', '.join(unattested)}"
+    head = f"VM {chain['vm_id']}: {len(chain['records'])} record(s) signed by {keys}"
+    text = "\n".join([head, *answer["problems"], verdict])
+    emit(output, answer, text)
+    if problems:
+        sys.exit(1)
+
+
 @vm.command("migrate")
 @vm_argument
 @click.option("--target-host", help="where to (default: archq picks a host)")
@@ -511,6 +555,26 @@ def _host_action(action: str, doc: str) -> click.Command:
         emit(output, answer, f"host {name} {action}ed")
 
     return command
+
+
+@click.command("trust-key")
+@host_argument
+@click.option("--fingerprint", help="the fingerprint you checked on the host (`archq worker --check` there)")
+@click.option("--yes", is_flag=True, help="do not ask (with --fingerprint)")
+@api_command
+def host_trust_key(api: ApiClient, output: str, name: str, fingerprint: str | None, yes: bool) -> None:
+    """Accept the changed attestation signing key host NAME offers (admin)."""
+    keys = api.get(f"/hosts/{segment(name)}")["host"].get("signing_key") or {}
+    offered = keys.get("offered")
+    if not offered:
+        raise click.ClickException(f"host {name} offers no new signing key (pinned: {keys.get('fingerprint')})")
+    if fingerprint and fingerprint != offered:
+        raise click.ClickException(f"host {name} offers {offered}, not {fingerprint}: do not trust it")
+    if not (fingerprint and yes):
+        click.echo(f"host {name}: pinned key {keys.get('fingerprint')}, now offers {offered}")
+        click.confirm("Does the host show this fingerprint (`archq worker --check`), and trust it?", abort=True)
+    answer = api.post(f"/hosts/{segment(name)}/trust-key", {"fingerprint": offered})
+    emit(output, answer, f"host {name}: signing key {offered} trusted")
 
 
 host_drain = _host_action("drain", "Stop placing new VMs on host NAME; its VMs stay.")

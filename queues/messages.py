@@ -54,6 +54,9 @@ class JobMessage(_Message):
     vm = fields.Nested(VmSpec, required=True)
     # What the kind needs beyond the VM, e.g. a snapshot's {"snapshot": name, "memory": bool}.
     params = fields.Dict(load_default=dict)
+    # The hash of the VM's latest attestation when the job was made (None: it has none yet): the worker signs
+    # it into the job's record, which links the VM's chain (queues/attestation.py).
+    chain_head = fields.String(allow_none=True, load_default=None)
 
 
 class JobError(_Message):
@@ -72,6 +75,8 @@ class JobUpdate(_Message):
     error = fields.Nested(JobError, allow_none=True, load_default=None)
     # A `running` report may carry how far the job got ({"phase", "percent", "bytes_remaining", ...}).
     progress = fields.Dict(allow_none=True, load_default=None)
+    # A `succeeded` report carries the host's signed record of the operation {"payload", "signature"}.
+    attestation = fields.Dict(allow_none=True, load_default=None)
 
 
 class Heartbeat(_Message):
@@ -99,6 +104,8 @@ class Heartbeat(_Message):
     networks = fields.Dict(load_default=dict)
     # The jobs the worker has claimed and not finished: the conductor resumes none of them.
     running_jobs = fields.List(fields.String(), load_default=list)
+    # The host's Ed25519 public key (base64 of its raw bytes): the conductor pins it on first sight.
+    signing_key = fields.String(allow_none=True, load_default=None)
     at = fields.Float(required=True)
 
 

@@ -172,3 +172,33 @@ class TokenCreatedOut(Schema):
 
 class TokenListOut(Schema):
     tokens = fields.List(fields.Nested(TokenOut), required=True)
+
+
+class AttestationOut(Schema):
+    seq = fields.Integer(required=True, metadata={"description": "its place in the VM's chain, from 0"})
+    hash = fields.String(required=True, metadata={"description": "SHA256 of the canonical payload"})
+    payload = fields.Dict(required=True, metadata={"description": "what the host signed (queues/attestation.py)"})
+    signature = fields.String(required=True, metadata={"description": "Ed25519 over the canonical payload, base64"})
+
+
+class AttestationChainOut(Schema):
+    vm_id = fields.String(required=True)
+    format = fields.String(required=True)
+    records = fields.List(fields.Nested(AttestationOut), required=True)
+    keys = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        required=True,
+        metadata={"description": "per signing host, the public keys (base64) the control plane accepted"},
+    )
+    unattested_jobs = fields.List(
+        fields.String(), required=True, metadata={"description": "the VM's succeeded jobs with no stored record"}
+    )
+
+
+class TrustKeyRequest(Schema):
+    fingerprint = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}$"),
+        metadata={"description": "the offered key's fingerprint, as checked on the host (`archq worker --check`)"},
+    )

@@ -41,6 +41,12 @@ class Host(db.Model):
     networks: Mapped[dict] = mapped_column(JSON, default=dict)
     # The jobs its worker has claimed and not finished, as of its last heartbeat (`last_seen`).
     running_jobs: Mapped[list] = mapped_column(JSON, default=list)
+    # Its attestation signing keys (base64 Ed25519), pinned at its first heartbeat: the last is current, the
+    # earlier ones (replaced by `archq host trust-key`) still verify the records they signed.
+    signing_keys: Mapped[list] = mapped_column(JSON, default=list)
+    # A different key its heartbeats now send: refused (records signed with it are not stored) until an admin
+    # accepts it.
+    offered_signing_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     # What placement queries (web/services/capacity.py), so that a create reads a few index entries instead of
@@ -243,3 +249,23 @@ class ApiToken(db.Model):
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Attestation(db.Model):
+    """A VM operation's record as its host signed it (queues/attestation.py); `seq` orders one VM's chain."""
+
+    __tablename__ = "attestations"
+    # One record per place in a VM's chain: two reports racing for the same place cannot fork it.
+    __table_args__ = (UniqueConstraint("vm_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    host: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(32))
+    # The payload exactly as signed (canonical JSON), its signature (base64) and hash (the next record's prev).
+    payload: Mapped[str] = mapped_column(Text)
+    signature: Mapped[str] = mapped_column(String(128))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

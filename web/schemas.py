@@ -407,6 +407,8 @@ class HostOut(Schema):
     networks = fields.Dict()
     # Where `archq vm ssh` jumps through to reach VMs on NAT networks: the host's SSH address and port.
     ssh = fields.Dict()
+    # The fingerprints of its pinned attestation key and of a changed key it offers ({"fingerprint", "offered"}).
+    signing_key = fields.Dict()
 
 
 class SnapshotCreateRequest(Schema):

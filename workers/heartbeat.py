@@ -31,6 +31,7 @@ def heartbeat_message(
     networks: dict | None = None,
     facts: dict[str, dict] | None = None,
     running_jobs: list[str] | None = None,
+    signing_key: str | None = None,
 ) -> dict:
     """`facts`: addresses and host keys by domain UUID, as workers/guest_facts.py last read them;
     `running_jobs`: the jobs this worker has claimed and not finished."""
@@ -60,6 +61,7 @@ def heartbeat_message(
             "migration": migration or {},
             "networks": networks or {},
             "running_jobs": running_jobs or [],
+            "signing_key": signing_key,
             "at": time.time(),
         }
     )
@@ -76,6 +78,7 @@ class HeartbeatThread(threading.Thread):
         migration: dict | None = None,
         networks: Callable[[], dict] | None = None,
         running_jobs: Callable[[], list[str]] | None = None,
+        signing_key: str | None = None,
     ):
         super().__init__(name="archq-heartbeat", daemon=True)
         self._app = app
@@ -87,6 +90,7 @@ class HeartbeatThread(threading.Thread):
         self._migration = migration
         self._networks = networks or dict
         self._running_jobs = running_jobs or list
+        self._signing_key = signing_key
         self._guests = GuestWatch(hypervisor, Path(data_dir), interval_s)
 
     def start(self) -> None:
@@ -102,6 +106,7 @@ class HeartbeatThread(threading.Thread):
             self._networks(),
             self._guests.latest(),
             self._running_jobs(),
+            self._signing_key,
         )
         # A beat that waited in the queue longer than a few intervals says nothing about now.
         self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)

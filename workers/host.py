@@ -48,6 +48,11 @@ class HostProfile:
             return self.accel
         return "qemu"
 
+    def accel_for(self, arch: Arch) -> str:
+        """How a guest of `arch` runs here, in the API's words: libvirt's `qemu` domain type is TCG."""
+        domain_type = self.domain_type(arch)
+        return Accel.TCG if domain_type == "qemu" else domain_type
+
 
 def decide_accel(settings: Settings, caps: HostCapabilities, probe: Callable[[], bool]) -> str:
     """KVM only when configuration forces it or a real boot under it succeeded.

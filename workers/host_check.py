@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 import redis
 
+from queues.attestation import fingerprint, public_key_text
 from queues.config import Settings
+from workers.attest import load_or_create_key, signing_key_path
 from workers.hypervisor import Hypervisor, HypervisorError
 from workers.networks import host_bridges
 
@@ -43,10 +45,23 @@ def check_host(settings: Settings, discover: Callable[[Settings, Hypervisor], ob
             Finding(True, "capacity", f"{profile.vcpus} vcpus, {profile.memory_mib} MiB"),
             _networks(settings, hypervisor),
             Finding(True, "bridges", ", ".join(host_bridges(settings)) or "none"),
+            _signing_key(settings, profile.name),
         ]
     finally:
         hypervisor.close()
     return findings
+
+
+def _signing_key(settings: Settings, host: str) -> Finding:
+    """Its fingerprint is what an admin compares before `archq host trust-key` accepts a changed key."""
+    path = signing_key_path(settings.data_dir, host)
+    if not path.exists():
+        return Finding(True, "signing key", f"{path}: made when the worker starts")
+    try:
+        key = load_or_create_key(path)
+    except (OSError, ValueError) as exc:
+        return Finding(False, "signing key", f"{path}: {exc}")
+    return Finding(True, "signing key", f"{fingerprint(public_key_text(key.public_key()))} ({path})")
 
 
 def _broker(settings: Settings) -> Finding:

@@ -219,6 +219,10 @@ class Hypervisor:
         """libvirt's version as major * 1_000_000 + minor * 1000 + release (9.0.0 is 9000000)."""
         return self._conn.getLibVersion()
 
+    def hypervisor_version(self) -> int:
+        """The hypervisor's version (QEMU's under the qemu driver), encoded as `lib_version` is."""
+        return self._conn.getVersion()
+
     def snapshot(self, uuid: str, name: str) -> SnapshotInfo | None:
         dom = self._existing(uuid)
         try:

@@ -16,10 +16,12 @@ import redis
 from celery import Celery
 
 from queues.arch import Arch, to_libvirt
+from queues.attestation import public_key_text
 from queues.celery_app import declare_queue, make_celery
 from queues.claims import ClaimStore
 from queues.config import ACCEL_CHOICES, EX_CONFIG, Settings
 from queues.vocabulary import Accel
+from workers.attest import load_or_create_key, signing_key_path
 from workers.capabilities import (
     CapabilitiesError,
     HostCapabilities,
@@ -114,6 +116,7 @@ class WorkerService:
             image_dirs=settings.allowed_image_dirs,
             max_image_bytes=settings.max_image_bytes,
             settings=settings,
+            signing_key=load_or_create_key(signing_key_path(settings.data_dir, profile.name)),
         )
         runner = Runner(
             app=app,
@@ -134,6 +137,7 @@ class WorkerService:
             migration_endpoint(settings),
             networks=lambda: offered(hypervisor, settings),
             running_jobs=runner.running_jobs,
+            signing_key=public_key_text(ctx.signing_key.public_key()),
         )
         console = ConsoleThread(settings.redis_url, profile.name, settings.data_dir)
         return cls(

@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from queues.arch import Arch
 from queues.config import Settings
 from queues.networks import NetworkMode
-from queues.vocabulary import Accel, VmState
+from queues.vocabulary import VmState
 from workers.artifacts import ArtifactError, ArtifactStore
 from workers.boot import CONSOLE_NAME, SEED_NAME, fetch_artifact, prepare_disk
 from workers.cloud_init import seed_files, write_seed_iso
@@ -35,6 +37,8 @@ class WorkerContext:
     max_image_bytes: int = 64 * 1024**3
     # Transport, SSH trust and storage of this host for migrations (queues/config.py); None: defaults.
     settings: Settings | None = None
+    # What this host signs its attestations with (workers/attest.py); None: it signs none.
+    signing_key: Ed25519PrivateKey | None = None
 
     def vm_dir(self, vm_id: str) -> Path:
         return self.data_dir / "vms" / vm_id
@@ -105,7 +109,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         raise exc.saying(f"{exc}; host {ctx.host.name}; nothing was left on the host") from exc
     return {
         "host": ctx.host.name,
-        "accel": Accel.TCG if domain_type == "qemu" else domain_type,
+        "accel": ctx.host.accel_for(arch),
         "emulated": arch != ctx.host.arch,
         "state": info.state,
         "domain": info.name,

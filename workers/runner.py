@@ -20,6 +20,7 @@ from queues import messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from queues.vocabulary import JobState
+from workers.attest import signed_record
 from workers.errors import JobCancelled, WorkerError
 from workers.job_run import JobRun, call
 from workers.operations import WorkerContext
@@ -57,7 +58,9 @@ class Runner:
     _running_lock: threading.Lock = field(default_factory=threading.Lock)
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="archq-op"))
 
-    def _update(self, job_id: str, outcome: Outcome, progress: dict | None = None) -> dict:
+    def _update(
+        self, job_id: str, outcome: Outcome, progress: dict | None = None, attestation: dict | None = None
+    ) -> dict:
         return messages.job_update.dump(
             {
                 "job_id": job_id,
@@ -67,6 +70,7 @@ class Runner:
                 "result": outcome.result,
                 "error": outcome.error,
                 "progress": progress,
+                "attestation": attestation,
             }
         )
 
@@ -121,7 +125,11 @@ class Runner:
         self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING)))
         with self.claims.lease(job_id, owner, msg["token"], self.lease_s):
             outcome = self._execute(job_id, msg, operation)
-        update = self._update(job_id, outcome)
+            record = None
+            if outcome.state == JobState.SUCCEEDED:
+                run = self._job_run(job_id, msg["params"])
+                record = signed_record(self.ctx, msg["kind"], msg["vm"], run, outcome.result, msg["chain_head"])
+        update = self._update(job_id, outcome, attestation=record)
         if not self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update))):
             # Its lease lapsed and another run holds the job: that run reports, not this one.
             log.warning("job %s: taken over while it ran here; its %s is not reported", job_id, outcome.state)

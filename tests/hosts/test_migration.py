@@ -14,6 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from queues import attestation
 from queues.arch import Arch
 from tests.support.migration_lab import Cluster, cluster
 from tests.support.services import wait_for
@@ -316,5 +317,31 @@ def test_a_live_migration_keeps_the_mac_and_the_guest_answers_on_the_target(lab:
             lambda: lab.hosts["h2"].run(["ping", "-c", "1", "-W", "1", address]).returncode == 0,
             timeout=30, what=f"the guest to answer ping at {address} on h2",
         )  # fmt: skip
+    finally:
+        delete(lab, vm_id)
+
+
+def test_attestations_follow_a_vm_across_hosts(lab: Cluster):
+    """Each host signs what it did with its own key: the create and the migration out on h1, the migration
+    back on h2; the chain links across both and verifies with the keys the control plane pinned."""
+    vm_id = running_vm(lab, "mig-attest")
+    try:
+        for target in ("h2", "h1"):
+            done = wait_job(lab, migrate(lab, vm_id, target_host=target)["id"])
+            assert done["state"] == "succeeded", done
+        chain = lab.client.get(f"/api/v1/vms/{vm_id}/attestations").get_json()
+        signed = [(r["payload"]["operation"], r["payload"]["host"], r["payload"]["details"].get("target"))
+                  for r in chain["records"]]  # fmt: skip
+        assert signed == [("create", "h1", None), ("migrate_out", "h1", "h2"), ("migrate_out", "h2", "h1")]
+        assert set(chain["keys"]) == {"h1", "h2"} and chain["keys"]["h1"] != chain["keys"]["h2"]
+        assert [r["payload"]["accel"] for r in chain["records"]] == [lab.vm(vm_id)["accel"]] * 3
+        assert attestation.verify_chain(vm_id, chain["records"], chain["keys"]) == []
+        # h2's record claimed by h1 (its signature under h1's name) does not verify.
+        forged = [
+            *chain["records"][:2],
+            {**chain["records"][2], "payload": {**chain["records"][2]["payload"], "host": "h1"}},
+        ]
+        problems = attestation.verify_chain(vm_id, forged, chain["keys"])
+        assert {p.index for p in problems} == {2} and "not trusted for host 'h1'" in problems[0].message
     finally:
         delete(lab, vm_id)

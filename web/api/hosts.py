@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from web.api import archq
+from web.api import archq, json_body
+from web.api_schemas import TrustKeyRequest
 from web.idempotency import idempotent
 from web.schemas import HostQuery, host_out, page_cursor
-from web.services import hosts
+from web.services import attestations, hosts
 from web.services.hosts import host_view, host_views
 
 bp = Blueprint("hosts", __name__)
@@ -66,3 +67,19 @@ def undrain(name: str):
         200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
     """
     return jsonify({"host": host_out.dump(host_view(hosts.set_drained(name, False), archq().settings))})
+
+
+@bp.post("/hosts/<name>/trust-key")
+@idempotent
+def trust_key(name: str):
+    """Accept the new attestation signing key a host offers (its pinned key changed), after checking its
+    fingerprint on the host
+    ---
+    post:
+      requestBody: {required: true, content: {application/json: {schema: TrustKeyRequest}}}
+      responses:
+        200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
+        409: Error
+    """
+    fingerprint = TrustKeyRequest().load(json_body())["fingerprint"]
+    return jsonify({"host": host_out.dump(host_view(attestations.trust_key(name, fingerprint), archq().settings))})

@@ -11,7 +11,7 @@ from web.auth import current_actor
 from web.idempotency import idempotent
 from web.models import Vm
 from web.schemas import ConsoleQuery, create_request_schema, job_out, vm_out
-from web.services import console, vms
+from web.services import attestations, console, vms
 
 bp = Blueprint("vms", __name__)
 
@@ -106,6 +106,17 @@ def vm_action(vm_id: str, action: str):
         409: Error
     """
     return accepted(*vms.submit_action(vm_id, JobKind(action), archq().settings, actor=current_actor()))
+
+
+@bp.get("/vms/<vm_id>/attestations")
+def vm_attestations(vm_id: str):
+    """The VM's signed operation records, in chain order, with its hosts' public keys (a deleted VM's too)
+    ---
+    get:
+      responses:
+        200: {description: the chain, content: {application/json: {schema: AttestationChainOut}}}
+    """
+    return jsonify(attestations.chain(vms.get_vm(vm_id, deleted=True)))
 
 
 @bp.get("/vms/<vm_id>/console")

@@ -17,7 +17,7 @@ from queues.vocabulary import ALLOCATING_VM_STATES, VmState
 from web.errors import NotFound
 from web.extensions import db
 from web.models import Host, Vm, utcnow
-from web.services import capacity
+from web.services import attestations, capacity
 
 
 def record_heartbeat(beat: dict) -> Host:
@@ -43,6 +43,7 @@ def record_heartbeat(beat: dict) -> Host:
     host.migration = beat.get("migration") or {}
     host.networks = beat.get("networks") or {}
     host.running_jobs = beat.get("running_jobs") or []
+    attestations.observe_key(host, beat.get("signing_key"))
     _record_guest_facts(host.name, beat["domains"])
     if beat["started_at"]:
         host.worker_started_at = datetime.fromtimestamp(beat["started_at"], UTC)
@@ -225,6 +226,7 @@ def host_views(hosts: list[Host], settings: Settings) -> list[dict]:
             "snapshot_support": host.snapshot_support or {},
             "networks": host.networks or {},
             "ssh": ssh_endpoint(host),
+            "signing_key": attestations.key_view(host),
         }
         for host in hosts
     ]

@@ -13,6 +13,7 @@ from queues.vocabulary import TERMINAL_JOB_STATES, JobState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job
+from web.services import attestations
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
 
@@ -78,6 +79,9 @@ def _record_job_update(update: dict) -> bool:
     effects = EFFECTS[job.kind]
     if job.vm is not None:
         effects.apply(job.vm, job, state, update["host"])
+        if state == JobState.SUCCEEDED:
+            # In the report's transaction: a job that succeeded is never left without its record by a crash.
+            attestations.store(job, job.vm, update["host"], update.get("attestation"))
     if state in TERMINAL_JOB_STATES:
         effects.settle(job)
     db.session.commit()

@@ -22,7 +22,7 @@ from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable,
 from web.extensions import db
 from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
-from web.services import capacity
+from web.services import attestations, capacity
 from web.services.capacity import CPU_RATIO, RAM_RATIO
 from web.services.cpu_modes import check_cpu_mode, tcg_cpu_note
 from web.services.hosts import fleet_cache, host_state
@@ -35,9 +35,10 @@ from web.services.job_states import complete_without_worker
 PLACEMENT_ATTEMPTS = 5
 
 
-def get_vm(vm_id: str) -> Vm:
+def get_vm(vm_id: str, *, deleted: bool = False) -> Vm:
+    """`deleted`: a deleted VM is found too (its history, e.g. its attestations, outlives it)."""
     vm = db.session.get(Vm, vm_id)
-    if vm is None or vm.state == VmState.DELETED:
+    if vm is None or (vm.state == VmState.DELETED and not deleted):
         raise NotFound(f"no VM with id {vm_id}")
     return vm
 
@@ -72,6 +73,8 @@ def _new_job(
                 "disk_gib": vm.disk_gib,
             },
             "params": params or {},
+            # Jobs of one VM run one at a time, so its chain's head cannot move before this job reports.
+            "chain_head": None if kind == JobKind.CREATE else attestations.chain_head(vm.id),
         }
     )
     job = Job(

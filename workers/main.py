@@ -27,7 +27,7 @@ from workers.capabilities import (
     parse_cpu_modes,
     read_capabilities_file,
 )
-from workers.console import ConsoleThread
+from workers.console import ConsoleSessionsThread, ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.host_check import check_host
@@ -97,6 +97,7 @@ class WorkerService:
     runner: Runner
     heartbeat: HeartbeatThread
     console: ConsoleThread
+    console_sessions: ConsoleSessionsThread
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerService:
@@ -144,6 +145,7 @@ class WorkerService:
             runner=runner,
             heartbeat=heartbeat,
             console=console,
+            console_sessions=ConsoleSessionsThread(settings.redis_url, profile.name, hypervisor),
         )
 
     def run(self) -> None:
@@ -159,6 +161,7 @@ class WorkerService:
         )
         self.heartbeat.start()
         self.console.start()
+        self.console_sessions.start()
         ConsumerWatchdog(
             redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.profile.queues, self.runner.activity
         ).start()
@@ -176,6 +179,7 @@ class WorkerService:
         finally:
             self.heartbeat.stop()
             self.console.stop()
+            self.console_sessions.stop()
             self.hypervisor.close()
 
 

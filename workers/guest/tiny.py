@@ -63,8 +63,8 @@ _ELF_MACHINE: dict[Arch, int] = {Arch.AMD64: 62, Arch.ARM64: 183}
 _APT_TIMEOUT_S = 900
 
 _INIT_SCRIPT = f"""#!/bin/busybox sh
-# archq tiny guest: mount the kernel filesystems, announce the boot, start networking, then tick forever
-# (pid 1 must not exit).
+# archq tiny guest: mount the kernel filesystems, announce the boot, start networking and a console shell,
+# then tick forever (pid 1 must not exit).
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -74,6 +74,9 @@ export PATH=/bin
 printf '\\n%s\\n' "{MARKER} arch=$(uname -m)" > /dev/console
 # In the background, so that drivers and DHCP never delay the marker or the ticks; it prints its own line.
 /bin/busybox sh /etc/archq/net.sh < /dev/null > /dev/null 2>&1 &
+# A root shell on the serial console for `archq vm console`; cttyhack makes the console's real tty (ttyS0,
+# ttyAMA0) its controlling terminal, so Ctrl-C reaches what runs there. Restarted when it exits.
+(while true; do /bin/busybox cttyhack /bin/busybox sh -i; done) < /dev/null > /dev/null 2>&1 &
 n=0
 while true; do
     n=$((n + 1))

@@ -56,7 +56,12 @@ def serve(ws: Server, vm_id: str, actor: str, force: bool) -> None:
     try:
         session = console.open_session(vm_id, actor, force, ext.console_sessions, ext.settings)
     except ApiError as exc:
-        terminal.control({"type": "error", "status": exc.status, **error_body(exc.code, exc.message, exc.fields)})
+        refuse(ws, exc.status, exc.code, exc.message, exc.fields)
         return
     terminal.control(console.opened_message(session))
     session.pump(terminal)
+
+
+def refuse(ws: Server, status: int, code: str, message: str, fields: dict | None = None) -> None:
+    """The error a session could not open with, in the API's error format, as the one message on `ws`."""
+    WebSocketTerminal(ws).control({"type": "error", "status": status, **error_body(code, message, fields)})

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import select
+import socket
 import sys
 import termios
 import threading
@@ -40,6 +41,8 @@ def connect(api_base: str, token: str, vm_id: str, force: bool = False) -> tuple
         ws = Client.connect(ws_url(api_base, vm_id, force), headers={"Authorization": f"Bearer {token}"})
     except (ConnectionError, OSError, ConnectionClosed) as exc:
         raise ConsoleRefused(f"cannot open a WebSocket to the API: {exc}") from None
+    # One keystroke per frame: Nagle's algorithm would hold a key back behind the previous one's ACK.
+    ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         first = ws.receive(timeout=30)
     except ConnectionClosed:

@@ -103,12 +103,16 @@ def run_session(
         return
     log.info("console session %s on VM %s opened for %s", sid, request.vm_id, request.actor)
     sessions.output(sid, OPENED)
+    beaten = time.monotonic()
     try:
         while not ended.is_set():
             if stopping.is_set():
                 on_end("the worker is stopping (restart or shutdown); open the console again once it is back")
                 break
-            sessions.beat(sid)
+            # Once a second, not per keystroke: each is a Redis round trip on the echo's path.
+            if time.monotonic() - beaten >= 1:
+                sessions.beat(sid)
+                beaten = time.monotonic()
             frame = sessions.next_input(sid, timeout_s=1)
             if frame is None:
                 continue

@@ -14,6 +14,8 @@ import threading
 import time
 import uuid
 
+from simple_websocket import ConnectionClosed
+
 from bench.common import (
     PROBE_CACHE_DIR,
     PROBE_FILE,
@@ -32,7 +34,7 @@ from bench.common import (
     wait_job,
 )
 from bench.vm import URI, remove_domains
-from client.console import connect
+from client.console import ConsoleRefused, connect
 from queues.arch import parse_arch
 from tests.support.services import wait_for
 from workers.guest.tiny import marker_line
@@ -68,6 +70,15 @@ def measure(send, received: queue.Queue[bytes], keys: int) -> list[float]:
 def _drain(received: queue.Queue[bytes]) -> None:
     while not received.empty():
         received.get_nowait()
+
+
+def _connect(base: str, token: str, vm_id: str):
+    try:
+        return connect(base, token, vm_id)[0]
+    except ConsoleRefused as exc:
+        if "held by" in str(exc):
+            return None
+        raise
 
 
 def main() -> None:
@@ -109,13 +120,17 @@ def main() -> None:
             direct = Hypervisor(URI)
 
             def archq_round(_round: int) -> Samples:
-                ws, _opened = connect(base, stack.token, vm_id)
+                # The previous round's session is released by the API a moment after its WebSocket closed.
+                ws = wait_for(lambda: _connect(base, stack.token, vm_id), timeout=5, interval=0.05, what="the console")
                 received: queue.Queue[bytes] = queue.Queue()
                 reader_done = False
 
                 def pump() -> None:
                     while not reader_done:
-                        message = ws.receive(timeout=0.5)
+                        try:
+                            message = ws.receive(timeout=0.5)
+                        except ConnectionClosed:
+                            return
                         if isinstance(message, bytes | bytearray):
                             received.put(bytes(message))
 

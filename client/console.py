@@ -19,8 +19,14 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from simple_websocket import Client, ConnectionClosed
+from simple_websocket import ConnectionError as HandshakeRefused
 
 ESCAPE = b"\x1d"  # Ctrl-]
+REFUSALS = {
+    401: "the token is unknown or revoked",
+    403: "a console needs the operator role",
+    404: "no such API path (is this archq's API?)",
+}
 
 
 class ConsoleRefused(Exception):
@@ -39,7 +45,12 @@ def connect(api_base: str, token: str, vm_id: str, force: bool = False) -> tuple
     """An open session and the API's `opened` message; raises ConsoleRefused with the API's reason."""
     try:
         ws = Client.connect(ws_url(api_base, vm_id, force), headers={"Authorization": f"Bearer {token}"})
-    except (ConnectionError, OSError, ConnectionClosed) as exc:
+    except HandshakeRefused as exc:
+        # The role rule answers before the upgrade: 401 (token unknown or revoked) or 403 (not an operator).
+        raise ConsoleRefused(
+            f"the API refused the console with HTTP {exc.status_code}: {REFUSALS.get(exc.status_code, '')}"
+        ) from None
+    except (OSError, ConnectionClosed) as exc:
         raise ConsoleRefused(f"cannot open a WebSocket to the API: {exc}") from None
     # One keystroke per frame: Nagle's algorithm would hold a key back behind the previous one's ACK.
     ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -49,7 +60,8 @@ def connect(api_base: str, token: str, vm_id: str, force: bool = False) -> tuple
         first = None
     message = _control(first) if isinstance(first, str) else None
     if message is None or message.get("type") != "opened":
-        ws.close()
+        with contextlib.suppress(ConnectionClosed):
+            ws.close()
         error = (message or {}).get("error") or {}
         raise ConsoleRefused(error.get("message") or "the API closed the console without saying why")
     return ws, message

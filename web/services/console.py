@@ -175,8 +175,10 @@ class OpenSession:
                     self._sessions.send(self.id, keys)
         finally:
             end("the API closed the session")
-            thread.join(timeout=3)
+            # Released before waiting for the output thread (up to a second in BLPOP): the user may reconnect
+            # at once, and must not find their own ended session holding the console.
             self.release()
+            thread.join(timeout=3)
         why = reason[0]
         _record(self.vm_id, "console_ended", self.holder.actor, f"console session ended: {why}")
         with contextlib.suppress(TerminalClosed):

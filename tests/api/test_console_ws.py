@@ -20,7 +20,8 @@ def vm_id(client, conductor, hypervisor_worker):
     with hypervisor_worker():
         wait_host(client, "amd64-host")
         accepted = create_vm(client, name="console-ws")
-        assert wait_job(client, accepted["job"]["id"])["state"] == "succeeded"
+        job = wait_job(client, accepted["job"]["id"])
+        assert job["state"] == "succeeded", job.get("error")
         yield accepted["vm"]["id"]
 
 

@@ -133,14 +133,16 @@ def run_session(
 
 
 class ConsoleSessionsThread(threading.Thread):
-    """Opens the sessions the API asks this host for, each in its own thread on the worker's libvirt
-    connection (its streams are read by libvirt's event loop thread)."""
+    """Opens the sessions the API asks this host for, each in its own thread. They share a libvirt connection
+    of their own (streams are read by libvirt's event loop thread): on the worker's, every RPC of the jobs and
+    heartbeats would delay keystrokes and echoes behind it."""
 
-    def __init__(self, redis_url: str, host: str, hypervisor: Hypervisor) -> None:
+    def __init__(self, redis_url: str, host: str, libvirt_uri: str) -> None:
         super().__init__(name="archq-console-sessions", daemon=True)
         self._sessions = ConsoleSessions.from_url(redis_url)
         self._host = host
-        self._hypervisor = hypervisor
+        self._libvirt_uri = libvirt_uri
+        self._hypervisor: Hypervisor | None = None
         self._stopping = threading.Event()
         self._running: list[threading.Thread] = []
 
@@ -148,6 +150,12 @@ class ConsoleSessionsThread(threading.Thread):
         request = self._sessions.next_open(self._host)
         if request is None:
             return False
+        try:
+            if self._hypervisor is None:
+                self._hypervisor = Hypervisor(self._libvirt_uri)
+        except WorkerError as exc:
+            self._sessions.output(request.session, ENDED + str(exc).encode())
+            return True
         thread = threading.Thread(
             target=run_session,
             args=(self._sessions, self._hypervisor, request, self._stopping),
@@ -171,3 +179,5 @@ class ConsoleSessionsThread(threading.Thread):
         self._stopping.set()
         for thread in self._running:
             thread.join(timeout=3)
+        if self._hypervisor is not None:
+            self._hypervisor.close()

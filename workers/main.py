@@ -145,7 +145,7 @@ class WorkerService:
             runner=runner,
             heartbeat=heartbeat,
             console=console,
-            console_sessions=ConsoleSessionsThread(settings.redis_url, profile.name, hypervisor),
+            console_sessions=ConsoleSessionsThread(settings.redis_url, profile.name, settings.libvirt_uri),
         )
 
     def run(self) -> None:

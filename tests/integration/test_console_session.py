@@ -3,12 +3,19 @@ console stream, typed into like `archq vm console` does (client/console.py), on 
 
 from __future__ import annotations
 
+import os
 import platform
+import pty
+import select
+import subprocess
+import sys
+import time
 
 import pytest
 
 from client.console import ConsoleRefused, connect
 from queues.arch import Arch, parse_arch
+from queues.console import ConsoleSessions
 from tests.support.api import create_vm, wait_host, wait_job
 from tests.support.console import Transcript, run
 from tests.support.live_api import live_api  # noqa: F401  (a fixture)
@@ -57,6 +64,44 @@ def test_typing_a_command_on_both_architectures(client, settings, qemu_worker, l
         # The output line, not the echo of the typed command (which has `$((6*7))`).
         run(console, f"echo {arch.value}-$((6*7))-done", f"{arch.value}-42-done")
         console.ws.close()
+    # The CLI in raw mode on a terminal, by the VM's name (its previous session was released as it closed).
+    wait_for(lambda: not ConsoleSessions.from_url(settings.redis_url).holder(vms[NATIVE]), what="the release")
+    cli_console(live_api, live_api.operator_token, f"console-{NATIVE.value}", "echo cli-$((5*5))-done", "cli-25-done")
+
+
+def cli_console(api, token: str, vm_ref: str, command: str, expect: str) -> str:
+    """`archq vm console` on a pseudo-terminal, as a person runs it: types `command`, waits for `expect`,
+    leaves with Ctrl-]; everything the terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "client.cli", "vm", "console", vm_ref],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        env={**os.environ, "ARCHQ_URL": api.url, "ARCHQ_TOKEN": token},
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+
+    def read_until(needle: bytes, timeout: float) -> None:
+        nonlocal shown
+        deadline = time.monotonic() + timeout
+        while needle not in shown:
+            assert time.monotonic() < deadline, f"no {needle!r} from `archq vm console`; it showed {shown[-500:]!r}"
+            if select.select([master], [], [], 0.5)[0]:
+                shown += os.read(master, 4096)
+
+    try:
+        read_until(b"Escape character is ^]", 30)
+        os.write(master, command.encode() + b"\r")
+        read_until(expect.encode(), 30)
+        os.write(master, b"\x1d")
+        read_until(b"Console session ended: escape (Ctrl-])", 10)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return shown.decode(errors="replace")
 
 
 def test_one_writer_and_a_worker_restart(client, settings, start_qemu_worker, qemu_worker, live_api):  # noqa: F811

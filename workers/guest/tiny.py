@@ -1,5 +1,6 @@
 """A tiny bootable guest for direct kernel boot under QEMU: a Debian cloud kernel plus a busybox initramfs
-whose /init prints a marker line and then a counter every second. Beside the counter it loads the kernel's
+whose /init prints a marker line and then a counter every second, with a root shell on the serial console for
+interactive console sessions (docs/console.md). Beside the counter it loads the kernel's
 virtio NIC drivers, takes a DHCP lease on the first ethernet interface and reports it in one console line
 (see `parse_net_line`). Built from Debian packages with apt, once per architecture, into a cache directory that
 concurrent workers share."""

@@ -147,17 +147,22 @@ class OpenSession:
                 ended.set()
 
         def outbound() -> None:
-            # The guest's output, and the watch on the worker and on the claim, in one loop.
+            # The guest's output, and once a second (a guest printing without pause never lets BLPOP time
+            # out) the watch on the worker and the refresh of the claim, in one loop.
+            checked = time.monotonic()
             while not ended.is_set():
                 frame = self._sessions.receive(self.id, 1.0)
-                if frame is None:
+                if time.monotonic() - checked >= 1.0:
+                    checked = time.monotonic()
                     if not self._sessions.worker_alive(self.id):
                         end(f"the worker on host {self.host} stopped answering (restarted or gone); "
                             "this session is over, open the console again")  # fmt: skip
                     elif not self._sessions.still_holds(self.vm_id, self.id):
                         current = self._sessions.holder(self.vm_id)
                         end(f"the console was taken over by {current.actor if current else 'another session'}")
-                elif frame.startswith(DATA):
+                if frame is None:
+                    continue
+                if frame.startswith(DATA):
                     terminal.send(frame[1:])
                 elif frame.startswith(ENDED):
                     end(frame[1:].decode(errors="replace"))

@@ -251,6 +251,24 @@ def vm_show(api: ApiClient, output: str, vm_ref: str) -> None:
     emit(output, answer, fields_of(answer["vm"]))
 
 
+@vm.command("console")
+@vm_argument
+@click.option("--force", is_flag=True, help="take the console over from the session that holds it")
+@api_command
+def vm_console(api: ApiClient, output: str, vm_ref: str, force: bool) -> None:
+    """Attach to VM's serial console (operator): keys go to the guest, Ctrl-] leaves."""
+    from client import console
+
+    vm_id = resolve_vm(api, vm_ref)
+    try:
+        ws, opened = console.connect(api.base, api.token, vm_id, force)
+    except console.ConsoleRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Connected to {vm_ref} on host {opened['host']}. Escape character is ^] (Ctrl-]).", err=True)
+    why = console.interact(ws, sys.stdin.fileno())
+    click.echo(f"\r\nConsole session ended: {why}", err=True)
+
+
 @vm.command("delete")
 @vm_argument
 @with_wait

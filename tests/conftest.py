@@ -129,14 +129,17 @@ def hypervisor_worker(settings: Settings) -> Callable:
         ):
             service.heartbeat.start()
             service.console.start()
+            service.console_sessions.start()
             try:
                 yield service
             finally:
                 service.heartbeat.stop()
                 service.console.stop()
+                service.console_sessions.stop()
                 service.heartbeat.join(timeout=5)
                 # A console thread still waiting on Redis would answer the next test's requests.
                 service.console.join(timeout=5)
+                service.console_sessions.join(timeout=5)
                 # Every connection to test:///default in this process shares one state: leave it clean.
                 for domain in service.hypervisor.list_domains():
                     if domain.name.startswith("archq-"):

@@ -11,7 +11,7 @@ from sqlalchemy import event
 from queues.celery_app import make_celery
 from queues.claims import ClaimStore
 from queues.config import Settings
-from queues.console import ConsoleChannel
+from queues.console import ConsoleChannel, ConsoleSessions
 from queues.vocabulary import JobState
 from web.auth import init_auth
 from web.errors import register_error_handlers
@@ -41,6 +41,8 @@ class Archq:
     creates: GroupCommit
     # Console tails from workers (request/reply over Redis: the API cannot read hosts' files).
     console: ConsoleChannel
+    # Interactive console sessions (WebSocket <-> Redis <-> the VM's worker <-> libvirt's console stream).
+    console_sessions: ConsoleSessions
 
     def announce(self, job: Job) -> None:
         """Hand a newly committed job to this process's publisher (the conductor re-sends it otherwise)."""
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None, *, sent_events: bool = True) ->
         fleet_cache=FleetCache(),
         creates=GroupCommit(write_creates),
         console=ConsoleChannel.from_url(settings.redis_url),
+        console_sessions=ConsoleSessions.from_url(settings.redis_url),
     )
     register_error_handlers(app)
     init_auth(app)

@@ -143,6 +143,17 @@ class ConsoleEnvelope(Schema):
     console = fields.Nested(ConsoleTailOut, required=True)
 
 
+class VmEventOut(Schema):
+    at = UtcDateTime(required=True)
+    kind = fields.String(required=True, metadata={"description": "console_opened or console_ended"})
+    actor = fields.String(required=True, metadata={"description": "who: token:<name>"})
+    message = fields.String(required=True)
+
+
+class VmEventsEnvelope(Schema):
+    events = fields.List(fields.Nested(VmEventOut), required=True)
+
+
 class TokenCreateRequest(Schema):
     name = fields.String(
         required=True,

@@ -205,6 +205,20 @@ class JobEvent(db.Model):
     job: Mapped[Job] = relationship(back_populates="events")
 
 
+class VmEvent(db.Model):
+    """Something that happened to a VM outside its jobs, with who did it: console sessions opened, taken over
+    and ended."""
+
+    __tablename__ = "vm_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
 class Snapshot(db.Model):
     """A VM's snapshot as archq knows it; its libvirt name is `name`, its description the job id."""
 

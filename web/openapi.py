@@ -161,6 +161,8 @@ def build_spec(app: Flask) -> dict:
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint in seen or not rule.rule.startswith(DOCUMENTED_PREFIXES):
             continue
+        if rule.websocket:
+            continue  # OpenAPI 3 cannot describe a WebSocket: the console session is in docs/console.md
         seen.add(rule.endpoint)
         spec.path(view=app.view_functions[rule.endpoint], app=app)
     return spec.to_dict()

@@ -128,11 +128,12 @@ def build_domain_xml(spec: DomainSpec) -> str:
     # Entropy from the host: sshd's key generation at first boot would otherwise wait for it.
     rng = ET.SubElement(devices, "rng", model="virtio")
     ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
-    serial = ET.SubElement(devices, "serial", type="file")
-    ET.SubElement(serial, "source", path=str(spec.serial_log), append="on")
+    # A pty, so that libvirt's console stream (`virDomainOpenConsole`, archq's interactive console) can attach
+    # to it; libvirt's <log> (written by virtlogd) keeps every byte in the file the console tail reads.
+    serial = ET.SubElement(devices, "serial", type="pty")
+    ET.SubElement(serial, "log", file=str(spec.serial_log), append="on")
     ET.SubElement(serial, "target", port="0")
-    console = ET.SubElement(devices, "console", type="file")
-    ET.SubElement(console, "source", path=str(spec.serial_log), append="on")
+    console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "controller", type="usb", model="none")
     ET.SubElement(devices, "memballoon", model="none")

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -147,6 +147,20 @@ class Hypervisor:
         if dom is None:
             raise HypervisorError("domain_missing", f"no domain with UUID {uuid} on this host")
         return dom
+
+    def open_console(self, uuid: str, on_data: Callable[[bytes], None], on_end: Callable[[str], None]) -> ConsoleStream:
+        """Attach to the domain's serial console. libvirt's event loop thread calls `on_data` with what the
+        guest writes and `on_end` once when the stream breaks. FORCE: a stream that another connection left
+        behind (a worker killed mid-session) must not lock the console; archq's one-writer rule is the API's."""
+        dom = self._existing(uuid)
+        if not dom.isActive():
+            raise HypervisorError("domain_not_running", f"the VM {uuid} is not running; its console is closed")
+        try:
+            stream = self._conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+            dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"cannot open the console of {uuid}: {exc}") from exc
+        return ConsoleStream(stream, on_data, on_end)
 
     def virdomain(self, uuid: str) -> libvirt.virDomain | None:
         """The libvirt handle itself, for the modules that drive one long operation on it (migration)."""
@@ -427,3 +441,77 @@ def _snapshot_info(snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
         state=root.findtext("state", ""),
         created_at=float(root.findtext("creationTime", "0")),
     )
+
+
+class ConsoleStream:
+    """A domain's serial console as a non-blocking libvirt stream, read from libvirt's event loop."""
+
+    _EVENTS = libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP
+
+    def __init__(
+        self, stream: libvirt.virStream, on_data: Callable[[bytes], None], on_end: Callable[[str], None]
+    ) -> None:
+        self._stream = stream
+        self._on_data = on_data
+        self._on_end = on_end
+        self._lock = threading.Lock()
+        self._closed = False
+        stream.eventAddCallback(self._EVENTS, self._event, None)
+
+    def _event(self, stream: libvirt.virStream, events: int, _opaque: object) -> None:
+        if events & libvirt.VIR_STREAM_EVENT_READABLE:
+            while True:
+                with self._lock:
+                    if self._closed:
+                        return
+                    try:
+                        data = stream.recv(64 * 1024)
+                    except libvirt.libvirtError as exc:
+                        self._end(f"the console stream failed: {exc}")
+                        return
+                if data == -2:  # nothing more for now
+                    break
+                if not data:
+                    with self._lock:
+                        self._end("the guest's console closed (the VM stopped or was moved)")
+                    return
+                self._on_data(data)
+        if events & (libvirt.VIR_STREAM_EVENT_ERROR | libvirt.VIR_STREAM_EVENT_HANGUP):
+            with self._lock:
+                self._end("the guest's console closed (the VM stopped or was moved)")
+
+    def _end(self, why: str) -> None:
+        # Under self._lock.
+        if self._closed:
+            return
+        self._teardown()
+        self._on_end(why)
+
+    def _teardown(self) -> None:
+        self._closed = True
+        try:
+            self._stream.eventRemoveCallback()
+            self._stream.abort()
+        except libvirt.libvirtError:
+            log.debug("closing a console stream failed", exc_info=True)
+
+    def send(self, data: bytes) -> None:
+        """Write keystrokes; a full pipe (the guest reads slowly) waits a little rather than dropping them."""
+        while data:
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    sent = self._stream.send(data)
+                except libvirt.libvirtError as exc:
+                    self._end(f"the console stream failed: {exc}")
+                    return
+            if sent == -2:
+                time.sleep(0.01)
+                continue
+            data = data[sent:]
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._teardown()

@@ -29,7 +29,7 @@ from workers.capabilities import (
     parse_cpu_modes,
     read_capabilities_file,
 )
-from workers.console import ConsoleThread
+from workers.console import ConsoleSessionsThread, ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.host_check import check_host
@@ -99,6 +99,7 @@ class WorkerService:
     runner: Runner
     heartbeat: HeartbeatThread
     console: ConsoleThread
+    console_sessions: ConsoleSessionsThread
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerService:
@@ -148,6 +149,7 @@ class WorkerService:
             runner=runner,
             heartbeat=heartbeat,
             console=console,
+            console_sessions=ConsoleSessionsThread(settings.redis_url, profile.name, settings.libvirt_uri),
         )
 
     def run(self) -> None:
@@ -163,6 +165,7 @@ class WorkerService:
         )
         self.heartbeat.start()
         self.console.start()
+        self.console_sessions.start()
         ConsumerWatchdog(
             redis.Redis.from_url(self.settings.redis_url, socket_timeout=5), self.profile.queues, self.runner.activity
         ).start()
@@ -180,6 +183,7 @@ class WorkerService:
         finally:
             self.heartbeat.stop()
             self.console.stop()
+            self.console_sessions.stop()
             self.hypervisor.close()
 
 

@@ -86,10 +86,14 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
     root = ET.fromstring(dom.XMLDesc(0))
     artifacts: list[Path] = [Path(p) for tag in ("os/kernel", "os/initrd") if (p := root.findtext(tag))]
     directories: set[Path] = set()
-    # The serial log's directory (the guest agent's socket path is libvirt's own to make on the target).
+    # The serial log's directory (the guest agent's socket path is libvirt's own to make on the target): a
+    # pty's <log file>, or the <source path> of a file serial (domains defined before the console was a pty).
     for source in [*root.iterfind("devices/serial/source"), *root.iterfind("devices/console/source")]:
         if source.get("path"):
             directories.add(Path(source.get("path", "")).parent)
+    for serial_log in root.iterfind("devices/serial/log"):
+        if serial_log.get("file"):
+            directories.add(Path(serial_log.get("file", "")).parent)
     disks: list[target_checks.Disk] = []
     for disk in root.iterfind("devices/disk"):
         path = (disk.find("source").get("file") if disk.find("source") is not None else None) or ""

@@ -30,7 +30,8 @@ def test_amd64_tcg_guest():
     assert root.findtext("uuid") == "6f1b9a3e-8a51-4a2e-9d3c-2b1a7d0e4f11"
     assert root.find("os/type").attrib == {"arch": "x86_64", "machine": "q35"}
     assert root.find("cpu").get("mode") == "custom" and root.findtext("cpu/model") == "qemu64"
-    assert root.find("devices/serial/source").get("path") == "/vms/x/console.log"
+    serial = root.find("devices/serial")
+    assert serial.get("type") == "pty" and serial.find("log").get("file") == "/vms/x/console.log"
     assert root.findtext("memory") == "256" and root.findtext("vcpu") == "2"
 
 
@@ -93,7 +94,7 @@ def test_metacharacters_in_names_and_paths_stay_text(hostile):
     root = ET.fromstring(xml)
     assert root.findtext("name") == f"archq-{hostile}"
     assert root.findtext("os/cmdline") == hostile
-    assert root.find("devices/serial/source").get("path") == f"/vms/{hostile}/log"
+    assert root.find("devices/serial/log").get("file") == f"/vms/{hostile}/log"
     assert len(root.findall("devices")) == 1 and root.find("inject") is None
 
 

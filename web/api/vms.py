@@ -5,9 +5,11 @@ from dataclasses import asdict
 from flask import Blueprint, jsonify, request
 
 from queues.vocabulary import JobKind
+from web import console_ws
 from web.api import archq, json_body
-from web.api_schemas import ConsoleEnvelope
+from web.api_schemas import ConsoleEnvelope, VmEventsEnvelope
 from web.auth import current_actor
+from web.console_ws import sock
 from web.idempotency import idempotent
 from web.models import Vm
 from web.schemas import ConsoleQuery, create_request_schema, job_out, vm_out
@@ -138,3 +140,22 @@ def vm_console(vm_id: str):
     nbytes = ConsoleQuery().load(request.args)["bytes"]
     tail = console.console_tail(vm_id, nbytes, ext.console, ext.settings)
     return jsonify(ConsoleEnvelope().dump({"console": {"vm_id": vm_id, **asdict(tail)}}))
+
+
+@sock.route("/vms/<vm_id>/console/ws", bp=bp)
+def vm_console_session(ws, vm_id: str) -> None:
+    """An interactive serial console (WebSocket; docs/console.md): binary frames are terminal bytes both ways,
+    text frames JSON messages (`opened`, `ended`, `error`). `?force=1` takes over from the current writer."""
+    console_ws.serve(ws, vm_id, current_actor(), request.args.get("force", "") in ("1", "true"))
+
+
+@bp.get("/vms/<vm_id>/events")
+def vm_events(vm_id: str):
+    """What happened to the VM outside its jobs (console sessions), with who did it
+    ---
+    get:
+      responses:
+        200: {description: the VM's events, oldest first, content: {application/json: {schema: VmEventsEnvelope}}}
+        404: Error
+    """
+    return jsonify(VmEventsEnvelope().dump({"events": console.vm_events(vm_id)}))

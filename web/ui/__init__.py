@@ -42,6 +42,6 @@ def init_ui(app: Flask, settings: Settings) -> None:
     )
     app.session_interface = SessionCookies()
     csrf.init_app(app)
-    from web.ui import actions, pages, session  # noqa: F401  (they add their routes to bp)
+    from web.ui import actions, console, pages, session  # noqa: F401  (they add their routes to bp)
 
     app.register_blueprint(bp)

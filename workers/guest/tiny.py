@@ -1,5 +1,6 @@
 """A tiny bootable guest for direct kernel boot under QEMU: a Debian cloud kernel plus a busybox initramfs
-whose /init prints a marker line and then a counter every second. Beside the counter it loads the kernel's
+whose /init prints a marker line and then a counter every second, with a root shell on the serial console for
+interactive console sessions (docs/console.md). Beside the counter it loads the kernel's
 virtio NIC drivers, takes a DHCP lease on the first ethernet interface and reports it in one console line
 (see `parse_net_line`). Built from Debian packages with apt, once per architecture, into a cache directory that
 concurrent workers share."""
@@ -63,8 +64,8 @@ _ELF_MACHINE: dict[Arch, int] = {Arch.AMD64: 62, Arch.ARM64: 183}
 _APT_TIMEOUT_S = 900
 
 _INIT_SCRIPT = f"""#!/bin/busybox sh
-# archq tiny guest: mount the kernel filesystems, announce the boot, start networking, then tick forever
-# (pid 1 must not exit).
+# archq tiny guest: mount the kernel filesystems, announce the boot, start networking and a console shell,
+# then tick forever (pid 1 must not exit).
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -74,6 +75,9 @@ export PATH=/bin
 printf '\\n%s\\n' "{MARKER} arch=$(uname -m)" > /dev/console
 # In the background, so that drivers and DHCP never delay the marker or the ticks; it prints its own line.
 /bin/busybox sh /etc/archq/net.sh < /dev/null > /dev/null 2>&1 &
+# A root shell on the serial console for `archq vm console`; cttyhack makes the console's real tty (ttyS0,
+# ttyAMA0) its controlling terminal, so Ctrl-C reaches what runs there. Restarted when it exits.
+(while true; do /bin/busybox cttyhack /bin/busybox sh -i; done) < /dev/null > /dev/null 2>&1 &
 n=0
 while true; do
     n=$((n + 1))

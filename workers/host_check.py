@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from queues.config import Settings
-from workers.hypervisor import Hypervisor, HypervisorError
+from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from workers.networks import host_bridges
 
 
@@ -26,7 +26,7 @@ def check_host(settings: Settings, discover: Callable[[Settings, Hypervisor], ob
     """Every fact the worker depends on, each passing or failing on its own (`discover`: workers.main's)."""
     findings = [_broker(settings)]
     try:
-        hypervisor = Hypervisor(settings.libvirt_uri)
+        hypervisor = LibvirtHypervisor(settings.libvirt_uri)
     except HypervisorError as exc:
         return [*findings, Finding(False, "libvirt", f"{settings.libvirt_uri}: {exc}")]
     try:

@@ -31,7 +31,7 @@ from workers.console import ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.host_check import check_host
-from workers.hypervisor import Hypervisor, HypervisorError
+from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from workers.migration import migration_endpoint
 from workers.networks import ensure_nat_network, offered
 from workers.operations import WorkerContext
@@ -100,7 +100,7 @@ class WorkerService:
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerService:
-        hypervisor = Hypervisor(settings.libvirt_uri)
+        hypervisor = LibvirtHypervisor(settings.libvirt_uri)
         profile = discover_host(settings, hypervisor)
         app = make_celery(settings, main=f"archq-worker-{profile.name}")
         for queue in profile.queues:

@@ -393,13 +393,7 @@ class LibvirtHypervisor:
         """What libvirt says about the domain's running job (a snapshot, a migration), or None when it says
         nothing (no job, or a driver without job statistics)."""
         stats = self.job_stats(uuid)
-        if stats is None:
-            return None
-        total, remaining = stats.get("data_total", 0), stats.get("data_remaining", 0)
-        progress = {"bytes_total": total, "bytes_remaining": remaining}
-        if total:
-            progress["percent"] = round(100 * (total - remaining) / total)
-        return progress
+        return None if stats is None else job_figures(stats)
 
     def list_domains(self) -> list[DomainInfo]:
         infos = []
@@ -498,6 +492,15 @@ class LibvirtHypervisor:
                 dom.destroy()
             except libvirt.libvirtError:
                 log.warning("could not destroy a transient domain", exc_info=True)
+
+
+def job_figures(stats: dict) -> dict:
+    """A job's progress from its libvirt statistics: bytes in all, bytes left and (when known) a percentage."""
+    total, remaining = stats.get("data_total", 0), stats.get("data_remaining", 0)
+    progress = {"bytes_total": total, "bytes_remaining": remaining}
+    if total:
+        progress["percent"] = round(100 * (total - remaining) / total)
+    return progress
 
 
 _SHUTOFF_REASONS = {

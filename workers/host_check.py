@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from queues.config import Settings
+from workers.host import HostProfile
 from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from workers.networks import host_bridges
 
@@ -22,7 +23,7 @@ class Finding:
         return f"{'ok ' if self.ok else 'FAIL'} {self.subject}: {self.detail}"
 
 
-def check_host(settings: Settings, discover: Callable[[Settings, Hypervisor], object]) -> list[Finding]:
+def check_host(settings: Settings, discover: Callable[[Settings, Hypervisor], HostProfile]) -> list[Finding]:
     """Every fact the worker depends on, each passing or failing on its own (`discover`: workers.main's)."""
     findings = [_broker(settings)]
     try:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import redis
@@ -195,7 +196,7 @@ def worker(
     check: bool,
 ) -> None:
     """Run a hypervisor worker on this host (supervised: a crashed or wedged worker is restarted)."""
-    overrides = {
+    overrides: dict[str, Any] = {
         "libvirt_uri": libvirt_uri,
         "hostname": hostname,
         "capabilities_file": capabilities_file,

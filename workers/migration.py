@@ -78,7 +78,7 @@ def read_plan(xml: str) -> target_checks.Plan:
             directories.add(Path(source.get("path", "")).parent)
     disks: list[target_checks.Disk] = []
     for disk in root.iterfind("devices/disk"):
-        path = (disk.find("source").get("file") if disk.find("source") is not None else None) or ""
+        path = found.get("file", "") if (found := disk.find("source")) is not None else ""
         if disk.get("type") != "file" or not path:
             continue
         if disk.get("device") == "cdrom":
@@ -96,7 +96,7 @@ def read_plan(xml: str) -> target_checks.Plan:
         backing = top.get("full-backing-filename") or top.get("backing-filename")
         disks.append(
             target_checks.Disk(
-                target=disk.find("target").get("dev", "") if disk.find("target") is not None else "",
+                target=target.get("dev", "") if (target := disk.find("target")) is not None else "",
                 path=Path(path),
                 format=top.get("format", "qcow2"),
                 virtual_size=int(top["virtual-size"]),
@@ -108,7 +108,7 @@ def read_plan(xml: str) -> target_checks.Plan:
         artifacts.extend(Path(layer["filename"]) for layer in chain[1:])
         directories.add(Path(path).parent)
     memory_kib = int(root.findtext("memory") or 0)
-    unit = (root.find("memory").get("unit") if root.find("memory") is not None else "KiB") or "KiB"
+    unit = (memory.get("unit") if (memory := root.find("memory")) is not None else None) or "KiB"
     memory_mib = memory_kib // 1024 if unit == "KiB" else memory_kib
     return target_checks.Plan(
         uuid=root.findtext("uuid", ""),

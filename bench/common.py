@@ -89,14 +89,14 @@ def kvm_probe(run: bool) -> str:
     key = f"{QEMU_HOST}/{platform.release()}/kvm"
     answer = _read_json(PROBE_CACHE_DIR / PROBE_FILE).get(key)
     if answer is None and run:
-        from workers.hypervisor import Hypervisor, HypervisorError
+        from workers.hypervisor import HypervisorError, LibvirtHypervisor
         from workers.main import discover_host
 
         settings = Settings(
             data_dir=PROBE_CACHE_DIR, images_dir=IMAGES_DIR, libvirt_uri="qemu:///system", hostname=QEMU_HOST
         )
         try:
-            hypervisor = Hypervisor(settings.libvirt_uri)
+            hypervisor = LibvirtHypervisor(settings.libvirt_uri)
         except HypervisorError as exc:
             return f"not probed ({exc})"
         try:

@@ -23,11 +23,16 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     engine = create_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as connection:
-        # Batch mode lets later revisions alter columns on SQLite, which has no ALTER COLUMN.
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+    try:
+        with engine.connect() as connection:
+            # Batch mode lets later revisions alter columns on SQLite, which has no ALTER COLUMN.
+            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        # The pool would keep its connection open until garbage collection (a ResourceWarning, and a
+        # PostgreSQL backend held by a finished migration).
+        engine.dispose()
 
 
 if context.is_offline_mode():

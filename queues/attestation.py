@@ -120,7 +120,7 @@ def verify_chain(vm_id: str, records: list[dict], keys: dict[str, list[str]], pr
         if payload.get("vm_id") != vm_id:
             problem(f"signed for VM {payload.get('vm_id')}, not {vm_id}")
         host, key = payload.get("host"), payload.get("key")
-        if key not in keys.get(host, []):
+        if not isinstance(host, str) or not isinstance(key, str) or key not in keys.get(host, []):
             problem(f"signed with a key not trusted for host {host!r}")
         elif not signature_valid(record, key):
             problem(f"signature does not match the payload (key {fingerprint(key)} of host {host})")

@@ -135,6 +135,13 @@ def cancel_key(job_id: str) -> str:
 EPOCH_KEY = "archq:broker:epoch"
 
 
+def _text(value: bytes | str | None) -> str | None:
+    """A Redis reply as text (archq's clients do not decode replies); None for a missing or empty value."""
+    if not value:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class ClaimStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
@@ -171,7 +178,7 @@ class ClaimStore:
     def result(self, job_id: str) -> str | None:
         """The final report a worker stored with its `done` claim, for reports lost in transit."""
         value = self._redis.get(result_key(job_id))
-        return value.decode() if value else None
+        return _text(value)
 
     def broker_data_lost(self) -> bool:
         """True when Redis lost its data (restarted without persistence, flushed): the sentinel is gone, and
@@ -189,7 +196,7 @@ class ClaimStore:
 
     def holder(self, job_id: str) -> str | None:
         value = self._redis.get(claim_key(job_id))
-        return value.decode() if value else None
+        return _text(value)
 
     def renew(self, job_id: str, owner: str, token: str, lease_s: float) -> bool:
         """Extend `owner`'s lease, or take it back if it lapsed and nobody took the job meanwhile."""

@@ -172,7 +172,11 @@ class ConsoleSessions:
 
     def _pop(self, key: str, timeout_s: float) -> bytes | None:
         popped = self._redis.blpop([key], timeout=timeout_s)
-        return None if popped is None else popped[1]
+        if popped is None:
+            return None
+        frame = popped[1]
+        # The client is made without decode_responses: frames are bytes.
+        return frame if isinstance(frame, bytes) else frame.encode()
 
     # --- the API's side ---
 

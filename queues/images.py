@@ -55,7 +55,7 @@ class Artifact(Schema):
     login_user = fields.String(load_default=None, validate=validate.Regexp(LOGIN_USER_PATTERN))
 
     @validates_schema
-    def complete(self, data: dict, **_kwargs) -> None:
+    def complete(self, data: dict, **_kwargs: object) -> None:
         if data["format"] == KERNEL_INITRD:
             missing = [key for key in ("kernel", "initrd") if not data.get(key)]
         else:

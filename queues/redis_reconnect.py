@@ -16,10 +16,12 @@ checks that it never exits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 from kombu.transport import redis as kombu_redis
 
-_connparams = kombu_redis.Channel._connparams
+_connparams: Callable[..., dict] = kombu_redis.Channel._connparams
 
 
 def _connparams_of_attached(channel: kombu_redis.Channel, asynchronous: bool = False) -> dict:
@@ -30,4 +32,4 @@ def _connparams_of_attached(channel: kombu_redis.Channel, asynchronous: bool = F
 
 def install() -> None:
     """Idempotent; make_celery calls it, so every archq process has it."""
-    kombu_redis.Channel._connparams = _connparams_of_attached
+    kombu_redis.Channel._connparams = _connparams_of_attached  # type: ignore[method-assign]  # the patch itself

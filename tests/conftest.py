@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from queues.config import Settings
 from tests.support.auth import authed_client, make_token
 from tests.support.domains import remove_domains_under
 from tests.support.services import ArchqProcess, RedisServer
+from tests.support.stand_in_images import write_stand_in_tiny
 from web import create_app
 from web.extensions import db
 from web.services.images import register_tiny
@@ -32,6 +34,26 @@ CAPABILITIES = {
 }
 
 
+# The fast tier (marker `fast`, given here): no root, no libvirtd, no guest build, no archq child process, no
+# sshd or browser; `.ci/test` runs it first and stops at its first failure, then everything else. A test is in
+# it when it lives in one of these directories, has none of the slow markers and uses none of these fixtures.
+FAST_DIRECTORIES = {"unit", "api"}
+SLOW_MARKERS = ("libvirtd", "armhost", "guest", "slow")
+SLOW_FIXTURES = {"processes", "conductor", "hypervisor_worker", "start_qemu_worker", "tiny_built", "live_api"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        directory = item.path.relative_to(tests).parts[0]
+        if (
+            directory in FAST_DIRECTORIES
+            and not any(item.get_closest_marker(marker) for marker in SLOW_MARKERS)
+            and not SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        ):
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
@@ -41,13 +63,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
+def settings(tmp_path: Path, redis_server: RedisServer, images_dir: Path) -> Settings:
     redis.Redis.from_url(redis_server.url).flushall()
     return Settings(
         broker_url=redis_server.url,
         redis_url=redis_server.url,
         data_dir=tmp_path / "data",
-        images_dir=IMAGES_CACHE,
+        images_dir=images_dir,
         database_url=f"sqlite:///{tmp_path / 'archq.db'}",
         libvirt_uri="test:///default",
         hostname="amd64-host",
@@ -73,9 +95,36 @@ def tiny_built() -> Path:
     return IMAGES_CACHE
 
 
+@pytest.fixture(scope="session")
+def stand_in_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An images directory whose `tiny` never boots (tests/support/stand_in_images.py)."""
+    return write_stand_in_tiny(tmp_path_factory.mktemp("images"))
+
+
 @pytest.fixture
-def app(settings: Settings, tiny_built: Path):
-    upgrade(settings.database_url)
+def images_dir(request: pytest.FixtureRequest) -> Path:
+    """The real built guests for a test that boots them under libvirtd (marker `libvirtd`); a stand-in `tiny`
+    for every other, so the fast tier builds no guest."""
+    if request.node.get_closest_marker("libvirtd"):
+        return request.getfixturevalue("tiny_built")
+    return request.getfixturevalue("stand_in_images")
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("migrated") / "archq.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def app(settings: Settings, migrated_sqlite: Path):
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    if settings.database_url.startswith("sqlite:///") and not database.exists():
+        # A copy of a database migrated once a session: running the migrations took seconds a test.
+        shutil.copyfile(migrated_sqlite, database)
+    else:
+        upgrade(settings.database_url)
     app = create_app(settings)
     with app.app_context():
         assert register_tiny(settings.images_dir) is not None

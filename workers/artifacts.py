@@ -138,6 +138,8 @@ def _open_source(source: str, max_bytes: int) -> Iterator[BinaryIO]:
         try:
             response = urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S)
         except (urllib.error.URLError, OSError) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # an HTTP error answer holds its connection open until closed
             raise ArtifactError("image_download_failed", f"downloading {source} failed: {exc}") from exc
         with response:
             length = response.headers.get("Content-Length")

@@ -16,6 +16,7 @@ import tempfile
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from pathlib import Path
+from typing import cast
 
 import pycdlib
 import yaml
@@ -102,14 +103,16 @@ def _merge(theirs: dict[str, object], ours: dict[str, object]) -> dict[str, obje
     """Their document with our keys added to theirs and our hostname; their other settings, including their own
     `ssh_pwauth` or `manual_cache_clean`, win. Their YAML comments do not survive the round trip."""
     merged = dict(theirs)
-    their_keys = list(theirs.get("ssh_authorized_keys") or [])
+    # validate_user_data checked that theirs is a list of strings; ours is _our_cloud_config's.
+    their_keys = list(cast(list[str], theirs.get("ssh_authorized_keys") or []))
     their_identities = set()
     for line in their_keys:
         # Their entries may be in forms we do not accept ourselves (options, other types): kept verbatim, and
         # only compared with ours when they parse.
         with contextlib.suppress(ValueError):
             their_identities.add(parse_ssh_public_key(line).key)
-    added = [line for line in ours["ssh_authorized_keys"] if parse_ssh_public_key(line).key not in their_identities]
+    our_keys = cast(list[str], ours["ssh_authorized_keys"])
+    added = [line for line in our_keys if parse_ssh_public_key(line).key not in their_identities]
     merged["ssh_authorized_keys"] = their_keys + added
     # Ours: the API reports this name and the guest must carry it.
     merged["hostname"] = ours["hostname"]

@@ -27,7 +27,7 @@ from queues.console import (
 )
 from workers.boot import CONSOLE_NAME
 from workers.errors import WorkerError
-from workers.hypervisor import Hypervisor
+from workers.hypervisor import Hypervisor, LibvirtHypervisor
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class ConsoleSessionsThread(threading.Thread):
             return False
         try:
             if self._hypervisor is None:
-                self._hypervisor = Hypervisor(self._libvirt_uri)
+                self._hypervisor = LibvirtHypervisor(self._libvirt_uri)
         except WorkerError as exc:
             self._sessions.output(request.session, ENDED + str(exc).encode())
             return True

@@ -73,13 +73,13 @@ class HeartbeatThread(threading.Thread):
         app: Celery,
         profile: HostProfile,
         hypervisor: Hypervisor,
-        data_dir,
+        data_dir: Path,
         interval_s: float,
         migration: dict | None = None,
         networks: Callable[[], dict] | None = None,
         running_jobs: Callable[[], list[str]] | None = None,
         signing_key: str | None = None,
-    ):
+    ) -> None:
         super().__init__(name="archq-heartbeat", daemon=True)
         self._app = app
         self._profile = profile

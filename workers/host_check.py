@@ -10,7 +10,8 @@ import redis
 from queues.attestation import fingerprint, public_key_text
 from queues.config import Settings
 from workers.attest import load_or_create_key, signing_key_path
-from workers.hypervisor import Hypervisor, HypervisorError
+from workers.host import HostProfile
+from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from workers.networks import host_bridges
 
 
@@ -24,11 +25,11 @@ class Finding:
         return f"{'ok ' if self.ok else 'FAIL'} {self.subject}: {self.detail}"
 
 
-def check_host(settings: Settings, discover: Callable[[Settings, Hypervisor], object]) -> list[Finding]:
+def check_host(settings: Settings, discover: Callable[[Settings, Hypervisor], HostProfile]) -> list[Finding]:
     """Every fact the worker depends on, each passing or failing on its own (`discover`: workers.main's)."""
     findings = [_broker(settings)]
     try:
-        hypervisor = Hypervisor(settings.libvirt_uri)
+        hypervisor = LibvirtHypervisor(settings.libvirt_uri)
     except HypervisorError as exc:
         return [*findings, Finding(False, "libvirt", f"{settings.libvirt_uri}: {exc}")]
     try:

@@ -7,8 +7,9 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import libvirt
 
@@ -30,6 +31,25 @@ _STATES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
+
+
+# How `migrate` treats the disks: none to copy, on storage both hosts share, or top images to copy.
+Storage = Literal["none", "shared", "copy"]
+
+_LIVE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
+    | libvirt.VIR_MIGRATE_AUTO_CONVERGE
+)
+_COLD_FLAGS = (
+    libvirt.VIR_MIGRATE_OFFLINE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
 
 
 class HypervisorError(WorkerError):
@@ -80,7 +100,50 @@ def _quiet(_ctx: object, _err: object) -> None:
 libvirt.registerErrorHandler(_quiet, None)
 
 
-class Hypervisor:
+class Hypervisor(Protocol):
+    """What the worker asks of a hypervisor host. `LibvirtHypervisor` is the real one; tests/support/
+    fake_hypervisor.py keeps the same promises in memory, for logic tests that need no libvirt (the contract
+    tests in tests/unit/test_hypervisor_contract.py hold both to them)."""
+
+    uri: str
+
+    def close(self) -> None: ...
+    def capabilities_xml(self) -> str: ...
+    def domain_capabilities_xml(self, arch: str, virttype: str) -> str: ...
+    def domain(self, uuid: str) -> DomainInfo | None: ...
+    def is_active(self, uuid: str) -> bool | None: ...
+    def list_domains(self) -> list[DomainInfo]: ...
+    def xml_desc(self, uuid: str, inactive: bool = False) -> str: ...
+    def ensure_running(self, uuid: str, xml: str) -> DomainInfo: ...
+    def start(self, uuid: str) -> DomainInfo: ...
+    def stop(self, uuid: str, timeout_s: float) -> tuple[DomainInfo, bool]: ...
+    def reboot(self, uuid: str) -> DomainInfo: ...
+    def remove(self, uuid: str) -> bool: ...
+    def lib_version(self) -> int: ...
+    def hypervisor_version(self) -> int: ...
+    def open_console(
+        self, uuid: str, on_data: Callable[[bytes], None], on_end: Callable[[str], None]
+    ) -> ConsoleStream: ...
+    def snapshot(self, uuid: str, name: str) -> SnapshotInfo | None: ...
+    def snapshots(self, uuid: str) -> list[SnapshotInfo]: ...
+    def create_internal_snapshot(self, uuid: str, name: str, description: str, memory: bool) -> SnapshotInfo: ...
+    def revert_snapshot(self, uuid: str, name: str) -> DomainInfo: ...
+    def delete_snapshot(self, uuid: str, name: str) -> bool: ...
+    def job_stats(self, uuid: str) -> dict | None: ...
+    def job_running(self, uuid: str) -> bool: ...
+    def abort_job(self, uuid: str) -> None: ...
+    def job_progress(self, uuid: str) -> dict | None: ...
+    def migrate(
+        self, uuid: str, uri: str, *, live: bool, storage: Storage = "none", bandwidth_mib_s: int | None = None
+    ) -> None: ...
+    def ensure_network(self, name: str, xml: str) -> bool: ...
+    def active_networks(self) -> list[str]: ...
+    def dhcp_leases(self, network: str, mac: str) -> list[dict]: ...
+    def interface_addresses(self, uuid: str, source: str) -> list[dict]: ...
+    def transient(self, xml: str) -> AbstractContextManager[bool]: ...
+
+
+class LibvirtHypervisor:
     """A libvirt connection. Open it in the process that uses it: connections must not cross a fork."""
 
     def __init__(self, uri: str) -> None:
@@ -162,9 +225,13 @@ class Hypervisor:
             raise HypervisorError("libvirt_error", f"cannot open the console of {uuid}: {exc}") from exc
         return ConsoleStream(stream, on_data, on_end)
 
-    def virdomain(self, uuid: str) -> libvirt.virDomain | None:
-        """The libvirt handle itself, for the modules that drive one long operation on it (migration)."""
-        return self._lookup(uuid)
+    def is_active(self, uuid: str) -> bool | None:
+        """Whether the domain runs (paused counts: it has a QEMU process); None when there is no such domain."""
+        try:
+            dom = self._lookup(uuid)
+            return None if dom is None else bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"cannot read the state of domain {uuid}: {exc}") from exc
 
     def start(self, uuid: str) -> DomainInfo:
         dom = self._existing(uuid)
@@ -296,23 +363,59 @@ class Hypervisor:
                 "snapshot_delete_failed", f"libvirt could not delete snapshot {name!r}: {exc}"
             ) from exc
 
-    def job_progress(self, uuid: str) -> dict | None:
-        """What libvirt says about the domain's running job (a snapshot, a migration), or None when it says
-        nothing (no job, or a driver without job statistics)."""
-        dom = self._lookup(uuid)
-        if dom is None:
-            return None
+    def job_stats(self, uuid: str) -> dict | None:
+        """libvirt's statistics of the domain's running job (a snapshot, a migration): `data_total`,
+        `data_remaining`, `disk_remaining`, ... None when it says nothing (no job, no domain, or a driver
+        without job statistics)."""
         try:
-            stats = dom.jobStats()
+            dom = self._lookup(uuid)
+            stats = dom.jobStats() if dom is not None else {}
         except libvirt.libvirtError:
             return None
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
             return None
-        total, remaining = stats.get("data_total", 0), stats.get("data_remaining", 0)
-        progress = {"bytes_total": total, "bytes_remaining": remaining}
-        if total:
-            progress["percent"] = round(100 * (total - remaining) / total)
-        return progress
+        return stats
+
+    def job_running(self, uuid: str) -> bool:
+        """Whether libvirtd runs a job on the domain (a migration an earlier, dead worker asked for carries on).
+        False when there is no such domain or libvirt cannot say."""
+        try:
+            dom = self._lookup(uuid)
+            return dom is not None and dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE
+        except libvirt.libvirtError:
+            return False
+
+    def abort_job(self, uuid: str) -> None:
+        """Abort the domain's running job (a migration: the guest keeps running here)."""
+        try:
+            self._existing(uuid).abortJob()
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("libvirt_error", f"libvirt could not abort the job of {uuid}: {exc}") from exc
+
+    def migrate(
+        self, uuid: str, uri: str, *, live: bool, storage: Storage = "none", bandwidth_mib_s: int | None = None
+    ) -> None:
+        """Migrate the domain peer to peer to the libvirtd at `uri`, its definition with it (persisted there,
+        undefined here). Live: the guest runs on while its memory (and with `storage="copy"` its disks' top
+        images, whose empty twins the caller made on the target) is copied; libvirt aborts on an error and
+        the guest keeps running here. Cold (`live=False`): the definition of a stopped domain only; the caller
+        copies its disks. Blocks until done; `abort_job` from another thread ends it early."""
+        dom = self._existing(uuid)
+        flags = _LIVE_FLAGS if live else _COLD_FLAGS
+        if live and storage != "none":
+            # Copy-storage migrates only the top image (the base is on the target, checked by SHA256).
+            flags |= libvirt.VIR_MIGRATE_UNSAFE if storage == "shared" else libvirt.VIR_MIGRATE_NON_SHARED_INC
+        params = {libvirt.VIR_MIGRATE_PARAM_BANDWIDTH: int(bandwidth_mib_s)} if bandwidth_mib_s else {}
+        try:
+            dom.migrateToURI3(uri, params, flags)
+        except libvirt.libvirtError as exc:
+            raise HypervisorError("migration_failed", str(exc)) from exc
+
+    def job_progress(self, uuid: str) -> dict | None:
+        """What libvirt says about the domain's running job (a snapshot, a migration), or None when it says
+        nothing (no job, or a driver without job statistics)."""
+        stats = self.job_stats(uuid)
+        return None if stats is None else job_figures(stats)
 
     def list_domains(self) -> list[DomainInfo]:
         infos = []
@@ -411,6 +514,15 @@ class Hypervisor:
                 dom.destroy()
             except libvirt.libvirtError:
                 log.warning("could not destroy a transient domain", exc_info=True)
+
+
+def job_figures(stats: dict) -> dict:
+    """A job's progress from its libvirt statistics: bytes in all, bytes left and (when known) a percentage."""
+    total, remaining = stats.get("data_total", 0), stats.get("data_remaining", 0)
+    progress = {"bytes_total": total, "bytes_remaining": remaining}
+    if total:
+        progress["percent"] = round(100 * (total - remaining) / total)
+    return progress
 
 
 _SHUTOFF_REASONS = {

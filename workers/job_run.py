@@ -22,7 +22,7 @@ class JobRun:
 
 def needs_job(operation: F) -> F:
     """Mark an operation (or rollback) that takes a third argument, the JobRun."""
-    operation.needs_job = True
+    operation.needs_job = True  # type: ignore[attr-defined]  # a marker attribute on a function
     return operation
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 import redis
@@ -33,7 +34,7 @@ from workers.console import ConsoleSessionsThread, ConsoleThread
 from workers.heartbeat import HeartbeatThread
 from workers.host import HostProfile, build_profile, decide_accel
 from workers.host_check import check_host
-from workers.hypervisor import Hypervisor, HypervisorError
+from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor
 from workers.migration import migration_endpoint
 from workers.networks import ensure_nat_network, offered
 from workers.operations import WorkerContext
@@ -103,11 +104,12 @@ class WorkerService:
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerService:
-        hypervisor = Hypervisor(settings.libvirt_uri)
+        hypervisor = LibvirtHypervisor(settings.libvirt_uri)
         profile = discover_host(settings, hypervisor)
         app = make_celery(settings, main=f"archq-worker-{profile.name}")
         for queue in profile.queues:
             declare_queue(app, queue)
+        signing_key = load_or_create_key(signing_key_path(settings.data_dir, profile.name))
         ctx = WorkerContext(
             host=profile,
             hypervisor=hypervisor,
@@ -117,7 +119,7 @@ class WorkerService:
             image_dirs=settings.allowed_image_dirs,
             max_image_bytes=settings.max_image_bytes,
             settings=settings,
-            signing_key=load_or_create_key(signing_key_path(settings.data_dir, profile.name)),
+            signing_key=signing_key,
         )
         runner = Runner(
             app=app,
@@ -138,7 +140,7 @@ class WorkerService:
             migration_endpoint(settings),
             networks=lambda: offered(hypervisor, settings),
             running_jobs=runner.running_jobs,
-            signing_key=public_key_text(ctx.signing_key.public_key()),
+            signing_key=public_key_text(signing_key.public_key()),
         )
         console = ConsoleThread(settings.redis_url, profile.name, settings.data_dir)
         return cls(
@@ -203,7 +205,7 @@ def worker(
     check: bool,
 ) -> None:
     """Run a hypervisor worker on this host (supervised: a crashed or wedged worker is restarted)."""
-    overrides = {
+    overrides: dict[str, Any] = {
         "libvirt_uri": libvirt_uri,
         "hostname": hostname,
         "capabilities_file": capabilities_file,

@@ -19,38 +19,23 @@ import logging
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
-import libvirt
 import paramiko
 
 from queues.config import Settings
 from queues.vocabulary import VmState
 from workers import target_checks
 from workers.errors import JobCancelled, WorkerError
-from workers.hypervisor import HypervisorError
+from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor, Storage
 from workers.job_run import JobRun, needs_job
 from workers.operations import WorkerContext
-from workers.ssh import SshError, connect
+from workers.ssh import SshError, drop_pooled, pooled
 
 log = logging.getLogger(__name__)
 
-LIVE_FLAGS = (
-    libvirt.VIR_MIGRATE_LIVE
-    | libvirt.VIR_MIGRATE_PEER2PEER
-    | libvirt.VIR_MIGRATE_PERSIST_DEST
-    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-    | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
-    | libvirt.VIR_MIGRATE_AUTO_CONVERGE
-)
-COLD_FLAGS = (
-    libvirt.VIR_MIGRATE_OFFLINE
-    | libvirt.VIR_MIGRATE_PEER2PEER
-    | libvirt.VIR_MIGRATE_PERSIST_DEST
-    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
-)
 PROGRESS_INTERVAL_S = 0.5
 
 
@@ -82,8 +67,9 @@ def destination_uri(settings: Settings, address: str, ssh_port: int = 22) -> str
     raise WorkerError("migration_misconfigured", f"ARCHQ_MIGRATION_TRANSPORT={transport!r}: use tcp, ssh or tls")
 
 
-def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
-    root = ET.fromstring(dom.XMLDesc(0))
+def read_plan(xml: str) -> target_checks.Plan:
+    """What the domain of this (live) XML needs on the target."""
+    root = ET.fromstring(xml)
     artifacts: list[Path] = [Path(p) for tag in ("os/kernel", "os/initrd") if (p := root.findtext(tag))]
     directories: set[Path] = set()
     # The serial log's directory (the guest agent's socket path is libvirt's own to make on the target): a
@@ -96,7 +82,7 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
             directories.add(Path(serial_log.get("file", "")).parent)
     disks: list[target_checks.Disk] = []
     for disk in root.iterfind("devices/disk"):
-        path = (disk.find("source").get("file") if disk.find("source") is not None else None) or ""
+        path = found.get("file", "") if (found := disk.find("source")) is not None else ""
         if disk.get("type") != "file" or not path:
             continue
         if disk.get("device") == "cdrom":
@@ -114,7 +100,7 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
         backing = top.get("full-backing-filename") or top.get("backing-filename")
         disks.append(
             target_checks.Disk(
-                target=disk.find("target").get("dev", "") if disk.find("target") is not None else "",
+                target=target.get("dev", "") if (target := disk.find("target")) is not None else "",
                 path=Path(path),
                 format=top.get("format", "qcow2"),
                 virtual_size=int(top["virtual-size"]),
@@ -126,11 +112,11 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
         artifacts.extend(Path(layer["filename"]) for layer in chain[1:])
         directories.add(Path(path).parent)
     memory_kib = int(root.findtext("memory") or 0)
-    unit = (root.find("memory").get("unit") if root.find("memory") is not None else "KiB") or "KiB"
+    unit = (memory.get("unit") if (memory := root.find("memory")) is not None else None) or "KiB"
     memory_mib = memory_kib // 1024 if unit == "KiB" else memory_kib
     return target_checks.Plan(
-        uuid=dom.UUIDString(),
-        name=dom.name(),
+        uuid=root.findtext("uuid", ""),
+        name=root.findtext("name", ""),
         domain_type=root.get("type", "qemu"),
         memory_mib=memory_mib,
         emulator=root.findtext("devices/emulator"),
@@ -140,10 +126,10 @@ def read_plan(dom: libvirt.virDomain) -> target_checks.Plan:
     )
 
 
-def open_destination(uri: str, target: str) -> libvirt.virConnect:
+def open_destination(uri: str, target: str, connect: Callable[[str], Hypervisor] = LibvirtHypervisor) -> Hypervisor:
     try:
-        return libvirt.open(uri)
-    except libvirt.libvirtError as exc:
+        return connect(uri)
+    except HypervisorError as exc:
         raise WorkerError(
             "target_libvirt_unreachable",
             f"cannot reach libvirt on {target} at {uri}: {exc}; is libvirtd listening there "
@@ -151,28 +137,21 @@ def open_destination(uri: str, target: str) -> libvirt.virConnect:
         ) from exc
 
 
-def _state(dom: libvirt.virDomain | None) -> str | None:
-    if dom is None:
+def _state(hypervisor: Hypervisor, uuid: str) -> VmState | None:
+    active = hypervisor.is_active(uuid)
+    if active is None:
         return None
-    return VmState.RUNNING if dom.isActive() else VmState.STOPPED
-
-
-def _lookup(conn: libvirt.virConnect | None, uuid: str) -> libvirt.virDomain | None:
-    if conn is None:
-        return None
-    try:
-        return conn.lookupByUUIDString(uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
+    return VmState.RUNNING if active else VmState.STOPPED
 
 
 class _Migration:
     """One migrate job on the source host."""
 
-    def __init__(self, ctx: WorkerContext, vm: dict, job: JobRun) -> None:
+    def __init__(
+        self, ctx: WorkerContext, vm: dict, job: JobRun, connect: Callable[[str], Hypervisor] = LibvirtHypervisor
+    ) -> None:
         self.ctx = ctx
+        self.connect = connect
         self.settings = ctx.settings or Settings()
         self.vm = vm
         self.job = job
@@ -190,17 +169,19 @@ class _Migration:
             "shared_storage"
         )
         self.dest_uri = destination_uri(self.settings, self.address, self.ssh_port)
-        self.dconn: libvirt.virConnect | None = None
+        # The target's libvirtd, opened on first use.
+        self.dest: Hypervisor | None = None
         self.started = time.monotonic()
 
     # --- where the domain is ------------------------------------------------------------------------
 
     def located(self) -> dict:
         """Where the domain is, asking both hosts' libvirt; the result the conductor records."""
-        here = _state(self.ctx.hypervisor.virdomain(self.uuid))
+        here = _state(self.ctx.hypervisor, self.uuid)
+        there: str | None
         try:
-            there = _state(_lookup(self.dconn or self._open_target(), self.uuid))
-        except (libvirt.libvirtError, WorkerError):
+            there = _state(self._target(), self.uuid)
+        except WorkerError:
             there = "unreachable"
         if there == VmState.RUNNING and here != VmState.RUNNING:
             host, state = self.target, VmState.RUNNING
@@ -212,9 +193,10 @@ class _Migration:
             host, state = self.source, VmState.UNKNOWN
         return {"host": host, "state": state, "located": {self.source: here, self.target: there}}
 
-    def _open_target(self) -> libvirt.virConnect:
-        self.dconn = open_destination(self.dest_uri, self.target)
-        return self.dconn
+    def _target(self) -> Hypervisor:
+        if self.dest is None:
+            self.dest = open_destination(self.dest_uri, self.target, self.connect)
+        return self.dest
 
     def _succeeded(self, how: str) -> dict:
         where = self.located()
@@ -237,48 +219,40 @@ class _Migration:
         except WorkerError as exc:
             if not exc.result:
                 # Even a refused pre-check says where the VM is, so the conductor never has to guess.
-                with contextlib.suppress(libvirt.libvirtError, WorkerError):
+                with contextlib.suppress(WorkerError):
                     exc.result = self.located()
             raise
         finally:
-            if self.dconn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    self.dconn.close()
+            if self.dest is not None:
+                self.dest.close()
 
     def _run(self) -> dict:
-        dom = self._settled_domain()
-        if dom is None:
+        if not self._settled():
             where = self.located()
             if where["host"] == self.target:
                 return self._succeeded("already")  # a re-run after the worker died: the move had finished
             raise WorkerError("domain_missing", f"VM {self.uuid} is on neither {self.source} nor {self.target}", where)
         self._phase("checking target")
-        plan = read_plan(dom)
+        plan = read_plan(self.ctx.hypervisor.xml_desc(self.uuid))
         self._check_target(plan)
         checked = time.monotonic()
         if self.job.cancel_requested():
             raise JobCancelled(f"cancelled before the migration to {self.target} started; nothing moved")
         try:
-            if dom.isActive() and self.live:
-                return self._live(dom, plan)
-            return self._cold(dom, plan)
+            if self.ctx.hypervisor.is_active(self.uuid) and self.live:
+                return self._live(plan)
+            return self._cold(plan)
         finally:
             log.info("migration of %s to %s: target checks %.3f s, then %.3f s", self.uuid, self.target,
                      checked - self.started, time.monotonic() - checked)  # fmt: skip
 
-    def _settled_domain(self) -> libvirt.virDomain | None:
-        """The source domain once no migration of an earlier attempt runs on it any more (libvirtd carries a
-        peer-to-peer migration to its end even when the worker that asked for it died)."""
+    def _settled(self) -> bool:
+        """Whether the source domain exists, once no migration of an earlier attempt runs on it any more
+        (libvirtd carries a peer-to-peer migration to its end even when the worker that asked for it died)."""
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            dom = self.ctx.hypervisor.virdomain(self.uuid)
-            if dom is None:
-                return None
-            try:
-                if dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
-                    return dom
-            except libvirt.libvirtError:
-                return self.ctx.hypervisor.virdomain(self.uuid)
+            if not self.ctx.hypervisor.job_running(self.uuid):
+                return self.ctx.hypervisor.domain(self.uuid) is not None
             self._phase("waiting for an earlier migration")
             time.sleep(1)
         raise WorkerError("migration_stuck", f"an earlier migration of {self.uuid} never ended on {self.source}")
@@ -289,11 +263,12 @@ class _Migration:
     @contextlib.contextmanager
     def _ssh(self) -> Iterator[tuple[paramiko.SSHClient, paramiko.SFTPClient]]:
         try:
-            yield _pooled(self.address, self.ssh_port, self.settings)
+            s = self.settings
+            yield pooled(self.address, self.ssh_port, s.ssh_user, s.ssh_key_file, s.known_hosts_file)
         except SshError as exc:
             raise exc.saying(f"{exc}; the VM was not touched", code=f"target_{exc.code}") from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            _drop(self.address, self.ssh_port, self.settings)
+            drop_pooled(self.address, self.ssh_port, self.settings.ssh_user)
             raise WorkerError("target_ssh_unreachable", f"SSH to {self.target} broke: {exc}; retry the job") from exc
 
     def _check_target(self, plan: target_checks.Plan) -> None:
@@ -304,12 +279,11 @@ class _Migration:
             if not self.shared:
                 needed += sum(d.actual_size for d in plan.disks)
             target_checks.check_disk(client, sftp, self.target, self.ctx.data_dir, needed)
-            self._open_target()
-            existing = _lookup(self.dconn, self.uuid)
+            existing = _state(self._target(), self.uuid)
             if existing is not None:
                 raise WorkerError(
                     "target_has_domain",
-                    f"{self.target} already has a domain with this VM's UUID ({_state(existing)}); archq records "
+                    f"{self.target} already has a domain with this VM's UUID ({existing}); archq records "
                     f"the VM on {self.source}. Remove the stale one there; the VM was not touched",
                     self.located(),
                 )
@@ -331,20 +305,16 @@ class _Migration:
                 self._phase("copying disks")
                 target_checks.copy_disks(sftp, plan.disks)
 
-    def _live(self, dom: libvirt.virDomain, plan: target_checks.Plan) -> dict:
+    def _live(self, plan: target_checks.Plan) -> dict:
         self._prepare_disks(plan, live=True)
-        flags = LIVE_FLAGS
-        if plan.disks:
-            # Copy-storage migrates only the top image (the base is on the target, checked by SHA256).
-            flags |= libvirt.VIR_MIGRATE_UNSAFE if self.shared else libvirt.VIR_MIGRATE_NON_SHARED_INC
-        params: dict = {}
-        if self.bandwidth:
-            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(self.bandwidth)
-        watcher = _Watcher(dom, self.job)
+        storage: Storage = "none" if not plan.disks else "shared" if self.shared else "copy"
+        watcher = _Watcher(self.ctx.hypervisor, self.uuid, self.job)
         watcher.start()
         try:
-            dom.migrateToURI3(self.dest_uri, params, flags)
-        except libvirt.libvirtError as exc:
+            self.ctx.hypervisor.migrate(
+                self.uuid, self.dest_uri, live=True, storage=storage, bandwidth_mib_s=self.bandwidth
+            )
+        except HypervisorError as exc:
             watcher.stop()
             self._failed(exc, watcher.aborted)
         finally:
@@ -353,16 +323,16 @@ class _Migration:
             self._remove_source_disks(plan)
         return self._succeeded("live")
 
-    def _cold(self, dom: libvirt.virDomain, plan: target_checks.Plan) -> dict:
-        was_running = dom.isActive()
+    def _cold(self, plan: target_checks.Plan) -> dict:
+        was_running = bool(self.ctx.hypervisor.is_active(self.uuid))
         try:
             if was_running:
                 self._phase("shutting down")
                 self.ctx.hypervisor.stop(self.uuid, timeout_s=self.ctx.stop_timeout_s)
             self._prepare_disks(plan, live=False)
             self._phase("moving definition")
-            dom.migrateToURI3(self.dest_uri, {}, COLD_FLAGS)
-        except (libvirt.libvirtError, HypervisorError) as exc:
+            self.ctx.hypervisor.migrate(self.uuid, self.dest_uri, live=False)
+        except HypervisorError as exc:
             # libvirt failed midway: where the domain ended up says what the job did.
             self._restart_here(was_running)
             self._failed(exc, aborted=False)
@@ -373,8 +343,8 @@ class _Migration:
         if was_running:
             self._phase("starting on target")
             try:
-                _lookup(self.dconn, self.uuid).create()
-            except libvirt.libvirtError as exc:
+                self._target().start(self.uuid)
+            except HypervisorError as exc:
                 raise WorkerError(
                     "target_start_failed",
                     f"the VM moved to {self.target} but did not start there: {exc}; start it with the API",
@@ -385,7 +355,7 @@ class _Migration:
         return self._succeeded("cold")
 
     def _restart_here(self, was_running: bool) -> None:
-        if was_running and self.ctx.hypervisor.virdomain(self.uuid) is not None:
+        if was_running and self.ctx.hypervisor.domain(self.uuid) is not None:
             # Still defined here: it runs again where it was.
             with contextlib.suppress(HypervisorError):
                 self.ctx.hypervisor.start(self.uuid)
@@ -412,59 +382,13 @@ class _Migration:
             disk.path.unlink(missing_ok=True)
 
 
-# One SSH connection (and SFTP session) per target, kept between jobs: opening them costs ~0.3 s of a ~1 s
-# migration. A kept connection is used again only while its host key still matches known_hosts.
-_clients: dict[tuple[str, int, str], tuple[paramiko.SSHClient, paramiko.SFTPClient]] = {}
-_clients_lock = threading.Lock()
-
-
-def _pooled(address: str, port: int, settings: Settings) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
-    key = (address, port, settings.ssh_user)
-    with _clients_lock:
-        kept = _clients.get(key)
-        if kept is not None:
-            transport = kept[0].get_transport()
-            if transport is not None and transport.is_active() and _still_trusted(transport, address, port, settings):
-                return kept
-            _drop_locked(key)
-        client = connect(address, port, settings.ssh_user, settings.ssh_key_file, settings.known_hosts_file)
-        try:
-            kept = (client, client.open_sftp())
-        except (paramiko.SSHException, OSError) as exc:
-            client.close()
-            raise SshError("ssh_unreachable", f"no SFTP session on {address}:{port}: {exc}") from exc
-        _clients[key] = kept
-        return kept
-
-
-def _still_trusted(transport: paramiko.Transport, address: str, port: int, settings: Settings) -> bool:
-    keys = paramiko.HostKeys()
-    try:
-        keys.load(str(settings.known_hosts_file))
-    except OSError:
-        return False
-    entry = keys.lookup(address if port == 22 else f"[{address}]:{port}")
-    remote = transport.get_remote_server_key()
-    return entry is not None and entry.get(remote.get_name()) == remote
-
-
-def _drop(address: str, port: int, settings: Settings) -> None:
-    with _clients_lock:
-        _drop_locked((address, port, settings.ssh_user))
-
-
-def _drop_locked(key: tuple[str, int, str]) -> None:
-    kept = _clients.pop(key, None)
-    if kept is not None:
-        kept[0].close()
-
-
 class _Watcher(threading.Thread):
     """Sends the migration's progress from libvirt's job stats; aborts it when the job's cancel is asked."""
 
-    def __init__(self, dom: libvirt.virDomain, job: JobRun) -> None:
+    def __init__(self, hypervisor: Hypervisor, uuid: str, job: JobRun) -> None:
         super().__init__(name=f"migration-watch-{job.job_id[:8]}", daemon=True)
-        self._dom = dom
+        self._hypervisor = hypervisor
+        self._uuid = uuid
         self._job = job
         self._stopping = threading.Event()
         self.aborted = False
@@ -474,14 +398,14 @@ class _Watcher(threading.Thread):
             try:
                 if not self.aborted and self._job.cancel_requested():
                     log.warning("job %s: cancel requested, aborting the migration", self._job.job_id)
-                    self._dom.abortJob()
+                    self._hypervisor.abort_job(self._uuid)
                     self.aborted = True
-                stats = self._dom.jobStats()
+                stats = self._hypervisor.job_stats(self._uuid)
             except Exception:
                 # The job ended between two polls, or Redis blinked: the next poll, or the migration's
                 # own outcome, says more.
                 continue
-            if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            if stats is None:
                 continue
             self._job.progress(progress_of(stats))
 

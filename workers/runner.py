@@ -28,7 +28,8 @@ from workers.watchdog import Activity
 
 log = logging.getLogger(__name__)
 
-Operation = Callable[[WorkerContext, dict], dict]
+# (ctx, vm), or (ctx, vm, run) for an operation marked @needs_job (workers/job_run.py).
+Operation = Callable[..., dict]
 
 # Reports must reach the conductor even across a short broker outage; if they do not, the conductor finds the
 # report stored beside the `done` claim.

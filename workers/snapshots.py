@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TypeGuard
 
 from queues.vocabulary import VmState
 from workers.errors import WorkerError
@@ -35,7 +36,7 @@ def job_marker(job_id: str) -> str:
     return f"archq job {job_id}"
 
 
-def _ours(info: SnapshotInfo | None, run: JobRun) -> bool:
+def _ours(info: SnapshotInfo | None, run: JobRun) -> TypeGuard[SnapshotInfo]:
     return info is not None and info.description == job_marker(run.job_id)
 
 

@@ -13,22 +13,25 @@ Interface
       ssh_auth_failed       the host refused the key
       ssh_unreachable       no TCP connection or no SSH handshake within `timeout`
 
+`pooled(host, port, user, key_file, known_hosts) -> (paramiko.SSHClient, paramiko.SFTPClient)`: the same,
+    with an SFTP session, kept open between jobs (one per host, port and user); `drop_pooled(host, port, user)`
+    closes a kept one that broke.
 `fetch_host_key(host, port, timeout=10.0) -> paramiko.PKey`: the key the host offers, unverified (for trust).
-`fingerprint(key) -> str`: "SHA256:<base64>", as `ssh-keygen -l` prints it.
+`fingerprint(key)` and `host_entry(host, port)`: queues/ssh_keys.py's, shared with the HTTP client.
 `recorded_key(known_hosts, host, port) -> paramiko.PKey | None` and `record_host_key(known_hosts, host, port,
 key)`: read and replace the recorded key of one host (file created 0600).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 import socket
+import threading
 from pathlib import Path
 
 import paramiko
 
+from queues.ssh_keys import fingerprint, host_entry, load_known_hosts
 from workers.errors import WorkerError
 
 
@@ -36,25 +39,8 @@ class SshError(WorkerError):
     """An SSH connection to another host failed or could not be trusted; `code` says which (see above)."""
 
 
-def host_entry(host: str, port: int) -> str:
-    """How known_hosts names a host: `host` on port 22, `[host]:port` elsewhere."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
-
-
-def _host_keys(known_hosts: Path) -> paramiko.HostKeys:
-    keys = paramiko.HostKeys()
-    if Path(known_hosts).exists():
-        keys.load(str(known_hosts))
-    return keys
-
-
 def recorded_key(known_hosts: Path, host: str, port: int) -> paramiko.PKey | None:
-    entries = _host_keys(known_hosts).lookup(host_entry(host, port))
+    entries = load_known_hosts(known_hosts).lookup(host_entry(host, port))
     if not entries:
         return None
     return next(iter(entries.values()))
@@ -63,7 +49,7 @@ def recorded_key(known_hosts: Path, host: str, port: int) -> paramiko.PKey | Non
 def record_host_key(known_hosts: Path, host: str, port: int, key: paramiko.PKey) -> None:
     """Record `key` as the one key of `host:port`, replacing any other."""
     known_hosts = Path(known_hosts)
-    keys = _host_keys(known_hosts)
+    keys = load_known_hosts(known_hosts)
     entry = host_entry(host, port)
     if entry in keys:
         del keys[entry]
@@ -126,3 +112,50 @@ def connect(
         client.close()
         raise SshError("ssh_unreachable", f"cannot reach {entry}: {exc}") from exc
     return client
+
+
+# One SSH connection (and SFTP session) per target, kept between jobs: opening them costs ~0.3 s of a ~1 s
+# migration. A kept connection is used again only while its host key still matches known_hosts.
+_pool: dict[tuple[str, int, str], tuple[paramiko.SSHClient, paramiko.SFTPClient]] = {}
+_pool_lock = threading.Lock()
+
+
+def pooled(
+    host: str, port: int, user: str, key_file: Path, known_hosts: Path
+) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+    key = (host, port, user)
+    with _pool_lock:
+        kept = _pool.get(key)
+        if kept is not None:
+            transport = kept[0].get_transport()
+            if transport is not None and transport.is_active() and _still_trusted(transport, known_hosts, host, port):
+                return kept
+            _drop_locked(key)
+        client = connect(host, port, user, key_file, known_hosts)
+        try:
+            kept = (client, client.open_sftp())
+        except (paramiko.SSHException, OSError) as exc:
+            client.close()
+            raise SshError("ssh_unreachable", f"no SFTP session on {host}:{port}: {exc}") from exc
+        _pool[key] = kept
+        return kept
+
+
+def _still_trusted(transport: paramiko.Transport, known_hosts: Path, host: str, port: int) -> bool:
+    try:
+        entry = load_known_hosts(known_hosts).lookup(host_entry(host, port))
+    except OSError:
+        return False
+    remote = transport.get_remote_server_key()
+    return entry is not None and entry.get(remote.get_name()) == remote
+
+
+def drop_pooled(host: str, port: int, user: str) -> None:
+    with _pool_lock:
+        _drop_locked((host, port, user))
+
+
+def _drop_locked(key: tuple[str, int, str]) -> None:
+    kept = _pool.pop(key, None)
+    if kept is not None:
+        kept[0].close()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import click
 
 from queues.config import Settings
-from workers.ssh import SshError, fetch_host_key, fingerprint, host_entry, record_host_key, recorded_key
+from queues.ssh_keys import fingerprint, host_entry
+from workers.ssh import SshError, fetch_host_key, record_host_key, recorded_key
 
 
 @click.command()

@@ -199,7 +199,9 @@ def missing_artifacts(
     return missing
 
 
-def copy_artifacts(client: paramiko.SSHClient, sftp: paramiko.SFTPClient, host: str, missing) -> None:
+def copy_artifacts(
+    client: paramiko.SSHClient, sftp: paramiko.SFTPClient, host: str, missing: list[tuple[Path, str]]
+) -> None:
     for path, digest in missing:
         makedirs(sftp, host, path.parent)
         partial = f"{path}.{uuid.uuid4().hex}.part"

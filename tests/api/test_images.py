@@ -213,7 +213,8 @@ def run_cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_archq_images_register_tiny_reads_the_built_manifests(settings, tmp_path, tiny_built):
+@pytest.mark.slow  # two `archq` child processes
+def test_archq_images_register_tiny_reads_the_built_manifests(settings, tmp_path):
     upgrade(settings.database_url)
     done = run_cli(settings, "images", "register-tiny")
     assert done.returncode == 0, done.stderr

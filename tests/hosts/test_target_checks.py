@@ -15,8 +15,8 @@ from queues.config import Settings
 from tests.support.twohosts import LabHost, lab_available, two_hosts
 from workers import target_checks
 from workers.errors import WorkerError
-from workers.migration import _pooled, open_destination
-from workers.ssh import SshError, connect
+from workers.migration import open_destination
+from workers.ssh import SshError, connect, pooled
 
 pytestmark = pytest.mark.libvirtd
 
@@ -101,9 +101,13 @@ def test_a_kept_connection_is_dropped_when_the_host_key_no_longer_matches(h2: La
     known = tmp_path / "known_hosts"
     known.write_text(h2.known_hosts_path.read_text())
     settings = Settings(ssh_key_file=h2.ssh_key_path, known_hosts_file=known)
-    first = _pooled(h2.address, 22, settings)
-    assert _pooled(h2.address, 22, settings) is first
+
+    def kept() -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        return pooled(h2.address, 22, settings.ssh_user, settings.ssh_key_file, settings.known_hosts_file)
+
+    first = kept()
+    assert kept() is first
     lines = known.read_text().splitlines()
     other = next(line for line in lines if not line.startswith(h2.address))  # h1's key
     known.write_text(f"{h2.address} {' '.join(other.split()[1:3])}\n")
-    assert code_of(lambda: _pooled(h2.address, 22, settings)) == "ssh_host_key_changed"
+    assert code_of(kept) == "ssh_host_key_changed"

@@ -26,6 +26,8 @@ from tests.support.raw_guest import boot_raw_guest
 from workers.guest.build_cache import hash_file
 from workers.guest.debian import ensure_debian_image, recipe_id
 
+pytestmark = pytest.mark.guest
+
 
 @pytest.fixture(scope="module", params=["amd64", "arm64"])
 def debian_image_dir(request: pytest.FixtureRequest) -> Path:

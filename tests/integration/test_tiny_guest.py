@@ -17,6 +17,8 @@ import pytest
 from queues.arch import Arch
 from workers.guest.tiny import MARKER, TinyGuest, ensure_tiny_guest, marker_line
 
+pytestmark = pytest.mark.guest
+
 BOOT_TIMEOUT_S = 60.0
 TICK_TIMEOUT_S = 10.0
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from queues.ssh_keys import fingerprint
 from tests.support.sshd import SSHD, keygen, make_sshd, running_sshd
-from workers.ssh import SshError, connect, fetch_host_key, fingerprint, record_host_key, recorded_key
+from workers.ssh import SshError, connect, fetch_host_key, record_host_key, recorded_key
 from workers.ssh_commands import trust
 
 pytestmark = pytest.mark.skipif(not Path(SSHD).exists(), reason="needs openssh-server")

@@ -74,7 +74,8 @@ def running_sshd(sshd: Sshd) -> Iterator[Sshd]:
     )
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     prefix = ["ip", "netns", "exec", sshd.netns] if sshd.netns else []
-    proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stderr=(sshd.dir / "sshd.log").open("ab"))
+    with (sshd.dir / "sshd.log").open("ab") as log:
+        proc = subprocess.Popen([*prefix, SSHD, "-D", "-e", "-f", str(config)], stderr=log)
     try:
         wait_for(lambda: proc.poll() is None and _answers(sshd), timeout=10, what="sshd to answer")
         yield sshd

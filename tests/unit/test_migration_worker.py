@@ -68,7 +68,7 @@ def test_the_plan_names_the_files_the_target_needs(tmp_path: Path):
     conn = libvirt.open("test:///default")
     dom = conn.defineXML(xml)
     try:
-        plan = read_plan(dom)
+        plan = read_plan(dom.XMLDesc(0))
     finally:
         dom.undefine()
         conn.close()

@@ -156,6 +156,8 @@ class Settings:
     bridges: tuple[str, ...] = ()
     # The largest disk a VM may ask for (`disk_gib`).
     max_disk_gib: int = 2048
+    # Finished jobs (and their events) older than this are pruned by the conductor; 0 keeps every job.
+    job_retention_days: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -204,6 +206,7 @@ class Settings:
             nat_subnet=_nat_subnet(os.environ.get("ARCHQ_NAT_SUBNET", cls.nat_subnet)),
             bridges=tuple(b.strip() for b in os.environ.get("ARCHQ_BRIDGES", "").split(",") if b.strip()),
             max_disk_gib=_int("ARCHQ_MAX_DISK_GIB", cls.max_disk_gib),
+            job_retention_days=_float("ARCHQ_JOB_RETENTION_DAYS", cls.job_retention_days),
         )
 
     @property

@@ -150,6 +150,13 @@ def build_spec(app: Flask) -> dict:
             "content": {"application/json": {"schema": "VmAcceptedOut"}},
         },
     )
+    spec.components.header(
+        "NextLink",
+        {
+            "description": 'the next page with the same filters, `<...>; rel="next"` (absent on the last page)',
+            "schema": {"type": "string"},
+        },
+    )
     spec.components.response(
         "UriTooLong",
         {

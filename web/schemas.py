@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from datetime import UTC
 
@@ -27,7 +25,8 @@ from queues.images import (
 from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
-from queues.vocabulary import JobKind, JobState
+from queues.vocabulary import LIVE_VM_STATES, HostState, JobKind, JobState, SnapshotState, VmState
+from web.paging import ListQuery
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
 # `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
@@ -270,39 +269,42 @@ class MigrateRequest(Schema):
     max_bandwidth_mib_s = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
 
 
-class JobQuery(Schema):
-    state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
-    kind = fields.String(validate=validate.OneOf([k.value for k in JobKind]))
-    vm_id = fields.UUID(metadata={"description": "only this VM's jobs"})
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    # Bounded: the database refuses an OFFSET past a 64-bit integer.
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31))
+_UUID = validate.Regexp(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", error="must be a UUID")
+_HOST = [validate.Length(min=1, max=255), ONE_LINE]
 
 
-class PageCursor(fields.String):
-    """An opaque keyset cursor: where the previous page ended (a host name), so a page costs the same at any
-    depth of a large fleet."""
-
-    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            after = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))["after"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValidationError("not a cursor this API answered") from exc
-        # A host name: PostgreSQL refuses NUL in a query parameter.
-        if not isinstance(after, str) or len(after) > 255 or "\x00" in after:
-            raise ValidationError("not a cursor this API answered")
-        return after
+def _one_of(values) -> validate.OneOf:
+    return validate.OneOf([value.value for value in values])
 
 
-def page_cursor(after: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode("ascii")
+# The filters of each list (web/paging.py): a filter given keeps the items whose field equals it.
+class VmQuery(ListQuery):
+    arch = Checked(_canonical_arch, metadata={"description": "amd64 or arm64 (aliases such as x86_64 too)"})
+    state = fields.String(validate=_one_of(state for state in VmState if state in LIVE_VM_STATES))
+    host = fields.String(validate=_HOST)
+    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    image = fields.String(validate=[validate.Length(min=1, max=63), ONE_LINE])
 
 
-class HostQuery(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    # The previous page's `next`; absent: the first page.
-    next = PageCursor(load_default=None, validate=validate.Length(max=2048))
+class JobQuery(ListQuery):
+    vm_id = fields.String(validate=_UUID, metadata={"description": "only this VM's jobs", "format": "uuid"})
+    state = fields.String(validate=_one_of(JobState))
+    kind = fields.String(validate=_one_of(JobKind))
+    host = fields.String(validate=_HOST)
+
+
+class HostQuery(ListQuery):
+    arch = Checked(_canonical_arch, metadata={"description": "amd64 or arm64 (aliases such as x86_64 too)"})
+    state = fields.String(validate=_one_of(HostState))
+
+
+class ImageQuery(ListQuery):
+    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+
+
+class SnapshotQuery(ListQuery):
+    state = fields.String(validate=_one_of(SnapshotState))
+    memory = fields.Boolean()
 
 
 class ErrorDetail(Schema):

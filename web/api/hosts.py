@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from web.api import archq
 from web.idempotency import idempotent
-from web.schemas import HostQuery, host_out, page_cursor
+from web.paging import filters_of, load_query, page_response
+from web.schemas import HostQuery, host_out
 from web.services import hosts
 from web.services.hosts import host_view, host_views
 
@@ -20,17 +21,15 @@ def list_hosts():
       parameters:
         - {in: query, schema: HostQuery}
       responses:
-        200: {description: a page of hosts, content: {application/json: {schema: HostListOut}}}
+        200:
+          description: a page of hosts
+          content: {application/json: {schema: HostListOut}}
+          headers: {Link: NextLink}
     """
     settings = archq().settings
-    query = HostQuery().load(request.args.to_dict())
-    rows, more = hosts.page(query["next"], query["limit"])
-    return jsonify(
-        {
-            "hosts": host_out.dump(host_views(rows, settings), many=True),
-            "next": page_cursor(rows[-1].name) if more else None,
-        }
-    )
+    query = load_query(HostQuery())
+    page = hosts.host_page(filters_of(query), query["next"], query["limit"], settings)
+    return page_response("hosts", host_out.dump(host_views(page.rows, settings), many=True), page)
 
 
 @bp.get("/hosts/<name>")

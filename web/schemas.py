@@ -7,7 +7,7 @@ from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from queues.arch import parse_arch
+from queues.arch import ALL, parse_arch
 from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
 from queues.guest_config import parse_ssh_public_key, validate_hostname, validate_user_data
@@ -25,7 +25,7 @@ from queues.images import (
 from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
-from queues.vocabulary import LIVE_VM_STATES, HostState, JobKind, JobState, SnapshotState, VmState
+from queues.vocabulary import LIVE_VM_STATES, Accel, HostState, JobKind, JobState, SnapshotState, VmState
 from web.paging import ListQuery
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
@@ -307,6 +307,36 @@ class SnapshotQuery(ListQuery):
     memory = fields.Boolean()
 
 
+def _enum(values, *, nullable: bool = False) -> dict:
+    """Output metadata naming a field's possible values (from the vocabulary) in the OpenAPI document; null is
+    listed too for a nullable field (OpenAPI 3.0 checks `enum` before `nullable`)."""
+    return {"enum": [value.value for value in values] + ([None] if nullable else [])}
+
+
+class ProgressOut(Schema):
+    """A running job's latest progress as its worker reported it (a migration's copy, for now)."""
+
+    percent = fields.Float(allow_none=True, metadata={"description": "0-100"})
+    bytes_total = fields.Integer(allow_none=True)
+    bytes_remaining = fields.Integer(allow_none=True)
+    phase = fields.String(metadata={"description": "e.g. checking target, copying disks, copying memory"})
+
+
+class CapacityOut(Schema):
+    """What a host reported it has."""
+
+    vcpus = fields.Integer()
+    memory_mib = fields.Integer()
+    disk_mib = fields.Integer(allow_none=True, metadata={"description": "free space of its data directory"})
+
+
+class AllocatedOut(Schema):
+    """What the VMs placed on a host hold, from the database."""
+
+    vcpus = fields.Integer()
+    memory_mib = fields.Integer()
+
+
 class ErrorDetail(Schema):
     code = fields.String()
     message = fields.String()
@@ -314,25 +344,29 @@ class ErrorDetail(Schema):
 
 class JobEventOut(Schema):
     at = UtcDateTime()
-    state = fields.String()
+    state = fields.String(metadata=_enum(JobState))
     actor = fields.String()
     message = fields.String()
 
 
 class JobOut(Schema):
     id = fields.String()
-    kind = fields.String()
-    state = fields.String()
+    kind = fields.String(metadata=_enum(JobKind))
+    state = fields.String(metadata=_enum(JobState))
     queue = fields.String()
     host = fields.String(allow_none=True)
     vm_id = fields.String(allow_none=True)
     emulated = fields.Boolean()
-    accel = fields.Function(lambda job: job.vm.accel if job.vm else None, allow_none=True)
+    accel = fields.Function(
+        lambda job: job.vm.accel if job.vm else None,
+        allow_none=True,
+        metadata={"type": "string", **_enum(Accel, nullable=True)},
+    )
     emulation_warning = fields.Function(lambda job: job.vm.emulation_warning if job.vm else "")
     waiting_for = fields.String()
     error = fields.Method("_error", allow_none=True)
     result = fields.Dict()
-    progress = fields.Dict(allow_none=True)
+    progress = fields.Nested(ProgressOut, allow_none=True)
     attempts = fields.Integer()
     created_at = UtcDateTime()
     queued_at = UtcDateTime(allow_none=True)
@@ -349,13 +383,13 @@ class JobOut(Schema):
 class VmOut(Schema):
     id = fields.String()
     name = fields.String()
-    arch = fields.String()
+    arch = fields.String(metadata=_enum(ALL))
     vcpus = fields.Integer()
     memory_mib = fields.Integer()
     image = fields.String()
-    state = fields.String()
+    state = fields.String(metadata=_enum(VmState))
     host = fields.String(allow_none=True)
-    accel = fields.String(allow_none=True)
+    accel = fields.String(allow_none=True, metadata=_enum(Accel, nullable=True))
     emulation = fields.String()
     restart_policy = fields.String()
     emulated = fields.Boolean()
@@ -392,14 +426,14 @@ class VmOut(Schema):
 
 class HostOut(Schema):
     name = fields.String()
-    arch = fields.String()
-    accel = fields.String()
+    arch = fields.String(metadata=_enum(ALL))
+    accel = fields.String(metadata=_enum(Accel))
     emulators = fields.List(fields.String())
     queues = fields.List(fields.String())
     cpu_modes = fields.Dict()
-    capacity = fields.Dict()
-    allocated = fields.Dict()
-    state = fields.String()
+    capacity = fields.Nested(CapacityOut)
+    allocated = fields.Nested(AllocatedOut)
+    state = fields.String(metadata=_enum(HostState))
     # Set by POST /hosts/<name>/drain: kept while the host is down, when `state` says down.
     drained = fields.Boolean()
     last_seen = UtcDateTime()
@@ -425,7 +459,7 @@ class SnapshotOut(Schema):
     name = fields.String()
     memory = fields.Boolean()
     kind = fields.String()
-    state = fields.String()
+    state = fields.String(metadata=_enum(SnapshotState))
     job_id = fields.String()
     last_job_id = fields.String(allow_none=True)
     created_at = UtcDateTime()

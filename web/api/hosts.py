@@ -49,6 +49,7 @@ def drain(name: str):
     """Stop new placements on a host; its VMs stay
     ---
     post:
+      operationId: drainHost
       responses:
         200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
     """
@@ -61,6 +62,7 @@ def undrain(name: str):
     """Allow placements on a drained host again
     ---
     post:
+      operationId: undrainHost
       responses:
         200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
     """

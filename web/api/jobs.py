@@ -29,6 +29,7 @@ def cancel(job_id: str):
     """Cancel a job: before it starts nothing is done; a running one stops and rolls back
     ---
     post:
+      operationId: cancelJob
       responses:
         202: {description: cancelled or asked to stop, content: {application/json: {schema: JobEnvelope}}}
         409: Error

@@ -56,6 +56,7 @@ def revert(vm_id: str, name: str):
     """Revert a VM to a ready snapshot: running after one with memory, stopped after a disk-only one
     ---
     post:
+      operationId: revertSnapshot
       responses:
         202: JobAccepted
         409: Error

@@ -1,4 +1,4 @@
-"""Every setting of archq, read once from environment variables. Defaults are documented in README.md."""
+"""Every setting of archq, read once from environment variables. Defaults are documented in docs/install.md."""
 
 from __future__ import annotations
 

@@ -124,8 +124,10 @@ class Runner:
 
     def _claimed(self, job_id: str, msg: dict, owner: str, operation: Operation) -> str:
         self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING)))
+        log.info("job %s: %s running", job_id, msg["kind"])
         with self.claims.lease(job_id, owner, msg["token"], self.lease_s):
             outcome = self._execute(job_id, msg, operation)
+        log.info("job %s: %s %s", job_id, msg["kind"], outcome.state)
         update = self._update(job_id, outcome)
         if not self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update))):
             # Its lease lapsed and another run holds the job: that run reports, not this one.

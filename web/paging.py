@@ -145,13 +145,15 @@ def _values(keys: Sequence[InstrumentedAttribute], after: list[str]) -> list[obj
 
 
 def _after(keys: Sequence[InstrumentedAttribute], values: list[object], descending: bool):
-    """Rows strictly past `values` in the order of `keys`: (a > x) or (a = x and b > y) or ... (row-value
-    comparison spelled out, which every database plans with the index)."""
+    """Rows strictly past `values` in the order of `keys`: (a > x) or (a = x and b > y) or ... (a row-value
+    comparison spelled out), behind a plain range on the first key (a >= x), which lets every database start
+    the page with an index range scan at the cursor instead of reading the rows before it."""
     clauses = []
     for i, key in enumerate(keys):
         past = key < values[i] if descending else key > values[i]
         clauses.append(and_(*(keys[j] == values[j] for j in range(i)), past))
-    return or_(*clauses)
+    first = keys[0] <= values[0] if descending else keys[0] >= values[0]
+    return and_(first, or_(*clauses))
 
 
 def page_response(collection: str, items: list[dict], page: Page) -> Response:

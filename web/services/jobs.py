@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, exists, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from queues.claims import ClaimStore
@@ -30,7 +30,8 @@ def get_job(job_id: str) -> Job:
 
 def job_page(filters: dict, after: list[str] | None, limit: int) -> Page[Job]:
     """Jobs matching each given filter (vm_id, state, kind, host), newest first."""
-    query = select(Job)
+    # A page's events and VMs in one query each, not one per job (the list shows both).
+    query = select(Job).options(selectinload(Job.events), selectinload(Job.vm))
     for name, value in filters.items():
         query = query.where(getattr(Job, name) == value)
     return keyset_page(query, (Job.created_at, Job.id), after, limit, descending=True)

@@ -17,11 +17,9 @@ from typing import TextIO
 
 import click
 
-from client import ssh
 from client.config import DEFAULT_URL, resolve
 from client.http import ApiClient, ClientError, segment
-from client.output import CLIENT_OPTIONS, OUTPUTS, emit, fields_of, select_columns, table
-from client.ssh import NO_STATUS
+from client.output import CLIENT_OPTIONS, OUTPUTS, emit, fields_of, job_display, select_columns, table
 from queues import attestation
 from queues.config import Settings
 from queues.vocabulary import TERMINAL_JOB_STATES, JobKind, JobState
@@ -62,7 +60,7 @@ def complete(collection: str, incomplete: str) -> list[str]:
     given = client_options(ctx) if ctx else {}
     try:
         endpoint = resolve(given.get("url"), given.get("token"), given.get("context"))
-        rows = ApiClient(endpoint.url, endpoint.token, timeout=3).get(f"/{collection}")[collection]
+        rows = list(ApiClient(endpoint.url, endpoint.token, timeout=3).items(f"/{collection}", collection))
     except (ClientError, click.ClickException):
         return []
     return sorted(row["name"] for row in rows if row.get("name", "").startswith(incomplete))
@@ -87,7 +85,7 @@ def resolve_vm(api: ApiClient, id_or_name: str) -> str:
     """A VM id from an id or a (unique) name."""
     if _UUID.match(id_or_name):
         return id_or_name
-    matches = [vm["id"] for vm in api.get("/vms")["vms"] if vm["name"] == id_or_name]
+    matches = [vm["id"] for vm in api.items("/vms", "vms", name=id_or_name)]
     if len(matches) != 1:
         found = "no VM" if not matches else f"{len(matches)} VMs"
         raise click.ClickException(f"{found} named {id_or_name!r}; give its id")
@@ -105,24 +103,18 @@ def progress_text(job: dict) -> str:
 
 
 def wait_for_job(api: ApiClient, job_id: str, timeout: float, interval: float = 0.5) -> dict:
-    """Polls the job until it ends, showing its state and progress on one updating line (a new line per
-    change when the output is not a terminal); the job at the end."""
-    tty = sys.stdout.isatty()
+    """Polls the job until it ends, showing its state and progress: a progress bar on a terminal, else a new
+    line per change; the job at the end."""
     deadline = time.monotonic() + timeout
-    shown = ""
-    while True:
-        job = api.get(f"/jobs/{segment(job_id)}")["job"]
-        text = progress_text(job)
-        if text != shown:
-            click.echo(f"\r{text}\x1b[K" if tty else text, nl=not tty)
-            shown = text
-        if job["state"] in TERMINAL_JOB_STATES:
-            if tty:
-                click.echo()
-            return job
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"job {job_id} is still {job['state']} after {timeout:g} s")
-        time.sleep(interval)
+    with job_display(sys.stdout.isatty()) as show:
+        while True:
+            job = api.get(f"/jobs/{segment(job_id)}")["job"]
+            show(job, progress_text(job))
+            if job["state"] in TERMINAL_JOB_STATES:
+                return job
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"job {job_id} is still {job['state']} after {timeout:g} s")
+            time.sleep(interval)
 
 
 def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float) -> None:
@@ -234,10 +226,13 @@ def _public_keys(path: Path) -> list[str]:
 
 
 @vm.command("list")
+@click.option("--arch", help="only VMs of this architecture")
+@click.option("--state", help="only VMs in this state")
+@click.option("--host", help="only VMs on this host")
 @api_command
-def vm_list(api: ApiClient, output: str) -> None:
-    """List VMs."""
-    answer = api.get("/vms")
+def vm_list(api: ApiClient, output: str, arch: str | None, state: str | None, host: str | None) -> None:
+    """List VMs, oldest first."""
+    answer = api.every("/vms", "vms", arch=arch, state=state, host=host)
     rows = [{**vm, "ipv4": [a["ipv4"] for a in vm.get("addresses") or [] if a.get("ipv4")]} for vm in answer["vms"]]
     emit(output, answer, table(rows, VM_COLUMNS))
 
@@ -318,7 +313,7 @@ def snapshot_create(
 @api_command
 def snapshot_list(api: ApiClient, output: str, vm_ref: str) -> None:
     """List VM's snapshots."""
-    answer = api.get(f"/vms/{segment(resolve_vm(api, vm_ref))}/snapshots")
+    answer = api.every(f"/vms/{segment(resolve_vm(api, vm_ref))}/snapshots", "snapshots")
     rows = answer.get("snapshots", [])
     columns = list(dict.fromkeys(k for row in rows for k in row)) or ["name"]
     emit(output, answer, table(rows, columns))
@@ -405,8 +400,12 @@ def vm_migrate(
 
 
 class SshFailure(click.ClickException):
-    # 255, as ssh: the remote command's own statuses (1, 2, ...) pass through and must stay distinguishable.
-    exit_code = NO_STATUS
+    def __init__(self, message: str) -> None:
+        from client.ssh import NO_STATUS
+
+        super().__init__(message)
+        # 255, as ssh: the remote command's own statuses (1, 2, ...) pass through and must stay distinguishable.
+        self.exit_code = NO_STATUS
 
 
 @vm.command("ssh")
@@ -458,6 +457,9 @@ def vm_ssh(
 
     The guest must prove one of the host keys archq read from its console, the host it is reached through one
     recorded in ARCHQ_KNOWN_HOSTS (`archq host trust`). Exit status 255: the SSH connection failed."""
+    # paramiko takes longer to import than every other client command needs to run: only here.
+    from client import ssh
+
     vm = api.get(f"/vms/{segment(resolve_vm(api, vm_ref))}")["vm"]
     host = None
     if vm.get("host") and jump is not False:
@@ -508,15 +510,13 @@ def job_show(api: ApiClient, output: str, job_id: str) -> None:
 @click.option("--state")
 @click.option("--kind")
 @click.option("--vm", "vm_ref", metavar="VM", help="only this VM's jobs (id or name)")
-@click.option("--limit", type=int, default=50, show_default=True)
-@click.option("--offset", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="show at most this many")
 @api_command
-def job_list(
-    api: ApiClient, output: str, state: str | None, kind: str | None, vm_ref: str | None, limit: int, offset: int
-) -> None:
+def job_list(api: ApiClient, output: str, state: str | None, kind: str | None, vm_ref: str | None, limit: int) -> None:
     """List jobs, newest first."""
     vm_id = resolve_vm(api, vm_ref) if vm_ref else None
-    answer = api.get("/jobs", state=state, kind=kind, vm_id=vm_id, limit=limit, offset=offset)
+    # Pages of `limit`: the newest `limit` jobs come in one request.
+    answer = api.every("/jobs", "jobs", most=limit, state=state, kind=kind, vm_id=vm_id, limit=min(limit, 1000))
     emit(output, answer, table(answer["jobs"], JOB_COLUMNS))
 
 
@@ -545,13 +545,12 @@ def job_wait(api: ApiClient, output: str, job_id: str, timeout: float) -> None:
 
 
 @click.command("list")
+@click.option("--arch", help="only hosts of this architecture")
+@click.option("--state", type=click.Choice(["up", "drained", "down"]), help="only hosts in this state")
 @api_command
-def host_list(api: ApiClient, output: str) -> None:
+def host_list(api: ApiClient, output: str, arch: str | None, state: str | None) -> None:
     """List hypervisor hosts."""
-    pages = [api.get("/hosts")]
-    while pages[-1]["next"]:
-        pages.append(api.get("/hosts", next=pages[-1]["next"]))
-    answer = {"hosts": [host for page in pages for host in page["hosts"]]}
+    answer = api.every("/hosts", "hosts", arch=arch, state=state)
     emit(output, answer, table(answer["hosts"], HOST_COLUMNS))
 
 
@@ -603,7 +602,7 @@ host_undrain = _host_action("undrain", "Place new VMs on host NAME again.")
 @api_command
 def image_list(api: ApiClient, output: str) -> None:
     """List images."""
-    answer = api.get("/images")
+    answer = api.every("/images", "images")
     rows = answer.get("images", [])
     columns = list(dict.fromkeys(k for row in rows for k in row)) or ["name"]
     emit(output, answer, table(rows, columns))

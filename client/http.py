@@ -1,12 +1,15 @@
-"""A small JSON client of the archq HTTP API (standard library only)."""
+"""A small JSON client of the archq HTTP API over `requests`: one session per client, so a command's requests
+(a list's pages, a job polled until it ends) reuse one connection."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    import requests
 
 API_PREFIX = "/api/v1"
 
@@ -38,27 +41,35 @@ class ApiClient:
         self.base = base if base.endswith(API_PREFIX) else base + API_PREFIX
         self.token = token
         self.timeout = timeout
+        self._session: requests.Session | None = None
+
+    @property
+    def session(self) -> requests.Session:
+        # Imported when the first request is made: `archq --help` and completion without a request skip it.
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+            self._session.headers["Accept"] = "application/json"
+            if self.token:
+                self._session.headers["Authorization"] = f"Bearer {self.token}"
+        return self._session
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
         """The JSON answer of `method path`; raises ClientError on an error status or no connection."""
-        url = self.base + path
-        if query:
-            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if self.token:
-            request.add_header("Authorization", f"Bearer {self.token}")
+        import requests
+
+        params = {k: v for k, v in (query or {}).items() if v is not None}
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            raise _error_of(exc) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            response = self.session.request(
+                method, self.base + path, json=body, params=params or None, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            reason = exc.__context__ or exc
             raise ClientError(0, "unreachable", f"cannot reach the archq API at {self.base}: {reason}") from None
-        return json.loads(payload) if payload else {}
+        if response.status_code >= 400:
+            raise _error_of(response)
+        return response.json() if response.content else {}
 
     def get(self, path: str, **query) -> dict:
         return self.request("GET", path, query=query or None)
@@ -69,11 +80,38 @@ class ApiClient:
     def delete(self, path: str) -> dict:
         return self.request("DELETE", path)
 
+    def items(self, path: str, collection: str, *, most: int | None = None, **query) -> Iterator[dict]:
+        """The items of a list, page after page (following `next`), at most `most` of them; `query` holds the
+        filters and the page size (`limit`)."""
+        given = 0
+        cursor = None
+        while True:
+            page = self.get(path, **query, next=cursor)
+            for item in page[collection]:
+                if most is not None and given >= most:
+                    return
+                given += 1
+                yield item
+            cursor = page.get("next")
+            if not cursor:
+                return
 
-def _error_of(exc: urllib.error.HTTPError) -> ClientError:
-    raw = exc.read()
+    def every(self, path: str, collection: str, *, most: int | None = None, **query) -> dict:
+        """A whole list (or its first `most` items) as one answer, `{collection: [...]}`, whatever the number
+        of pages."""
+        return {collection: list(self.items(path, collection, most=most, **query))}
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def _error_of(response: requests.Response) -> ClientError:
     try:
-        error = json.loads(raw)["error"]
-        return ClientError(exc.code, error.get("code", "error"), error.get("message", ""), error.get("fields") or {})
+        error = response.json()["error"]
+        return ClientError(
+            response.status_code, error.get("code", "error"), error.get("message", ""), error.get("fields") or {}
+        )
     except (ValueError, KeyError, TypeError):
-        return ClientError(exc.code, "http_error", raw.decode(errors="replace")[:500] or exc.reason)
+        text = response.text[:500] or response.reason
+        return ClientError(response.status_code, "http_error", text)

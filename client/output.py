@@ -1,14 +1,20 @@
-"""How client commands print: an aligned table of chosen columns that fits the terminal, `key: value` fields,
-the API's JSON or YAML as it came, or only the names (`-o name`, for scripts)."""
+"""How client commands print: an aligned table of chosen columns that fits the terminal (rich), `key: value`
+fields, the API's JSON or YAML as it came, or only the names (`-o name`, for scripts); and a job's progress
+while a command waits for it. rich is imported only when a table or a bar is drawn: `archq --help` and the
+other outputs start without it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import click
+
+from queues.vocabulary import JobState
 
 OUTPUTS = ("table", "json", "yaml", "name")
 # ctx.meta keys: the client options given before the subcommand, and the columns `-c` chose.
@@ -41,26 +47,26 @@ def cell(value: object) -> str:
 
 
 def table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """The rows as an aligned table: on a terminal it fits its width (the widest columns end in …) with a
+    bold header; elsewhere every character is kept, uncoloured."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     columns = _chosen(columns)
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    _fit(widths, shutil.get_terminal_size().columns if sys.stdout.isatty() else 0)
-    lines = ["  ".join(_clip(c.upper(), w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(_clip(v, w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines)
-
-
-def _fit(widths: list[int], terminal: int) -> None:
-    """Shrink the widest columns until the table fits `terminal` (0: no terminal, keep every character)."""
-    while terminal and sum(widths) + 2 * (len(widths) - 1) > terminal:
-        widest = max(range(len(widths)), key=widths.__getitem__)
-        if widths[widest] <= _MIN_WIDTH:
-            return
-        widths[widest] -= 1
-
-
-def _clip(text: str, width: int) -> str:
-    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+    tty = sys.stdout.isatty()
+    grid = Table(box=box.SIMPLE_HEAD if tty else None, show_edge=False, pad_edge=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column.upper(), no_wrap=True, overflow="ellipsis", min_width=min(_MIN_WIDTH, len(column)))
+    for row in cells:
+        grid.add_row(*row)
+    # Without a terminal: as wide as the widest row, so nothing is cut.
+    widest = sum(max([len(c), *(len(r[i]) for r in cells)]) + 2 for i, c in enumerate(columns))
+    width = shutil.get_terminal_size().columns if tty else widest
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=tty, color_system="standard" if tty else None).print(grid)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
 def fields_of(item: dict, columns: Sequence[str] | None = None) -> str:
@@ -79,6 +85,33 @@ def names(data: object) -> list[str]:
             if found:
                 return found
     return []
+
+
+@contextlib.contextmanager
+def job_display(tty: bool) -> Iterator[Callable[[dict, str], None]]:
+    """`show(job, text)` for each poll of a job being waited for: on a terminal a rich progress bar (the job's
+    percent when its worker reports one, else a pulse), elsewhere a new line whenever the text changes."""
+    if not tty:
+        shown = [""]
+
+        def line(_job: dict, text: str) -> None:
+            if text != shown[0]:
+                click.echo(text)
+                shown[0] = text
+
+        yield line
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns) as progress:
+        task = progress.add_task("", total=None)
+
+        def bar(job: dict, text: str) -> None:
+            percent = 100 if job["state"] == JobState.SUCCEEDED else (job.get("progress") or {}).get("percent")
+            progress.update(task, description=text, total=None if percent is None else 100, completed=percent or 0)
+
+        yield bar
 
 
 def emit(output: str, data: object, text: str) -> None:

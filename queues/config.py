@@ -1,4 +1,4 @@
-"""Every setting of archq, read once from environment variables. Defaults are documented in README.md."""
+"""Every setting of archq, read once from environment variables. Defaults are documented in docs/install.md."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from queues.logs import LOG_FORMATS
 from queues.networks import dhcp_range
 from queues.vocabulary import Accel, JobKind
 
@@ -156,6 +157,10 @@ class Settings:
     bridges: tuple[str, ...] = ()
     # The largest disk a VM may ask for (`disk_gib`).
     max_disk_gib: int = 2048
+    # Finished jobs (and their events) older than this are pruned by the conductor; 0 keeps every job.
+    job_retention_days: float = 30.0
+    # How every process logs (queues/logs.py): `text` lines, or `json` objects with job_id, vm_id, host, queue.
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -204,6 +209,8 @@ class Settings:
             nat_subnet=_nat_subnet(os.environ.get("ARCHQ_NAT_SUBNET", cls.nat_subnet)),
             bridges=tuple(b.strip() for b in os.environ.get("ARCHQ_BRIDGES", "").split(",") if b.strip()),
             max_disk_gib=_int("ARCHQ_MAX_DISK_GIB", cls.max_disk_gib),
+            job_retention_days=_float("ARCHQ_JOB_RETENTION_DAYS", cls.job_retention_days),
+            log_format=_choice("ARCHQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
         )
 
     @property

@@ -100,6 +100,23 @@ ALLOCATING_VM_STATES = LIVE_VM_STATES - {VmState.FAILED}
 LOCATED_VM_STATES = (VmState.RUNNING, VmState.STOPPED)
 
 
+class HostState(StrEnum):
+    """A host as the control plane sees it: heartbeating (up, or drained: no new placements), or quiet (down)."""
+
+    UP = "up"
+    DRAINED = "drained"
+    DOWN = "down"
+
+
+class SnapshotState(StrEnum):
+    """creating -> ready -> deleting (the row goes when the delete succeeds); creating -> failed."""
+
+    CREATING = "creating"
+    READY = "ready"
+    DELETING = "deleting"
+    FAILED = "failed"
+
+
 class Accel(StrEnum):
     """How a host runs guests: hardware acceleration (KVM on Linux, HVF on macOS) or QEMU's TCG emulation."""
 

@@ -61,7 +61,17 @@ class VmEnvelope(Schema):
     vm = fields.Nested(VmOut, required=True)
 
 
-class VmListOut(Schema):
+class PageOut(Schema):
+    """What every list answers besides its items."""
+
+    next = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the cursor of the next page (pass it as `next`); null on the last page"},
+    )
+
+
+class VmListOut(PageOut):
     vms = fields.List(fields.Nested(VmOut), required=True)
 
 
@@ -69,20 +79,16 @@ class JobEnvelope(Schema):
     job = fields.Nested(JobOut, required=True)
 
 
-class JobListOut(Schema):
+class JobListOut(PageOut):
     jobs = fields.List(fields.Nested(JobOut), required=True)
-    limit = fields.Integer(required=True)
-    offset = fields.Integer(required=True)
 
 
 class HostEnvelope(Schema):
     host = fields.Nested(HostOut, required=True)
 
 
-class HostListOut(Schema):
+class HostListOut(PageOut):
     hosts = fields.List(fields.Nested(HostOut), required=True)
-    # The cursor of the next page (GET /hosts?next=...), null on the last one.
-    next = fields.String(required=True, allow_none=True)
 
 
 class BrokerInfo(Schema):
@@ -113,11 +119,11 @@ class ImageEnvelope(Schema):
     image = fields.Nested(ImageOut, required=True)
 
 
-class ImageListOut(Schema):
+class ImageListOut(PageOut):
     images = fields.List(fields.Nested(ImageOut), required=True)
 
 
-class SnapshotListOut(Schema):
+class SnapshotListOut(PageOut):
     snapshots = fields.List(fields.Nested(SnapshotOut), required=True)
 
 

@@ -3,7 +3,8 @@
 Protected by default: every route needs a token except the `PUBLIC` allow-list, so a new blueprint needs
 nothing to be protected. The role a request needs follows from its method and path alone (`required_role`):
 
-- `GET /api/v1/health`, `GET /api/v1/ready` and `GET /api/v1/openapi.json`: no token.
+- `GET /api/v1/health`, `GET /api/v1/ready`, `GET /api/v1/openapi.json` and the Swagger UI under
+  `GET /api/v1/docs`: no token.
 - anything under `/api/v1/tokens`: admin, reads too.
 - a VM's console (`/api/v1/vms/<id>/console...`): operator, reads too (a console is control of the guest).
 - any other `GET`/`HEAD`/`OPTIONS` (and `GET /metrics`): viewer.
@@ -31,6 +32,8 @@ UI = "/ui"
 PUBLIC: frozenset[tuple[str, str]] = frozenset(
     {("GET", f"{API}/health"), ("GET", f"{API}/ready"), ("GET", f"{API}/openapi.json")}
 )
+# Swagger UI's page and files: what it shows is the public OpenAPI document.
+DOCS = f"{API}/docs"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPERATOR_PREFIXES = (f"{API}/vms", f"{API}/jobs")
 ADMIN_PREFIXES = (f"{API}/tokens",)
@@ -58,7 +61,7 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 def required_role(method: str, path: str) -> Role | None:
     """The least role that may make this request; None for the public allow-list."""
     method = "GET" if method == "HEAD" else method
-    if (method, path.rstrip("/") or "/") in PUBLIC:
+    if (method, path.rstrip("/") or "/") in PUBLIC or (method == "GET" and _under(path, (DOCS,))):
         return None
     if _under(path, ADMIN_PREFIXES):
         return Role.ADMIN

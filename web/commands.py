@@ -11,6 +11,7 @@ import time
 
 import click
 
+from queues import logs
 from queues.config import Settings
 from queues.images import built_artifacts
 from web.local_secrets import FLOWER_CREDENTIALS_FILE, flower_basic_auth, private_database_file
@@ -18,7 +19,7 @@ from web.token_commands import bootstrap_admin_token
 
 
 def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(Settings.from_env().log_format)
 
 
 @click.command()
@@ -77,14 +78,17 @@ def register(name: str) -> None:
 @click.option("--threads", default=8, show_default=True, help="threads per gunicorn worker")
 def api(bind: str, workers: int, threads: int) -> None:
     """Serve the HTTP API under gunicorn."""
+    # Read (and so validated) here, before gunicorn starts; web/gunicorn_conf.py reads the same environment.
+    Settings.from_env()
     os.execv(
         sys.executable,
         [
             sys.executable, "-m", "gunicorn",
+            # Its error and access logs in archq's format (ARCHQ_LOG_FORMAT).
+            "--config", "python:web.gunicorn_conf",
             "--bind", bind,
             "--workers", str(workers),
             "--threads", str(threads),
-            "--access-logfile", "-",
             "web:create_app()",
         ],
     )  # fmt: skip

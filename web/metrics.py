@@ -125,6 +125,7 @@ def metrics():
     """Prometheus metrics (text exposition format)
     ---
     get:
+      operationId: getMetrics
       responses:
         200: {description: the metrics, content: {text/plain: {schema: {type: string}}}}
     """

@@ -63,6 +63,16 @@ def _path_parameters(rule: Rule) -> list[dict]:
     return parameters
 
 
+def operation_id(name: str, rule: Rule, method: str) -> str:
+    """The view's name in camelCase (`list_vms` -> `listVms`), as generated clients name their methods; a view
+    that answers several methods adds the method (`getWidget`, `deleteWidget`)."""
+    methods = sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"})
+    words = name.split("_")
+    if len(methods) > 1:
+        words = [method.lower(), *words]
+    return words[0] + "".join(word.capitalize() for word in words[1:])
+
+
 class ArchqPlugin(BasePlugin):
     """Adds what every operation has in common (see the module docstring)."""
 
@@ -74,7 +84,7 @@ class ArchqPlugin(BasePlugin):
                 continue
             operation = operations.setdefault(method.lower(), {})
             operation.setdefault("summary", (view.__doc__ or view.__name__).strip().splitlines()[0])
-            operation.setdefault("operationId", f"{rule.endpoint}.{method.lower()}")
+            operation.setdefault("operationId", operation_id(view.__name__, rule, method))
             operation.setdefault("tags", [rule.endpoint.split(".")[0]])
             self._parameters(operation, rule, view, method)
             self._security(operation, method, rule)
@@ -128,6 +138,8 @@ def build_spec(app: Flask) -> dict:
         version=VERSION,
         openapi_version="3.0.3",
         info={"description": "Architecture-aware VM provisioning. Every error is `{error: {code, message, fields}}`."},
+        # Relative: the document is served by the API it describes, wherever that is mounted.
+        servers=[{"url": "/", "description": "this archq API"}],
         plugins=[FlaskPlugin(), ArchqPlugin(), MarshmallowPlugin()],
     )
     spec.components.security_scheme(
@@ -148,6 +160,13 @@ def build_spec(app: Flask) -> dict:
             "description": "the job is accepted; Location names it",
             "headers": {"Location": {"schema": {"type": "string"}, "description": "/api/v1/jobs/<job id>"}},
             "content": {"application/json": {"schema": "VmAcceptedOut"}},
+        },
+    )
+    spec.components.header(
+        "NextLink",
+        {
+            "description": 'the next page with the same filters, `<...>; rel="next"` (absent on the last page)',
+            "schema": {"type": "string"},
         },
     )
     spec.components.response(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable
 from datetime import UTC
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from queues.arch import parse_arch
+from queues.arch import ALL, parse_arch
 from queues.config import Settings
 from queues.console import DEFAULT_BYTES, MAX_BYTES
 from queues.guest_config import parse_ssh_public_key, validate_hostname, validate_user_data
@@ -27,7 +25,8 @@ from queues.images import (
 from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
-from queues.vocabulary import JobKind, JobState
+from queues.vocabulary import LIVE_VM_STATES, Accel, HostState, JobKind, JobState, SnapshotState, VmState
+from web.paging import ListQuery
 from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
 
 # `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
@@ -270,39 +269,72 @@ class MigrateRequest(Schema):
     max_bandwidth_mib_s = fields.Integer(load_default=None, strict=True, validate=validate.Range(min=1))
 
 
-class JobQuery(Schema):
-    state = fields.String(validate=validate.OneOf([s.value for s in JobState]))
-    kind = fields.String(validate=validate.OneOf([k.value for k in JobKind]))
-    vm_id = fields.UUID(metadata={"description": "only this VM's jobs"})
-    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
-    # Bounded: the database refuses an OFFSET past a 64-bit integer.
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=2**31))
+_UUID = validate.Regexp(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z", error="must be a UUID")
+_HOST = [validate.Length(min=1, max=255), ONE_LINE]
 
 
-class PageCursor(fields.String):
-    """An opaque keyset cursor: where the previous page ended (a host name), so a page costs the same at any
-    depth of a large fleet."""
-
-    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            after = json.loads(base64.urlsafe_b64decode(text.encode("ascii")))["after"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValidationError("not a cursor this API answered") from exc
-        # A host name: PostgreSQL refuses NUL in a query parameter.
-        if not isinstance(after, str) or len(after) > 255 or "\x00" in after:
-            raise ValidationError("not a cursor this API answered")
-        return after
+def _one_of(values) -> validate.OneOf:
+    return validate.OneOf([value.value for value in values])
 
 
-def page_cursor(after: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after}).encode()).decode("ascii")
+# The filters of each list (web/paging.py): a filter given keeps the items whose field equals it.
+class VmQuery(ListQuery):
+    arch = Checked(_canonical_arch, metadata={"description": "amd64 or arm64 (aliases such as x86_64 too)"})
+    state = fields.String(validate=_one_of(state for state in VmState if state in LIVE_VM_STATES))
+    host = fields.String(validate=_HOST)
+    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    image = fields.String(validate=[validate.Length(min=1, max=63), ONE_LINE])
 
 
-class HostQuery(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000))
-    # The previous page's `next`; absent: the first page.
-    next = PageCursor(load_default=None, validate=validate.Length(max=2048))
+class JobQuery(ListQuery):
+    vm_id = fields.String(validate=_UUID, metadata={"description": "only this VM's jobs", "format": "uuid"})
+    state = fields.String(validate=_one_of(JobState))
+    kind = fields.String(validate=_one_of(JobKind))
+    host = fields.String(validate=_HOST)
+
+
+class HostQuery(ListQuery):
+    arch = Checked(_canonical_arch, metadata={"description": "amd64 or arm64 (aliases such as x86_64 too)"})
+    state = fields.String(validate=_one_of(HostState))
+
+
+class ImageQuery(ListQuery):
+    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+
+
+class SnapshotQuery(ListQuery):
+    state = fields.String(validate=_one_of(SnapshotState))
+    memory = fields.Boolean()
+
+
+def _enum(values, *, nullable: bool = False) -> dict:
+    """Output metadata naming a field's possible values (from the vocabulary) in the OpenAPI document; null is
+    listed too for a nullable field (OpenAPI 3.0 checks `enum` before `nullable`)."""
+    return {"enum": [value.value for value in values] + ([None] if nullable else [])}
+
+
+class ProgressOut(Schema):
+    """A running job's latest progress as its worker reported it (a migration's copy, for now)."""
+
+    percent = fields.Float(allow_none=True, metadata={"description": "0-100"})
+    bytes_total = fields.Integer(allow_none=True)
+    bytes_remaining = fields.Integer(allow_none=True)
+    phase = fields.String(metadata={"description": "e.g. checking target, copying disks, copying memory"})
+
+
+class CapacityOut(Schema):
+    """What a host reported it has."""
+
+    vcpus = fields.Integer()
+    memory_mib = fields.Integer()
+    disk_mib = fields.Integer(allow_none=True, metadata={"description": "free space of its data directory"})
+
+
+class AllocatedOut(Schema):
+    """What the VMs placed on a host hold, from the database."""
+
+    vcpus = fields.Integer()
+    memory_mib = fields.Integer()
 
 
 class ErrorDetail(Schema):
@@ -312,25 +344,29 @@ class ErrorDetail(Schema):
 
 class JobEventOut(Schema):
     at = UtcDateTime()
-    state = fields.String()
+    state = fields.String(metadata=_enum(JobState))
     actor = fields.String()
     message = fields.String()
 
 
 class JobOut(Schema):
     id = fields.String()
-    kind = fields.String()
-    state = fields.String()
+    kind = fields.String(metadata=_enum(JobKind))
+    state = fields.String(metadata=_enum(JobState))
     queue = fields.String()
     host = fields.String(allow_none=True)
     vm_id = fields.String(allow_none=True)
     emulated = fields.Boolean()
-    accel = fields.Function(lambda job: job.vm.accel if job.vm else None, allow_none=True)
+    accel = fields.Function(
+        lambda job: job.vm.accel if job.vm else None,
+        allow_none=True,
+        metadata={"type": "string", **_enum(Accel, nullable=True)},
+    )
     emulation_warning = fields.Function(lambda job: job.vm.emulation_warning if job.vm else "")
     waiting_for = fields.String()
     error = fields.Method("_error", allow_none=True)
     result = fields.Dict()
-    progress = fields.Dict(allow_none=True)
+    progress = fields.Nested(ProgressOut, allow_none=True)
     attempts = fields.Integer()
     created_at = UtcDateTime()
     queued_at = UtcDateTime(allow_none=True)
@@ -347,13 +383,13 @@ class JobOut(Schema):
 class VmOut(Schema):
     id = fields.String()
     name = fields.String()
-    arch = fields.String()
+    arch = fields.String(metadata=_enum(ALL))
     vcpus = fields.Integer()
     memory_mib = fields.Integer()
     image = fields.String()
-    state = fields.String()
+    state = fields.String(metadata=_enum(VmState))
     host = fields.String(allow_none=True)
-    accel = fields.String(allow_none=True)
+    accel = fields.String(allow_none=True, metadata=_enum(Accel, nullable=True))
     emulation = fields.String()
     restart_policy = fields.String()
     emulated = fields.Boolean()
@@ -390,14 +426,14 @@ class VmOut(Schema):
 
 class HostOut(Schema):
     name = fields.String()
-    arch = fields.String()
-    accel = fields.String()
+    arch = fields.String(metadata=_enum(ALL))
+    accel = fields.String(metadata=_enum(Accel))
     emulators = fields.List(fields.String())
     queues = fields.List(fields.String())
     cpu_modes = fields.Dict()
-    capacity = fields.Dict()
-    allocated = fields.Dict()
-    state = fields.String()
+    capacity = fields.Nested(CapacityOut)
+    allocated = fields.Nested(AllocatedOut)
+    state = fields.String(metadata=_enum(HostState))
     # Set by POST /hosts/<name>/drain: kept while the host is down, when `state` says down.
     drained = fields.Boolean()
     last_seen = UtcDateTime()
@@ -425,7 +461,7 @@ class SnapshotOut(Schema):
     name = fields.String()
     memory = fields.Boolean()
     kind = fields.String()
-    state = fields.String()
+    state = fields.String(metadata=_enum(SnapshotState))
     job_id = fields.String()
     last_job_id = fields.String(allow_none=True)
     created_at = UtcDateTime()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import time
 
 import click
 
+from queues import logs
 from queues.arch import ALL, Arch
 from queues.config import Settings
 from workers.guest.debian import NAME as DEBIAN_12
@@ -32,8 +32,8 @@ TINY = "tiny"
 def build(name: str, arches: tuple[str, ...], no_register: bool) -> None:
     """Build image NAME from Debian's packages into the images directory (reused when already built), then
     register it in the catalog (`archq images register NAME`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    logs.configure(settings.log_format)
     if name == TINY:
         _build_tiny(settings, arches)
     else:

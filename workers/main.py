@@ -16,6 +16,7 @@ import click
 import redis
 from celery import Celery
 
+from queues import logs
 from queues.arch import Arch, to_libvirt
 from queues.attestation import public_key_text
 from queues.celery_app import declare_queue, make_celery
@@ -218,9 +219,9 @@ def worker(
         findings = check_host(settings, discover_host)
         click.echo("\n".join(finding.line() for finding in findings))
         sys.exit(0 if all(finding.ok for finding in findings) else 1)
+    logs.configure(settings.log_format)
     if os.environ.get(_CHILD) != "1":
         sys.exit(supervise([sys.executable, "-m", "client.cli", *sys.argv[1:]]))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         service = WorkerService.build(settings)
     except CapabilitiesError as exc:
@@ -234,7 +235,6 @@ _CHILD = "ARCHQ_SUPERVISED_CHILD"
 
 def supervise(command: list[str]) -> int:
     """Run the worker in a child process and start it again whenever it dies on its own."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stopping = False
     child: subprocess.Popen | None = None
 

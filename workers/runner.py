@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import threading
@@ -13,10 +14,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import redis
-from celery import Celery
+from celery import Celery, current_task
 from marshmallow import ValidationError
 
-from queues import messages
+from queues import logs, messages
 from queues.claims import Claim, ClaimStore
 from queues.names import CONTROL, Task
 from queues.vocabulary import JobState
@@ -105,6 +106,10 @@ class Runner:
             log.error("dropping a malformed job message: %s", exc.messages)
             return "malformed"
         job_id = str(msg["job_id"])
+        with logs.bind(job_id=job_id, vm_id=msg["vm"].get("id"), host=self.ctx.host.name, queue=_queue()):
+            return self._claim_and_run(job_id, msg, operation)
+
+    def _claim_and_run(self, job_id: str, msg: dict, operation: Operation) -> str:
         owner = f"{self.ctx.host.name}/{uuid.uuid4().hex}"
         claim = self.claims.claim(job_id, msg["token"], owner, self.lease_s)
         if claim is not Claim.CLAIMED:
@@ -124,12 +129,14 @@ class Runner:
 
     def _claimed(self, job_id: str, msg: dict, owner: str, operation: Operation) -> str:
         self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING)))
+        log.info("job %s: %s running", job_id, msg["kind"])
         with self.claims.lease(job_id, owner, msg["token"], self.lease_s):
             outcome = self._execute(job_id, msg, operation)
             record = None
             if outcome.state == JobState.SUCCEEDED:
                 run = self._job_run(job_id, msg["params"])
                 record = signed_record(self.ctx, msg["kind"], msg["vm"], run, outcome.result, msg["chain_head"])
+        log.info("job %s: %s %s", job_id, msg["kind"], outcome.state)
         update = self._update(job_id, outcome, attestation=record)
         if not self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update))):
             # Its lease lapsed and another run holds the job: that run reports, not this one.
@@ -157,7 +164,10 @@ class Runner:
         limit = self.time_limits.get(kind)
         started = time.monotonic()
         run = self._job_run(job_id, msg["params"])
-        future: Future = self._pool.submit(_guarded, operation, self.ctx, msg["vm"], run, self.ctx.host.name)
+        # In this thread's context: the operation's log lines carry the job's fields too.
+        future: Future = self._pool.submit(
+            contextvars.copy_context().run, _guarded, operation, self.ctx, msg["vm"], run, self.ctx.host.name
+        )
         try:
             outcome = future.result(timeout=limit)
         except FutureTimeout:
@@ -195,6 +205,12 @@ class Runner:
             call(rollback, self.ctx, vm, run)
         except Exception:
             log.exception("rollback of job %s for VM %s failed", run.job_id, vm.get("id"))
+
+
+def _queue() -> str | None:
+    """The queue the running task's message came from."""
+    request = current_task.request if current_task else None
+    return ((request and request.delivery_info) or {}).get("routing_key")
 
 
 def _guarded(operation: Operation, ctx: WorkerContext, vm: dict, run: JobRun, host: str) -> Outcome:

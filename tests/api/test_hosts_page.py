@@ -7,7 +7,7 @@ import time
 
 from queues import messages
 from web.extensions import db
-from web.schemas import page_cursor
+from web.paging import encode_cursor
 from web.services.hosts import record_heartbeat
 
 
@@ -52,8 +52,10 @@ def test_a_page_that_ends_the_list_exactly_has_no_next(client, app):
 
 def test_a_cursor_the_api_did_not_answer_is_refused(client, app):
     register(app, ["a"])
-    nul = page_cursor("a\x00")
-    for cursor in ("not-base64!", "eyJ4IjogMX0=", "bnVsbA==", nul):  # garbage, {"x": 1}, null, a NUL in the name
+    nul = encode_cursor(["a\x00"])
+    two = encode_cursor(["a", "b"])
+    # Garbage, {"x": 1}, null, a NUL in the name, a cursor of another list (two keys).
+    for cursor in ("not-base64!", "eyJ4IjogMX0=", "bnVsbA==", nul, two):
         response = client.get("/api/v1/hosts", query_string={"next": cursor})
         assert response.status_code == 422, cursor
         assert "next" in response.get_json()["error"]["fields"]

@@ -38,7 +38,7 @@ def test_job_list_pages_and_filters(client):
     for n in range(3):
         client.post("/api/v1/vms", json={**TINY, "name": f"vm-{n}"})
     first = client.get("/api/v1/jobs?kind=create&limit=2").get_json()
-    second = client.get("/api/v1/jobs?kind=create&limit=2&offset=2").get_json()
+    second = client.get("/api/v1/jobs", query_string={"kind": "create", "limit": 2, "next": first["next"]}).get_json()
     assert len(first["jobs"]) == 2 and len(second["jobs"]) == 1
     assert client.get("/api/v1/jobs?kind=delete").get_json()["jobs"] == []
 

@@ -36,7 +36,7 @@ from tests.support.recording_api import VM_ID, Recorder
         (["host", "undrain", "h1"], "POST", "/api/v1/hosts/h1/undrain", None),
         (["system", "info"], "GET", "/api/v1/system/info", None),
         (["job", "list", "--vm", VM_ID, "--state", "failed"], "GET",
-         f"/api/v1/jobs?state=failed&vm_id={VM_ID}&limit=50&offset=0", None),
+         f"/api/v1/jobs?state=failed&vm_id={VM_ID}&limit=50", None),
     ],
 )  # fmt: skip
 def test_commands_send_the_documented_requests_with_the_token(server, args, method, path, body):

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import paramiko
 import pytest
@@ -40,7 +41,7 @@ VM_ID = "0d6c3f0e-2b8f-4a8e-9f5e-3c1d2a4b5e6f"
 
 @dataclass
 class FakeApi:
-    """What the archq API answers for one VM and its host (GET /vms, /vms/<id>, /hosts/<name>)."""
+    """What the archq API answers for one VM and its host (GET /vms?name=, /vms/<id>, /hosts/<name>)."""
 
     vm: dict
     hosts: dict[str, dict] = field(default_factory=dict)
@@ -50,9 +51,10 @@ class FakeApi:
 def _handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            path = self.path.removeprefix("/api/v1")
+            url = urlsplit(self.path.removeprefix("/api/v1"))
+            path, query = url.path, dict(parse_qsl(url.query))
             if path == "/vms":
-                status, answer = 200, {"vms": [api.vm]}
+                status, answer = 200, {"vms": [api.vm] if query.get("name") in (None, api.vm["name"]) else []}
             elif path == f"/vms/{api.vm['id']}":
                 status, answer = 200, {"vm": api.vm}
             elif path.startswith("/hosts/") and path.removeprefix("/hosts/") in api.hosts:

@@ -114,10 +114,16 @@ def test_a_body_over_the_limit_is_413_on_every_post(client):
         "state=<x>",
         "kind=%00",
         "state=%F0%9F%98%80",
+        "host=%00",
+        "vm_id=%00",
+        "next=%00",
+        "next=" + "A" * 3000,
     ],
 )
 def test_bad_query_parameters_are_422(client, query):
     json_error(client.get(f"/api/v1/jobs?{query}"), 422)
+    # The same parameters on the VM list: unknown there (offset, kind) or invalid (the rest) alike.
+    json_error(client.get(f"/api/v1/vms?{query}"), 422)
 
 
 @pytest.mark.parametrize(

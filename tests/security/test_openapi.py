@@ -4,9 +4,12 @@ the role each operation needs; a new blueprint is documented and protected witho
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from flask import Blueprint, jsonify
+from swagger_ui_bundle import swagger_ui_path
 
+from queues.vocabulary import JobKind, JobState, VmState
 from web.auth import required_role
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -78,7 +81,7 @@ def test_request_bodies_and_query_parameters_come_from_the_schemas(anonymous_cli
     assert request["additionalProperties"] is False
     assert "Idempotency-Key" in {p["name"] for p in create["parameters"]}
     query = {p["name"] for p in doc["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["in"] == "query"}
-    assert query == {"state", "kind", "vm_id", "limit", "offset"}
+    assert query == {"state", "kind", "vm_id", "host", "limit", "next"}
     for path, schema in [
         ("/api/v1/images", "ImageCreateRequest"),
         ("/api/v1/vms/{vm_id}/snapshots", "SnapshotCreateRequest"),
@@ -113,3 +116,41 @@ def test_a_new_blueprint_is_documented_from_its_docstring_and_protected_by_defau
     assert operation["summary"] == "Polish a widget"
     assert operation["x-archq-role"] == "admin" and {"401", "403", "404", "202"} <= set(operation["responses"])
     assert app.test_client().post("/api/v1/widgets/w/polish").status_code == 401
+
+
+def test_operation_ids_are_plain_unique_camel_case_names(anonymous_client):
+    doc = document(anonymous_client)
+    ids = [op["operationId"] for item in doc["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert all(re.fullmatch(r"[a-z]+(?:[A-Z][a-z]+)*", i) for i in ids), ids
+    assert doc["paths"]["/api/v1/vms"]["get"]["operationId"] == "listVms"
+    assert doc["paths"]["/api/v1/vms"]["post"]["operationId"] == "createVm"
+    assert doc["paths"]["/api/v1/jobs/{job_id}/cancel"]["post"]["operationId"] == "cancelJob"
+    assert doc["servers"] == [{"url": "/", "description": "this archq API"}]
+
+
+def test_states_and_kinds_are_enums_from_the_vocabulary_and_figures_are_typed(anonymous_client):
+    schemas = document(anonymous_client)["components"]["schemas"]
+    assert schemas["JobOut"]["properties"]["kind"]["enum"] == [k.value for k in JobKind]
+    assert schemas["JobOut"]["properties"]["state"]["enum"] == [s.value for s in JobState]
+    assert schemas["VmOut"]["properties"]["state"]["enum"] == [s.value for s in VmState]
+    assert schemas["HostOut"]["properties"]["state"]["enum"] == ["up", "drained", "down"]
+    assert schemas["VmOut"]["properties"]["accel"]["enum"] == ["kvm", "hvf", "tcg", None]
+    assert schemas["ProgressOut"]["properties"]["percent"]["type"] == "number"
+    assert schemas["CapacityOut"]["properties"]["memory_mib"]["type"] == "integer"
+    jobs = document(anonymous_client)["paths"]["/api/v1/jobs"]["get"]
+    query = {p["name"]: p["schema"] for p in jobs["parameters"] if p["in"] == "query"}
+    assert query["kind"]["enum"] == [k.value for k in JobKind]
+
+
+def test_swagger_ui_is_served_from_the_package_without_a_token(anonymous_client):
+    page = anonymous_client.get("/api/v1/docs")
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    text = page.get_data(as_text=True)
+    assert 'url: "openapi.json"' in text
+    for asset in re.findall(r'(?:src|href)="docs/([^"]+)"', text):
+        answer = anonymous_client.get(f"/api/v1/docs/{asset}")
+        assert answer.status_code == 200, asset
+        assert answer.data == (Path(swagger_ui_path) / asset).read_bytes()
+    assert anonymous_client.get("/api/v1/docs/index.j2").status_code == 404
+    assert anonymous_client.get("/api/v1/docs/..%2Fswagger-ui.js").status_code == 404

@@ -29,7 +29,7 @@ class Recorder(BaseHTTPRequestHandler):
         elif self.path.startswith("/api/v1/images/"):
             answer, status = {"image": {"name": "debian-12", "artifacts": {"amd64": {"format": "qcow2"}}}}, 200
         elif self.path.startswith("/api/v1/jobs?"):
-            answer, status = {"jobs": [JOB], "limit": 50, "offset": 0}, 200
+            answer, status = {"jobs": [JOB], "next": None}, 200
         elif self.path == "/api/v1/system/info":
             answer, status = {"version": "0.1.0", "broker": "redis://127.0.0.1:6379/0"}, 200
         elif self.path == "/api/v1/hosts":

@@ -53,8 +53,8 @@ def _surrogate_in(value: object, path: str = "") -> str | None:
 
 def register_blueprints(app: Flask) -> None:
     from web import metrics
-    from web.api import hosts, images, jobs, migrations, snapshots, system, tokens, vms
+    from web.api import docs, hosts, images, jobs, migrations, snapshots, system, tokens, vms
 
-    for module in (system, hosts, vms, snapshots, migrations, jobs, images, tokens):
+    for module in (system, docs, hosts, vms, snapshots, migrations, jobs, images, tokens):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
     app.register_blueprint(metrics.bp)

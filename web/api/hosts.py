@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from web.api import archq, json_body
 from web.api_schemas import TrustKeyRequest
 from web.idempotency import idempotent
-from web.schemas import HostQuery, host_out, page_cursor
+from web.paging import filters_of, load_query, page_response
+from web.schemas import HostQuery, host_out
 from web.services import attestations, hosts
 from web.services.hosts import host_view, host_views
 
@@ -21,17 +22,15 @@ def list_hosts():
       parameters:
         - {in: query, schema: HostQuery}
       responses:
-        200: {description: a page of hosts, content: {application/json: {schema: HostListOut}}}
+        200:
+          description: a page of hosts
+          content: {application/json: {schema: HostListOut}}
+          headers: {Link: NextLink}
     """
     settings = archq().settings
-    query = HostQuery().load(request.args.to_dict())
-    rows, more = hosts.page(query["next"], query["limit"])
-    return jsonify(
-        {
-            "hosts": host_out.dump(host_views(rows, settings), many=True),
-            "next": page_cursor(rows[-1].name) if more else None,
-        }
-    )
+    query = load_query(HostQuery())
+    page = hosts.host_page(filters_of(query), query["next"], query["limit"], settings)
+    return page_response("hosts", host_out.dump(host_views(page.rows, settings), many=True), page)
 
 
 @bp.get("/hosts/<name>")
@@ -51,6 +50,7 @@ def drain(name: str):
     """Stop new placements on a host; its VMs stay
     ---
     post:
+      operationId: drainHost
       responses:
         200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
     """
@@ -63,6 +63,7 @@ def undrain(name: str):
     """Allow placements on a drained host again
     ---
     post:
+      operationId: undrainHost
       responses:
         200: {description: the host, content: {application/json: {schema: HostEnvelope}}}
     """

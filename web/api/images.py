@@ -3,9 +3,10 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from web.api import archq, json_body
-from web.api_schemas import ImageEnvelope, ImageListOut
+from web.api_schemas import ImageEnvelope
 from web.idempotency import idempotent
-from web.schemas import ImageCreateRequest
+from web.paging import filters_of, load_query, page_response
+from web.schemas import ImageCreateRequest, ImageQuery, image_out
 from web.services import images
 
 bp = Blueprint("images", __name__)
@@ -39,14 +40,22 @@ def create_image():
 
 @bp.get("/images")
 def list_images():
-    """List images with the number of VMs using each
+    """List images with the number of VMs using each, in name order, a page at a time: follow `next` until it is
+    null
     ---
     get:
+      parameters:
+        - {in: query, schema: ImageQuery}
       responses:
-        200: {description: the images, content: {application/json: {schema: ImageListOut}}}
+        200:
+          description: a page of images
+          content: {application/json: {schema: ImageListOut}}
+          headers: {Link: NextLink}
     """
+    query = load_query(ImageQuery())
+    page = images.image_page(filters_of(query), query["next"], query["limit"])
     counts = images.vm_counts()
-    return jsonify(ImageListOut().dump({"images": [_view(image, counts) for image in images.list_images()]}))
+    return page_response("images", [image_out.dump(_view(image, counts)) for image in page.rows], page)
 
 
 @bp.get("/images/<name>")

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from web.api import archq
 from web.auth import current_actor
 from web.idempotency import idempotent
+from web.paging import filters_of, load_query, page_response
 from web.schemas import JobQuery, job_out
 from web.services import jobs
 
@@ -28,6 +29,7 @@ def cancel(job_id: str):
     """Cancel a job: before it starts nothing is done; a running one stops and rolls back
     ---
     post:
+      operationId: cancelJob
       responses:
         202: {description: cancelled or asked to stop, content: {application/json: {schema: JobEnvelope}}}
         409: Error
@@ -38,15 +40,17 @@ def cancel(job_id: str):
 
 @bp.get("/jobs")
 def list_jobs():
-    """List jobs, newest first
+    """List jobs, newest first, a page at a time: follow `next` until it is null
     ---
     get:
       parameters:
         - {in: query, schema: JobQuery}
       responses:
-        200: {description: a page of jobs, content: {application/json: {schema: JobListOut}}}
+        200:
+          description: a page of jobs
+          content: {application/json: {schema: JobListOut}}
+          headers: {Link: NextLink}
     """
-    query = JobQuery().load(request.args.to_dict())
-    vm_id = str(query["vm_id"]) if "vm_id" in query else None
-    rows = jobs.list_jobs(query.get("state"), query.get("kind"), query["limit"], query["offset"], vm_id)
-    return jsonify({"jobs": job_out.dump(rows, many=True), "limit": query["limit"], "offset": query["offset"]})
+    query = load_query(JobQuery())
+    page = jobs.job_page(filters_of(query), query["next"], query["limit"])
+    return page_response("jobs", job_out.dump(page.rows, many=True), page)

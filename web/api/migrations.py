@@ -18,6 +18,7 @@ def migrate(vm_id: str):
     """Migrate a VM to another host: live (running) or cold (stopped)
     ---
     post:
+      operationId: migrateVm
       description: Without target_host the least loaded live host that can take the VM is chosen. The VM is
         recorded on the target only when libvirt has finished.
       requestBody: {required: true, content: {application/json: {schema: MigrateRequest}}}

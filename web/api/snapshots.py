@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 
 from web.api import archq, json_body
 from web.api.vms import accepted
-from web.api_schemas import SnapshotListOut
 from web.auth import current_actor
 from web.idempotency import idempotent
-from web.schemas import SnapshotCreateRequest, snapshot_out
+from web.paging import filters_of, load_query, page_response
+from web.schemas import SnapshotCreateRequest, SnapshotQuery, snapshot_out
 from web.services import snapshots
 
 bp = Blueprint("snapshots", __name__)
@@ -15,13 +15,20 @@ bp = Blueprint("snapshots", __name__)
 
 @bp.get("/vms/<vm_id>/snapshots")
 def list_snapshots(vm_id: str):
-    """List a VM's snapshots, oldest first
+    """List a VM's snapshots, oldest first, a page at a time: follow `next` until it is null
     ---
     get:
+      parameters:
+        - {in: query, schema: SnapshotQuery}
       responses:
-        200: {description: the snapshots, content: {application/json: {schema: SnapshotListOut}}}
+        200:
+          description: a page of snapshots
+          content: {application/json: {schema: SnapshotListOut}}
+          headers: {Link: NextLink}
     """
-    return jsonify(SnapshotListOut().dump({"snapshots": snapshots.list_snapshots(vm_id)}))
+    query = load_query(SnapshotQuery())
+    page = snapshots.snapshot_page(vm_id, filters_of(query), query["next"], query["limit"])
+    return page_response("snapshots", snapshot_out.dump(page.rows, many=True), page)
 
 
 @bp.post("/vms/<vm_id>/snapshots")
@@ -49,6 +56,7 @@ def revert(vm_id: str, name: str):
     """Revert a VM to a ready snapshot: running after one with memory, stopped after a disk-only one
     ---
     post:
+      operationId: revertSnapshot
       responses:
         202: JobAccepted
         409: Error

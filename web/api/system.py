@@ -15,6 +15,7 @@ def health():
     """Liveness: the API process answers (no token needed)
     ---
     get:
+      operationId: getHealth
       responses:
         200: {description: alive, content: {application/json: {schema: HealthOut}}}
     """
@@ -31,6 +32,7 @@ def ready():
     """Readiness: the database and the broker answer, so a job can be accepted (no token needed)
     ---
     get:
+      operationId: getReadiness
       responses:
         200: {description: ready, content: {application/json: {schema: ReadyOut}}}
         503: Error
@@ -50,6 +52,7 @@ def openapi():
     """This OpenAPI 3 document (no token needed)
     ---
     get:
+      operationId: getOpenApi
       responses:
         200: {description: the document, content: {application/json: {schema: {type: object}}}}
     """
@@ -61,6 +64,7 @@ def info():
     """The API host's architecture, the broker, and live workers and queue depths per architecture
     ---
     get:
+      operationId: getSystemInfo
       responses:
         200: {description: system information, content: {application/json: {schema: SystemInfoOut}}}
     """

@@ -12,7 +12,8 @@ from web.auth import current_actor
 from web.console_ws import sock
 from web.idempotency import idempotent
 from web.models import Vm
-from web.schemas import ConsoleQuery, create_request_schema, job_out, vm_out
+from web.paging import filters_of, load_query, page_response
+from web.schemas import ConsoleQuery, VmQuery, create_request_schema, job_out, vm_out
 from web.services import attestations, console, vms
 
 bp = Blueprint("vms", __name__)
@@ -65,13 +66,20 @@ def load_create(body: dict) -> dict:
 
 @bp.get("/vms")
 def list_vms():
-    """List VMs (all but deleted ones)
+    """List VMs (all but deleted ones), oldest first, a page at a time: follow `next` until it is null
     ---
     get:
+      parameters:
+        - {in: query, schema: VmQuery}
       responses:
-        200: {description: the VMs, content: {application/json: {schema: VmListOut}}}
+        200:
+          description: a page of VMs
+          content: {application/json: {schema: VmListOut}}
+          headers: {Link: NextLink}
     """
-    return jsonify({"vms": vm_out.dump(vms.list_vms(), many=True)})
+    query = load_query(VmQuery())
+    page = vms.vm_page(filters_of(query), query["next"], query["limit"])
+    return page_response("vms", vm_out.dump(page.rows, many=True), page)
 
 
 @bp.get("/vms/<vm_id>")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 from flask import Flask
 
 from web.models import utcnow
 from web.services.dispatch import dispatch_stale_pending
+from web.services.jobs import prune_finished_jobs
 from web.services.reconciler import mark_down_hosts_unknown
 from web.services.recovery import (
     recover_running,
@@ -22,6 +24,10 @@ from web.services.rerouting import reroute_stranded
 log = logging.getLogger(__name__)
 
 
+# Old finished jobs are looked for once a minute, not at every sweep.
+PRUNE_EVERY_S = 60.0
+
+
 class Sweeper(threading.Thread):
     def __init__(self, app: Flask, interval_s: float) -> None:
         super().__init__(name="archq-sweeper", daemon=True)
@@ -30,6 +36,7 @@ class Sweeper(threading.Thread):
         self._stopping = threading.Event()
         self._broker_up = True
         self._broker_back_at = None
+        self._pruned_at: float | None = None
 
     def _watch_broker(self, claims) -> bool:
         try:
@@ -64,10 +71,17 @@ class Sweeper(threading.Thread):
                 "VMs marked unknown (host down)": 0
                 if self._recently_back(ext.settings)
                 else mark_down_hosts_unknown(ext.settings),
+                "finished jobs pruned (past ARCHQ_JOB_RETENTION_DAYS)": self._prune(ext.settings),
             }
         for what, count in counts.items():
             if count:
                 log.info("%s: %d", what, count)
+
+    def _prune(self, settings) -> int:
+        if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return 0
+        self._pruned_at = time.monotonic()
+        return prune_finished_jobs(settings.job_retention_days)
 
     def run(self) -> None:
         while not self._stopping.wait(self._interval_s):

@@ -8,7 +8,7 @@ from celery import Celery
 from flask import Flask
 from marshmallow import ValidationError
 
-from queues import messages
+from queues import logs, messages
 from queues.names import Task
 from web.extensions import db
 from web.services.dispatch import dispatch_ids
@@ -28,7 +28,7 @@ def register_tasks(celery: Celery, app: Flask) -> None:
         except ValidationError as exc:
             log.error("dropping a malformed job update: %s", exc.messages)
             return
-        with app.app_context():
+        with app.app_context(), logs.bind(job_id=data["job_id"], host=data["host"]):
             record_job_update(data)
 
     @celery.task(name=Task.HEARTBEAT, acks_late=True, ignore_result=True, shared=False)
@@ -39,7 +39,7 @@ def register_tasks(celery: Celery, app: Flask) -> None:
             log.error("dropping a malformed heartbeat: %s", exc.messages)
             return
         ext = app.extensions["archq"]
-        with app.app_context():
+        with app.app_context(), logs.bind(host=data["host"]):
             host = record_heartbeat(data)
             db.session.commit()
             adopt_moved_vms(host)

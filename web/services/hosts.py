@@ -7,16 +7,17 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 
 from queues.arch import Arch
 from queues.config import Settings
 from queues.placement import HostLoad
 from queues.routing import Fleet, LiveHost, offers_of
-from queues.vocabulary import ALLOCATING_VM_STATES, VmState
+from queues.vocabulary import ALLOCATING_VM_STATES, HostState, VmState
 from web.errors import NotFound
 from web.extensions import db
 from web.models import Host, Vm, utcnow
+from web.paging import Page, keyset_page
 from web.services import attestations, capacity
 
 
@@ -81,10 +82,10 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def host_state(host: Host, settings: Settings, now: datetime | None = None) -> str:
+def host_state(host: Host, settings: Settings, now: datetime | None = None) -> HostState:
     if (now or utcnow()) - _aware(host.last_seen) > timedelta(seconds=settings.host_down_after_s):
-        return "down"
-    return "drained" if host.drained else "up"
+        return HostState.DOWN
+    return HostState.DRAINED if host.drained else HostState.UP
 
 
 def live_hosts(settings: Settings) -> list[LiveHost]:
@@ -167,12 +168,20 @@ def host_loads(settings: Settings) -> list[HostLoad]:
     ]
 
 
-def page(after: str | None, limit: int) -> tuple[list[Host], bool]:
-    """Up to `limit` hosts after the name `after`, in name order (the primary key's index), and whether more
-    follow."""
-    query = select(Host).order_by(Host.name).limit(limit + 1)
-    rows = list(db.session.scalars(query if after is None else query.where(Host.name > after)))
-    return rows[:limit], len(rows) > limit
+def host_page(filters: dict, after: list[str] | None, limit: int, settings: Settings) -> Page[Host]:
+    """Hosts in name order (the primary key's index), only those of the given arch and state."""
+    query = select(Host)
+    if "arch" in filters:
+        query = query.where(Host.arch == filters["arch"])
+    state = filters.get("state")
+    if state is not None:
+        since = utcnow() - timedelta(seconds=settings.host_down_after_s)
+        query = query.where(
+            Host.last_seen < since
+            if state == HostState.DOWN
+            else and_(Host.last_seen >= since, Host.drained.is_(state == HostState.DRAINED))
+        )
+    return keyset_page(query, (Host.name,), after, limit)
 
 
 def get_host(name: str) -> Host:

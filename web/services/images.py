@@ -14,6 +14,7 @@ from queues.vocabulary import VmState
 from web.errors import Conflict, NotFound, Unprocessable
 from web.extensions import db
 from web.models import Image, Vm
+from web.paging import Page, keyset_page
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,14 @@ _HOLDS_IMAGE = Vm.state != VmState.DELETED
 
 def list_images() -> list[Image]:
     return list(db.session.scalars(select(Image).order_by(Image.name)))
+
+
+def image_page(filters: dict, after: list[str] | None, limit: int) -> Page[Image]:
+    """Images in name order, only the one named `name` if given."""
+    query = select(Image)
+    if "name" in filters:
+        query = query.where(Image.name == filters["name"])
+    return keyset_page(query, (Image.name,), after, limit)
 
 
 def get_image(name: str) -> Image:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, exists, or_, select
+from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from queues.claims import ClaimStore
 from queues.vocabulary import TERMINAL_JOB_STATES, JobState
 from web.errors import Conflict, NotFound
 from web.extensions import db
-from web.models import Job
+from web.models import Job, JobEvent, utcnow
+from web.paging import Page, keyset_page
 from web.services import attestations
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
@@ -27,15 +29,39 @@ def get_job(job_id: str) -> Job:
     return job
 
 
-def list_jobs(state: str | None, kind: str | None, limit: int, offset: int, vm_id: str | None = None) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    if vm_id:
-        query = query.where(Job.vm_id == vm_id)
-    if state:
-        query = query.where(Job.state == state)
-    if kind:
-        query = query.where(Job.kind == kind)
-    return list(db.session.scalars(query))
+def job_page(filters: dict, after: list[str] | None, limit: int) -> Page[Job]:
+    """Jobs matching each given filter (vm_id, state, kind, host), newest first."""
+    # A page's events and VMs in one query each, not one per job (the list shows both).
+    query = select(Job).options(selectinload(Job.events), selectinload(Job.vm))
+    for name, value in filters.items():
+        query = query.where(getattr(Job, name) == value)
+    return keyset_page(query, (Job.created_at, Job.id), after, limit, descending=True)
+
+
+# Pruned a batch at a time, so one sweep never holds the database long.
+PRUNE_BATCH = 500
+
+
+def prune_finished_jobs(retention_days: float) -> int:
+    """Delete jobs that ended more than `retention_days` ago, with their events; each VM keeps its newest job
+    (what it shows as its queue). Returns how many went; 0 days keeps every job."""
+    if retention_days <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(days=retention_days)
+    newer = aliased(Job)
+    superseded = exists().where(newer.vm_id == Job.vm_id, newer.created_at > Job.created_at)
+    ids = list(
+        db.session.scalars(
+            select(Job.id)
+            .where(Job.state.in_(TERMINAL_JOB_STATES), Job.finished_at < cutoff, or_(Job.vm_id.is_(None), superseded))
+            .limit(PRUNE_BATCH)
+        )
+    )
+    if ids:
+        db.session.execute(delete(JobEvent).where(JobEvent.job_id.in_(ids)))
+        db.session.execute(delete(Job).where(Job.id.in_(ids)))
+        db.session.commit()
+    return len(ids)
 
 
 def record_job_update(update: dict) -> bool:

@@ -16,13 +16,21 @@ from queues.vocabulary import JobKind, VmState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Host, Job, Snapshot, Vm
+from web.paging import Page, keyset_page
 from web.services.vm_flags import vm_flags
 from web.services.vms import _new_job, _require_host_up, _require_idle, get_vm, require_state
 
 
 def list_snapshots(vm_id: str) -> list[Snapshot]:
-    vm = get_vm(vm_id)
-    return list(db.session.scalars(select(Snapshot).where(Snapshot.vm_id == vm.id).order_by(Snapshot.created_at)))
+    return snapshot_page(vm_id, {}, None, None).rows
+
+
+def snapshot_page(vm_id: str, filters: dict, after: list[str] | None, limit: int | None) -> Page[Snapshot]:
+    """A VM's snapshots matching each given filter (state, memory), oldest first; every one without a limit."""
+    query = select(Snapshot).where(Snapshot.vm_id == get_vm(vm_id).id)
+    for name, value in filters.items():
+        query = query.where(getattr(Snapshot, name) == value)
+    return keyset_page(query, (Snapshot.created_at, Snapshot.id), after, limit)
 
 
 def get_snapshot(vm: Vm, name: str) -> Snapshot:

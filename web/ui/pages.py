@@ -112,7 +112,8 @@ def job_list_part():
 
 def _recent_jobs() -> list[dict]:
     state = request.args.get("state") or None
-    return job_out.dump(jobs.list_jobs(state if state in JOB_STATES else None, None, 50, 0), many=True)
+    filters = {"state": state} if state in JOB_STATES else {}
+    return job_out.dump(jobs.job_page(filters, None, 50).rows, many=True)
 
 
 @bp.get("/jobs/<job_id>")

@@ -15,6 +15,7 @@ from queues.vocabulary import Accel, VmState
 from workers.artifacts import ArtifactError, ArtifactStore
 from workers.boot import CONSOLE_NAME, SEED_NAME, fetch_artifact, prepare_disk
 from workers.cloud_init import seed_files, write_seed_iso
+from queues.emulation import TB_CACHE_MIB
 from workers.domain_xml import DomainSpec, Nic, build_domain_xml, cpu_mode_in, domain_name, firmware_of
 from workers.errors import WorkerError
 from workers.host import HostProfile
@@ -90,6 +91,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         nvram=boot.nvram,
         nic=nic,
         seed=seed,
+        tb_cache_mib=TB_CACHE_MIB,
     )
     existed = ctx.hypervisor.domain(spec.uuid) is not None
     try:

@@ -23,9 +23,10 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import TB_CACHE_MIB
 from queues.placement import Demand, HostLoad, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, LiveHost, offers_of
-from queues.vocabulary import ALLOCATING_VM_STATES
+from queues.vocabulary import ALLOCATING_VM_STATES, Accel
 from web.extensions import db
 from web.models import Host, Vm, utcnow
 
@@ -110,11 +111,14 @@ def refresh(host: Host, used: tuple[int, int]) -> None:
 
 
 def used_by(name: str) -> tuple[int, int]:
-    """vCPUs and MiB the VMs placed on the host hold, from the database (not from the host's report)."""
-    cpus, mem = db.session.execute(
-        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES))
+    """vCPUs and MiB the VMs placed on the host hold, from the database (not from the host's report); a TCG
+    guest holds its translation cache beside its RAM (queues.emulation.footprint_mib)."""
+    cpus, mem, tcg = db.session.execute(
+        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib), func.count().filter(Vm.accel == Accel.TCG)).where(
+            Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES)
+        )
     ).one()
-    return int(cpus or 0), int(mem or 0)
+    return int(cpus or 0), int(mem or 0) + int(tcg or 0) * TB_CACHE_MIB
 
 
 def reserve(name: str, vcpus: int, memory_mib: int, disk_mib: int) -> bool:

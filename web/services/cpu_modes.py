@@ -1,13 +1,14 @@
 """Whether the host a create goes to can give the VM the CPU mode it asked for (from the `cpu_modes` each
 host reports from libvirt's domain capabilities). Only hardware-accelerated guests use the mode: under TCG
-archq always uses a named model, so an emulated or TCG guest never fails this check."""
+archq uses its TCG CPU (queues/emulation.py), so an emulated or TCG guest never fails this check."""
 
 from __future__ import annotations
 
 from sqlalchemy import false, or_, select
 
-from queues.arch import TCG_CPU_MODELS, Arch
+from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import default_tcg_cpu
 from queues.vocabulary import Accel
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
@@ -67,4 +68,4 @@ def check_cpu_mode(
 
 def tcg_cpu_note(arch: Arch) -> str:
     """What CPU a guest that will run under TCG gets instead of either mode, and why."""
-    return "cpu_mode does not apply: " + tcg_model_reason(TCG_CPU_MODELS[arch])
+    return "cpu_mode does not apply: " + tcg_model_reason(default_tcg_cpu(arch).name)

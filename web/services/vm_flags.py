@@ -33,16 +33,15 @@ def cpu_mode_note(vm: Vm) -> str:
     effective = vm.cpu_mode_effective
     if not effective or effective == vm.cpu_mode:
         return ""
-    if effective.startswith("custom:") and vm.accel == Accel.TCG:
-        return f"asked for cpu_mode {vm.cpu_mode}, but " + tcg_model_reason(effective.removeprefix("custom:"))
+    if vm.accel == Accel.TCG:
+        return f"asked for cpu_mode {vm.cpu_mode}, but " + tcg_model_reason(effective)
     return f"asked for cpu_mode {vm.cpu_mode}; its domain runs with {effective}"
 
 
-def tcg_model_reason(model: str) -> str:
-    return (
-        "the guest runs under TCG (software emulation), which cannot expose a host CPU: archq uses the named "
-        f"model {model} instead"
-    )
+def tcg_model_reason(tcg_cpu: str) -> str:
+    """`tcg_cpu`: a TCG CPU's name (queues/emulation.py), as `cpu_mode_effective` shows it."""
+    what = f"the named model {tcg_cpu.removeprefix('custom:')}" if tcg_cpu.startswith("custom:") else tcg_cpu
+    return f"the guest runs under TCG (software emulation), which cannot expose a host CPU: archq uses {what} instead"
 
 
 def vm_flags(vm: Vm, snapshot_support: dict[str, bool] | None = None) -> VmFlags:

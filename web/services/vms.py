@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import footprint_mib
 from queues.guest_config import user_data_digest
 from queues.names import host_queue
 from queues.networks import NetworkMode, mac_for, needs
@@ -376,7 +377,8 @@ def _add_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     # cycle (PostgreSQL would abort one of them as deadlocked).
     for index in sorted(named, key=lambda i: items[i][0].host or ""):
         vm, job = items[index]
-        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
+        memory = footprint_mib(vm.memory_mib, tcg=vm.accel == Accel.TCG)
+        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, memory, (vm.disk_gib or 0) * 1024):
             errors[index] = HostFull(vm.host)
             continue
         db.session.add_all([vm, job])

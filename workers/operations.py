@@ -10,12 +10,12 @@ from pathlib import Path
 
 from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import TB_CACHE_MIB
 from queues.networks import NetworkMode
 from queues.vocabulary import Accel, VmState
 from workers.artifacts import ArtifactError, ArtifactStore
 from workers.boot import CONSOLE_NAME, SEED_NAME, fetch_artifact, prepare_disk
 from workers.cloud_init import seed_files, write_seed_iso
-from queues.emulation import TB_CACHE_MIB
 from workers.domain_xml import DomainSpec, Nic, build_domain_xml, cpu_mode_in, domain_name, firmware_of
 from workers.errors import WorkerError
 from workers.host import HostProfile

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from queues.arch import Arch
 from queues.config import Settings
-from queues.emulation import TB_CACHE_MIB
+from queues.emulation import TB_CACHE_MIB, tcg_cpu
 from queues.networks import NetworkMode
 from queues.vocabulary import Accel, VmState
 from workers.artifacts import ArtifactError, ArtifactStore
@@ -91,6 +91,7 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         nvram=boot.nvram,
         nic=nic,
         seed=seed,
+        tcg_cpu=tcg_cpu(vm["tcg_cpu"], arch) if vm.get("tcg_cpu") else None,
         tb_cache_mib=TB_CACHE_MIB,
     )
     existed = ctx.hypervisor.domain(spec.uuid) is not None

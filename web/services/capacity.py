@@ -110,15 +110,18 @@ def refresh(host: Host, used: tuple[int, int]) -> None:
     host.cpu_modes_own = _tags((host.cpu_modes or {}).get(host.arch) or ())
 
 
+def held_memory_mib() -> ColumnElement:
+    """The MiB a set of VM rows holds: their RAM, and under TCG each one's translation cache beside it
+    (queues.emulation.footprint_mib)."""
+    return func.coalesce(func.sum(Vm.memory_mib), 0) + func.count().filter(Vm.accel == Accel.TCG) * TB_CACHE_MIB
+
+
 def used_by(name: str) -> tuple[int, int]:
-    """vCPUs and MiB the VMs placed on the host hold, from the database (not from the host's report); a TCG
-    guest holds its translation cache beside its RAM (queues.emulation.footprint_mib)."""
-    cpus, mem, tcg = db.session.execute(
-        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib), func.count().filter(Vm.accel == Accel.TCG)).where(
-            Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES)
-        )
+    """vCPUs and MiB the VMs placed on the host hold, from the database (not from the host's report)."""
+    cpus, mem = db.session.execute(
+        select(func.sum(Vm.vcpus), held_memory_mib()).where(Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES))
     ).one()
-    return int(cpus or 0), int(mem or 0) + int(tcg or 0) * TB_CACHE_MIB
+    return int(cpus or 0), int(mem or 0)
 
 
 def reserve(name: str, vcpus: int, memory_mib: int, disk_mib: int) -> bool:

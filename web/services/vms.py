@@ -25,11 +25,12 @@ from web.group_commit import GroupCommit
 from web.models import Host, Job, JobEvent, Vm
 from web.services import capacity
 from web.services.capacity import CPU_RATIO, RAM_RATIO
-from web.services.cpu_modes import check_cpu_mode, tcg_cpu_note
+from web.services.cpu_modes import check_cpu_mode, check_tcg_cpu, tcg_cpu_note
 from web.services.hosts import fleet_cache, host_state
 from web.services.images import artifact_for
 from web.services.job_effects import EFFECTS
 from web.services.job_states import complete_without_worker
+from web.services.vm_flags import REHOME_MANUAL
 
 # A create whose chosen host filled up before its reservation (web/services/capacity.py) is placed again
 # elsewhere, this many times at most.
@@ -63,6 +64,7 @@ def _new_job(
                 "image": vm.image,
                 "emulated": emulated,
                 "cpu_mode": vm.cpu_mode,
+                "tcg_cpu": vm.tcg_cpu,
                 "artifact": vm.artifact,
                 "network": vm.network,
                 "mac": vm.mac,
@@ -222,6 +224,7 @@ def plan_create(request: dict, settings: Settings, exclude: frozenset[str] = fro
     _check_disk_size(request.get("disk_gib"), artifact, request["image"])
     network = attachment(request["network"], settings)
     decision = decide(request, arch, settings, need=needs(network, settings.nat_network), exclude=exclude)
+    check_tcg_cpu(request.get("tcg_cpu"), arch, settings)
     check_cpu_mode(
         request["cpu_mode"],
         arch,
@@ -255,7 +258,7 @@ def preview_create(request: dict, settings: Settings) -> dict:
         "emulation_warning": decision.warning,
         "waiting_for": decision.waiting_for,
         "cpu_mode": request["cpu_mode"],
-        "cpu_mode_note": tcg_cpu_note(plan.arch) if decision.accel == Accel.TCG else "",
+        "cpu_mode_note": tcg_cpu_note(plan.arch, request.get("tcg_cpu")) if decision.accel == Accel.TCG else "",
     }
 
 
@@ -302,6 +305,8 @@ def _new_create(request: dict, plan: CreatePlan, actor: str) -> tuple[Vm, Job]:
         emulation=request["emulation"],
         restart_policy=request["restart_policy"],
         cpu_mode=request["cpu_mode"],
+        tcg_cpu=request.get("tcg_cpu"),
+        rehome=request.get("rehome") or REHOME_MANUAL,
         artifact=artifact,
         emulated=decision.emulated,
         emulation_warning=decision.warning,

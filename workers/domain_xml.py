@@ -177,3 +177,21 @@ def cpu_mode_in(domain_xml: str) -> str:
         props = [value.split(".", 1)[1] for flag, value in pairs if flag == "-global" and "-cpu." in value]
         return ",".join([mode, *props])
     return mode
+
+
+def as_native(domain_xml: str, domain_type: str, cpu_mode: str) -> str:
+    """The definition of an emulated guest re-homed to a host native to its architecture: `domain_type` there
+    (`kvm`, or `qemu` on a host without an accelerator) and, when accelerated, the CPU mode the VM asked for
+    instead of its TCG CPU, translation cache and TCG-only QEMU arguments."""
+    domain = ET.fromstring(domain_xml)
+    domain.set("type", domain_type)
+    if domain_type != "qemu":
+        for cpu in domain.findall("cpu"):
+            domain.remove(cpu)
+        domain.append(ET.Element("cpu", mode=cpu_mode))
+        for features in domain.findall("features"):
+            for tcg in features.findall("tcg"):
+                features.remove(tcg)
+        for commandline in domain.findall(f"{{{QEMU_NS}}}commandline"):
+            domain.remove(commandline)
+    return ET.tostring(domain, encoding="unicode")

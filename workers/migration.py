@@ -29,6 +29,7 @@ import paramiko
 from queues.config import Settings
 from queues.vocabulary import VmState
 from workers import target_checks
+from workers.domain_xml import as_native, cpu_mode_in
 from workers.errors import JobCancelled, WorkerError
 from workers.hypervisor import HypervisorError
 from workers.job_run import JobRun, needs_job
@@ -181,6 +182,9 @@ class _Migration:
         self.address = target["address"]
         self.ssh_port = int(target.get("ssh_port") or self.settings.ssh_port)
         self.live = bool(job.params.get("live", True))
+        # A re-home (web/services/rehome.py): cold, and the domain is redefined on the target as a native guest.
+        self.rehome = job.params.get("rehome")
+        self.rehomed_cpu: str | None = None
         self.bandwidth = job.params.get("max_bandwidth_mib_s")
         self.shared = bool(self.settings.shared_storage) and self.settings.shared_storage == target.get(
             "shared_storage"
@@ -223,6 +227,7 @@ class _Migration:
             "how": how,
             "storage": "shared" if self.shared else "copied",
             "seconds": round(time.monotonic() - self.started, 3),
+            **({"cpu_mode_effective": self.rehomed_cpu} if self.rehomed_cpu else {}),
         }
 
     # --- the job ------------------------------------------------------------------------------------
@@ -358,6 +363,8 @@ class _Migration:
             self._prepare_disks(plan, live=False)
             self._phase("moving definition")
             dom.migrateToURI3(self.dest_uri, {}, COLD_FLAGS)
+            if self.rehome:
+                self._redefine_native()
         except (libvirt.libvirtError, HypervisorError) as exc:
             # libvirt failed midway: where the domain ended up says what the job did.
             self._restart_here(was_running)
@@ -379,6 +386,16 @@ class _Migration:
         if not self.shared:
             self._remove_source_disks(plan)
         return self._succeeded("cold")
+
+    def _redefine_native(self) -> None:
+        """libvirt cannot change a domain's type by migrating it: the moved definition is rewritten on the
+        target with the native domain type and CPU before it starts there."""
+        self._phase("redefining as native")
+        moved = _lookup(self.dconn or self._open_target(), self.uuid)
+        native = as_native(
+            moved.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), self.rehome["domain_type"], self.rehome["cpu_mode"]
+        )
+        self.rehomed_cpu = cpu_mode_in(self.dconn.defineXML(native).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
     def _restart_here(self, was_running: bool) -> None:
         if was_running and self.ctx.hypervisor.virdomain(self.uuid) is not None:

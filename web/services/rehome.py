@@ -10,12 +10,13 @@ from sqlalchemy import false, select
 
 from queues.arch import Arch
 from queues.config import Settings
-from queues.vocabulary import VmState
+from queues.vocabulary import JobKind, JobState, VmState
 from web.errors import Conflict
 from web.extensions import db
 from web.models import Host, Job, Vm
 from web.services.capacity import live_since
 from web.services.migrations import domain_type_on, queue_migrate, target_refusals
+from web.services.vm_flags import REHOME_AUTO
 from web.services.vms import _require_host_up, _require_idle, get_vm
 
 # The VM states a re-home starts from: a running guest is shut down first, a stopped one just moves.
@@ -67,3 +68,23 @@ def queue_rehome(vm: Vm, target: Host, actor: str) -> tuple[Vm, Job]:
         "rehome": {"host": target.name, "accel": target.accel, "domain_type": domain_type, "cpu_mode": vm.cpu_mode},
     }
     return queue_migrate(vm, target, params, f"rehome to native host (cold: {NOT_LIVE})", actor)
+
+
+def rehome_after_stop(job_id: str, settings: Settings) -> str | None:
+    """After a stop job succeeded: a stopped emulated VM with `rehome: "auto"` moves to a native host now, if
+    one can take it. Returns the re-home job's id, or None when nothing is queued (then the VM keeps offering
+    the move and tries again at its next stop)."""
+    job = db.session.get(Job, job_id)
+    if job is None or job.kind != JobKind.STOP or job.state != JobState.SUCCEEDED or job.vm is None:
+        return None
+    vm = job.vm
+    if vm.rehome != REHOME_AUTO or not vm.emulated or vm.state != VmState.STOPPED:
+        return None
+    try:
+        _require_idle(vm)
+    except Conflict:
+        return None
+    target = rehome_target(vm, settings)
+    if target is None:
+        return None
+    return queue_rehome(vm, target, actor="rehome:auto")[1].id

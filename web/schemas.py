@@ -372,6 +372,7 @@ class VmOut(Schema):
     emulation_warning = fields.String()
     cpu_mode = fields.String()
     cpu_mode_effective = fields.Function(effective_cpu_mode)
+    tcg_cpu = fields.String(allow_none=True)
     cpu_mode_note = fields.Function(lambda vm: vm_flags(vm).cpu_mode_note)
     disk_format = fields.String(allow_none=True)
     firmware = fields.String(allow_none=True)

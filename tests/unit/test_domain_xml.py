@@ -11,7 +11,7 @@ import pytest
 
 from queues.arch import Arch
 from queues.emulation import TB_CACHE_MIB, TCG_CPUS, tcg_cpu
-from workers.domain_xml import QEMU_NS, DomainSpec, build_domain_xml, cpu_mode_in, firmware_of
+from workers.domain_xml import QEMU_NS, DomainSpec, as_native, build_domain_xml, cpu_mode_in, firmware_of
 
 
 def spec(**overrides) -> DomainSpec:
@@ -145,3 +145,17 @@ def test_tb_cache_is_set_under_tcg_only():
 def test_a_tcg_cpu_of_another_arch_is_refused_by_name():
     with pytest.raises(ValueError, match="known: custom:cortex-a57"):
         tcg_cpu("custom:qemu64", Arch.ARM64)
+
+
+def test_a_rehomed_definition_is_native_and_keeps_the_rest():
+    emulated = build_domain_xml(
+        spec(arch=Arch.ARM64, tcg_cpu=tcg_cpu("maximum,pauth-impdef=on", Arch.ARM64), tb_cache_mib=TB_CACHE_MIB,
+             disk=Path("/vms/x/disk.qcow2"))
+    )  # fmt: skip
+    native = ET.fromstring(as_native(emulated, "kvm", "host-passthrough"))
+    assert native.get("type") == "kvm" and native.find("cpu").attrib == {"mode": "host-passthrough"}
+    assert native.find("features/tcg") is None and native.find(f"{{{QEMU_NS}}}commandline") is None
+    assert native.find("features/gic").get("version") == "3"
+    assert native.find("devices/disk/source").get("file") == "/vms/x/disk.qcow2"
+    # On a native host without an accelerator the guest stays under TCG, with its TCG CPU.
+    assert cpu_mode_in(as_native(emulated, "qemu", "host-model")) == "maximum,pauth-impdef=on"

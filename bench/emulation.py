@@ -243,11 +243,16 @@ def report(results: dict[Candidate, dict[str, list[float]]], mib: int, spawns: i
 
         cpu, spawn = rate(figures, "cpu s", mib), rate(figures, "spawn s", spawns)
         parallel = rate(figures, "parallel s", mib * c.vcpus)
-        versus = (cpu / rate(kubevirt, "cpu s", mib), spawn / rate(kubevirt, "spawn s", spawns)) if kubevirt else (0, 0)
+        # Without `max` in the run (--tb-cache-only) there is nothing to compare with.
+        versus = (
+            (f"{cpu / rate(kubevirt, 'cpu s', mib):.2f}x", f"{spawn / rate(kubevirt, 'spawn s', spawns):.2f}x")
+            if kubevirt
+            else ("-", "-")
+        )
         print(
             f"| {c.arch} | {c.label} | {median(figures['boot s']):.1f} | {cpu:.1f} | {spawn:.0f} | "
             f"{parallel:.1f} | {median(figures['RSS booted MiB']):.0f} | {median(figures['RSS after MiB']):.0f} | "
-            f"{versus[0]:.2f}x | {versus[1]:.2f}x |"
+            f"{versus[0]} | {versus[1]} |"
         )
 
 

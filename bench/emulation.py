@@ -16,6 +16,7 @@ libvirt has no element for it) with 2 vCPUs, and translation-block cache sizes (
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import shutil
@@ -239,7 +240,7 @@ def report(results: dict[Candidate, dict[str, list[float]]], mib: int, spawns: i
         kubevirt = next((f for k, f in results.items() if k.arch is c.arch and k.label.startswith("max (")), None)
 
         def rate(fig: dict[str, list[float]], key: str, amount: float) -> float:
-            return amount / median(fig[key]) if fig.get(key) else float("nan")
+            return amount / median(fig[key]) if fig.get(key) else math.nan
 
         cpu, spawn = rate(figures, "cpu s", mib), rate(figures, "spawn s", spawns)
         parallel = rate(figures, "parallel s", mib * c.vcpus)
@@ -249,10 +250,11 @@ def report(results: dict[Candidate, dict[str, list[float]]], mib: int, spawns: i
             if kubevirt
             else ("-", "-")
         )
+        shown_parallel = "-" if math.isnan(parallel) else f"{parallel:.1f}"
+        rss = f"{median(figures['RSS booted MiB']):.0f} | {median(figures['RSS after MiB']):.0f}"
         print(
             f"| {c.arch} | {c.label} | {median(figures['boot s']):.1f} | {cpu:.1f} | {spawn:.0f} | "
-            f"{parallel:.1f} | {median(figures['RSS booted MiB']):.0f} | {median(figures['RSS after MiB']):.0f} | "
-            f"{versus[0]} | {versus[1]} |"
+            f"{shown_parallel} | {rss} | {versus[0]} | {versus[1]} |"
         )
 
 

@@ -48,8 +48,3 @@ def to_libvirt(arch: Arch) -> str:
 def from_libvirt(name: str) -> Arch | None:
     """Canonical architecture for a libvirt arch name, or None for one archq does not run (i686, ppc64...)."""
     return _FROM_LIBVIRT.get(name)
-
-
-# TCG cannot run host-model/host-passthrough CPUs of another architecture; these named models boot the
-# Debian kernels quickly (cortex-a57 boots in ~2.5 s where `max` takes ~10 s, see the hypervisor notes).
-TCG_CPU_MODELS: dict[Arch, str] = {Arch.AMD64: "qemu64", Arch.ARM64: "cortex-a57"}

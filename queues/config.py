@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from queues.emulation import TCG_CPUS
 from queues.logs import LOG_FORMATS
 from queues.networks import dhcp_range
 from queues.vocabulary import Accel, JobKind
@@ -70,6 +71,15 @@ def _flag(name: str, default: bool) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise SettingError(f"{name}={value!r}: must be 1/true/yes/on or 0/false/no/off")
+
+
+def _tcg_cpus(text: str) -> tuple[str, ...]:
+    names = tuple(text.split())
+    known = {name for cpus in TCG_CPUS.values() for name in cpus}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SettingError(f"ARCHQ_TCG_CPUS_ALLOWED: unknown {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return names
 
 
 class SettingError(ValueError):
@@ -155,6 +165,9 @@ class Settings:
     nat_network: str = "archq"
     nat_subnet: str = "192.168.150.0/24"
     bridges: tuple[str, ...] = ()
+    # TCG CPU configurations (queues/emulation.py names) an admin lets users ask for per VM (`tcg_cpu`) instead
+    # of archq's default; ARCHQ_TCG_CPUS_ALLOWED, separated by spaces (the names hold commas).
+    tcg_cpus_allowed: tuple[str, ...] = ()
     # The largest disk a VM may ask for (`disk_gib`).
     max_disk_gib: int = 2048
     # Finished jobs (and their events) older than this are pruned by the conductor; 0 keeps every job.
@@ -208,6 +221,7 @@ class Settings:
             nat_network=_nat_network(os.environ.get("ARCHQ_NAT_NETWORK", cls.nat_network)),
             nat_subnet=_nat_subnet(os.environ.get("ARCHQ_NAT_SUBNET", cls.nat_subnet)),
             bridges=tuple(b.strip() for b in os.environ.get("ARCHQ_BRIDGES", "").split(",") if b.strip()),
+            tcg_cpus_allowed=_tcg_cpus(os.environ.get("ARCHQ_TCG_CPUS_ALLOWED", "")),
             max_disk_gib=_int("ARCHQ_MAX_DISK_GIB", cls.max_disk_gib),
             job_retention_days=_float("ARCHQ_JOB_RETENTION_DAYS", cls.job_retention_days),
             log_format=_choice("ARCHQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),

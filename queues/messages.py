@@ -31,6 +31,8 @@ class VmSpec(_Message):
     image = fields.String(required=True)
     emulated = fields.Boolean(load_default=False)
     cpu_mode = fields.String(load_default="host-model", validate=validate.OneOf(["host-model", "host-passthrough"]))
+    # Under TCG: the VM's admin-approved CPU configuration (queues/emulation.py); None: archq's default.
+    tcg_cpu = fields.String(allow_none=True, load_default=None)
     # What the VM boots from, copied from the image catalog when it was created: workers never need the DB,
     # and a VM keeps its base image even if the catalog entry changes or goes.
     artifact = fields.Nested(Artifact, allow_none=True, load_default=None)

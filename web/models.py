@@ -109,6 +109,10 @@ class Vm(db.Model):
     # What the running domain XML really has (reported by the worker), e.g. "host-model" or
     # "custom:cortex-a57" when TCG needs a named model whatever was asked.
     cpu_mode_effective: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Under TCG: an admin-approved CPU configuration (queues/emulation.py) instead of archq's default.
+    tcg_cpu: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # An emulated VM's move to a native host: "manual" (offered, POST .../rehome) or "auto" (at its next stop).
+    rehome: Mapped[str] = mapped_column(String(16), default="manual", server_default="manual")
     # The VM's disk: "qcow2" (an overlay on the image), "raw", or None for a diskless direct-boot guest.
     disk_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     # "uefi" (pflash NVRAM) or "direct" (kernel + initrd); None until the worker reports it.

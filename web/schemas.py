@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, post_dump, post_load, validate, validates_schema
 
 from queues.arch import ALL, parse_arch
 from queues.config import Settings
@@ -26,8 +27,10 @@ from queues.networks import NetworkMode
 from queues.placement import Placement
 from queues.routing import Emulation
 from queues.vocabulary import LIVE_VM_STATES, Accel, HostState, JobKind, JobState, SnapshotState, VmState
+from web.models import Vm
 from web.paging import ListQuery
-from web.services.vm_flags import CPU_MODES, HOST_MODEL, effective_cpu_mode, vm_flags
+from web.services.rehome import rehome_target
+from web.services.vm_flags import CPU_MODES, HOST_MODEL, REHOME_MANUAL, REHOME_MODES, effective_cpu_mode, vm_flags
 
 # `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(?!\n)$"
@@ -112,6 +115,9 @@ class VmCreateRequest(Schema):
     )
     restart_policy = fields.String(load_default="never", validate=validate.OneOf(["always", "on-failure", "never"]))
     cpu_mode = fields.String(load_default=HOST_MODEL, validate=validate.OneOf(CPU_MODES))
+    # Under TCG only: one of the configurations the admin allows (ARCHQ_TCG_CPUS_ALLOWED); checked in services.
+    tcg_cpu = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    rehome = fields.String(load_default=REHOME_MANUAL, validate=validate.OneOf(REHOME_MODES))
     placement = fields.String(load_default=Placement.QUEUE.value, validate=validate.OneOf([p.value for p in Placement]))
     host = fields.String(load_default=None, validate=[validate.Length(min=1, max=255), ONE_LINE])
     network = fields.Nested(NetworkIn, load_default=lambda: {"mode": NetworkMode.NAT.value})
@@ -380,6 +386,12 @@ class JobOut(Schema):
         return {"code": job.error_code, "message": job.error_message}
 
 
+def _rehome_target(vm: Vm) -> str | None:
+    """The native host an emulated VM would move to now (web/services/rehome.py), or None."""
+    target = rehome_target(vm, current_app.extensions["archq"].settings)
+    return target.name if target is not None else None
+
+
 class VmOut(Schema):
     id = fields.String()
     name = fields.String()
@@ -396,6 +408,7 @@ class VmOut(Schema):
     emulation_warning = fields.String()
     cpu_mode = fields.String()
     cpu_mode_effective = fields.Function(effective_cpu_mode)
+    tcg_cpu = fields.String(allow_none=True)
     cpu_mode_note = fields.Function(lambda vm: vm_flags(vm).cpu_mode_note)
     disk_format = fields.String(allow_none=True)
     firmware = fields.String(allow_none=True)
@@ -420,8 +433,17 @@ class VmOut(Schema):
     ssh_host_keys = fields.List(fields.String())
     login_user = fields.Function(lambda vm: (vm.artifact or {}).get("login_user"), allow_none=True)
     queue = fields.Function(lambda vm: vm.jobs[-1].queue if vm.jobs else None, allow_none=True)
+    # An emulated VM's move to a native host (web/services/rehome.py).
+    rehome = fields.String()
+    rehome_target = fields.Function(_rehome_target, allow_none=True)
     created_at = UtcDateTime()
     updated_at = UtcDateTime()
+
+    @post_dump
+    def _rehome_available(self, data: dict, **_kwargs) -> dict:
+        if "rehome_target" in data:
+            data["rehome_available"] = data["rehome_target"] is not None
+        return data
 
 
 class HostOut(Schema):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from queues.arch import TCG_CPU_MODELS, Arch, to_libvirt
+from queues.arch import Arch, to_libvirt
+from queues.emulation import TcgCpu, default_tcg_cpu
+
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+ET.register_namespace("qemu", QEMU_NS)
 
 MACHINES: dict[Arch, str] = {Arch.AMD64: "q35", Arch.ARM64: "virt"}
 CONSOLES: dict[Arch, str] = {Arch.AMD64: "ttyS0", Arch.ARM64: "ttyAMA0"}
@@ -36,6 +41,10 @@ class DomainSpec:
     # The VM's NIC (None: no NIC) and its cloud-init NoCloud seed, attached read-only.
     nic: Nic | None = None
     seed: Path | None = None
+    # Under TCG: the CPU (None: archq's default for the arch) and the translation-block cache in MiB (None:
+    # QEMU's default, 1 GiB of address space per guest).
+    tcg_cpu: TcgCpu | None = None
+    tb_cache_mib: int | None = None
 
 
 @dataclass(frozen=True)
@@ -86,15 +95,23 @@ def build_domain_xml(spec: DomainSpec) -> str:
                 ET.SubElement(os_el, "nvram").text = str(spec.nvram)
         ET.SubElement(os_el, "boot", dev="hd")
 
-    if spec.domain_type == "qemu":
-        cpu = ET.SubElement(domain, "cpu", mode="custom", match="exact")
-        ET.SubElement(cpu, "model", fallback="forbid").text = TCG_CPU_MODELS[spec.arch]
-    else:
+    tcg = (spec.tcg_cpu or default_tcg_cpu(spec.arch)) if spec.domain_type == "qemu" else None
+    if tcg is None:
         ET.SubElement(domain, "cpu", mode=spec.cpu_mode)
+    elif tcg.model is None:
+        ET.SubElement(domain, "cpu", mode="maximum", check="none")
+    else:
+        cpu = ET.SubElement(domain, "cpu", mode="custom", match="exact")
+        ET.SubElement(cpu, "model", fallback="forbid").text = tcg.model
 
+    features = ET.Element("features")
     if spec.arch is Arch.ARM64:
         # GICv3: what Debian's arm64 cloud kernels expect on `virt`, and no 8-vCPU limit as with GICv2.
-        ET.SubElement(ET.SubElement(domain, "features"), "gic", version="3")
+        ET.SubElement(features, "gic", version="3")
+    if tcg is not None and spec.tb_cache_mib is not None:
+        ET.SubElement(ET.SubElement(features, "tcg"), "tb-cache", unit="MiB").text = str(spec.tb_cache_mib)
+    if len(features):
+        domain.append(features)
 
     ET.SubElement(domain, "on_poweroff").text = "destroy"
     ET.SubElement(domain, "on_reboot").text = "restart"
@@ -137,16 +154,45 @@ def build_domain_xml(spec: DomainSpec) -> str:
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "controller", type="usb", model="none")
     ET.SubElement(devices, "memballoon", model="none")
+    if tcg is not None and tcg.qemu_globals:
+        commandline = ET.SubElement(domain, f"{{{QEMU_NS}}}commandline")
+        for prop in tcg.qemu_globals:
+            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value="-global")
+            ET.SubElement(commandline, f"{{{QEMU_NS}}}arg", value=prop)
     return ET.tostring(domain, encoding="unicode")
 
 
 def cpu_mode_in(domain_xml: str) -> str:
-    """The CPU mode a domain's XML has: `host-model`, `host-passthrough`, `maximum`, or
-    `custom:<model>` for a named model."""
-    cpu = ET.fromstring(domain_xml).find("cpu")
+    """The CPU mode a domain's XML has: `host-model`, `host-passthrough`, `maximum` (with the CPU properties
+    set on QEMU's command line: `maximum,pauth-impdef=on`), or `custom:<model>` for a named model."""
+    domain = ET.fromstring(domain_xml)
+    cpu = domain.find("cpu")
     if cpu is None:
         return "custom:default"
     mode = cpu.get("mode", "custom")
     if mode == "custom":
         return f"custom:{(cpu.findtext('model') or 'default').strip()}"
+    if mode == "maximum":
+        args = [arg.get("value", "") for arg in domain.iterfind(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+        pairs = itertools.pairwise(args)
+        props = [value.split(".", 1)[1] for flag, value in pairs if flag == "-global" and "-cpu." in value]
+        return ",".join([mode, *props])
     return mode
+
+
+def as_native(domain_xml: str, domain_type: str, cpu_mode: str) -> str:
+    """The definition of an emulated guest re-homed to a host native to its architecture: `domain_type` there
+    (`kvm`, or `qemu` on a host without an accelerator) and, when accelerated, the CPU mode the VM asked for
+    instead of its TCG CPU, translation cache and TCG-only QEMU arguments."""
+    domain = ET.fromstring(domain_xml)
+    domain.set("type", domain_type)
+    if domain_type != "qemu":
+        for cpu in domain.findall("cpu"):
+            domain.remove(cpu)
+        domain.append(ET.Element("cpu", mode=cpu_mode))
+        for features in domain.findall("features"):
+            for tcg in features.findall("tcg"):
+                features.remove(tcg)
+        for commandline in domain.findall(f"{{{QEMU_NS}}}commandline"):
+            domain.remove(commandline)
+    return ET.tostring(domain, encoding="unicode")

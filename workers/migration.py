@@ -28,6 +28,7 @@ import paramiko
 from queues.config import Settings
 from queues.vocabulary import VmState
 from workers import target_checks
+from workers.domain_xml import as_native, cpu_mode_in
 from workers.errors import JobCancelled, WorkerError
 from workers.hypervisor import Hypervisor, HypervisorError, LibvirtHypervisor, Storage
 from workers.job_run import JobRun, needs_job
@@ -164,6 +165,9 @@ class _Migration:
         self.address = target["address"]
         self.ssh_port = int(target.get("ssh_port") or self.settings.ssh_port)
         self.live = bool(job.params.get("live", True))
+        # A re-home (web/services/rehome.py): cold, and the domain is redefined on the target as a native guest.
+        self.rehome = job.params.get("rehome")
+        self.rehomed_cpu: str | None = None
         self.bandwidth = job.params.get("max_bandwidth_mib_s")
         self.shared = bool(self.settings.shared_storage) and self.settings.shared_storage == target.get(
             "shared_storage"
@@ -209,6 +213,7 @@ class _Migration:
             "how": how,
             "storage": "shared" if self.shared else "copied",
             "seconds": round(time.monotonic() - self.started, 3),
+            **({"cpu_mode_effective": self.rehomed_cpu} if self.rehomed_cpu else {}),
         }
 
     # --- the job ------------------------------------------------------------------------------------
@@ -332,6 +337,8 @@ class _Migration:
             self._prepare_disks(plan, live=False)
             self._phase("moving definition")
             self.ctx.hypervisor.migrate(self.uuid, self.dest_uri, live=False)
+            if self.rehome:
+                self._redefine_native(self.rehome)
         except HypervisorError as exc:
             # libvirt failed midway: where the domain ended up says what the job did.
             self._restart_here(was_running)
@@ -353,6 +360,15 @@ class _Migration:
         if not self.shared:
             self._remove_source_disks(plan)
         return self._succeeded("cold")
+
+    def _redefine_native(self, rehome: dict) -> None:
+        """libvirt cannot change a domain's type by migrating it: the moved definition is rewritten on the
+        target with the native domain type and CPU before it starts there."""
+        self._phase("redefining as native")
+        target = self._target()
+        moved = target.xml_desc(self.uuid, inactive=True)
+        native = as_native(moved, rehome["domain_type"], rehome["cpu_mode"])
+        self.rehomed_cpu = cpu_mode_in(target.redefine(native))
 
     def _restart_here(self, was_running: bool) -> None:
         if was_running and self.ctx.hypervisor.domain(self.uuid) is not None:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import TB_CACHE_MIB, tcg_cpu
 from queues.networks import NetworkMode
 from queues.vocabulary import VmState
 from workers.artifacts import ArtifactError, ArtifactStore
@@ -94,6 +95,8 @@ def create_vm(ctx: WorkerContext, vm: dict) -> dict:
         nvram=boot.nvram,
         nic=nic,
         seed=seed,
+        tcg_cpu=tcg_cpu(vm["tcg_cpu"], arch) if vm.get("tcg_cpu") else None,
+        tb_cache_mib=TB_CACHE_MIB,
     )
     existed = ctx.hypervisor.domain(spec.uuid) is not None
     try:

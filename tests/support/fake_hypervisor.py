@@ -110,6 +110,9 @@ class FakeHypervisor:
         self.domains[dom.uuid] = dom
         return dom
 
+    def redefine(self, xml: str) -> str:
+        return self.define(xml).xml
+
     def ensure_running(self, uuid: str, xml: str) -> DomainInfo:
         self._fail("ensure_running")
         dom = self.domains.get(uuid) or self.define(xml)

@@ -10,7 +10,8 @@ import libvirt
 import pytest
 
 from queues.arch import Arch
-from workers.domain_xml import DomainSpec, build_domain_xml, cpu_mode_in, firmware_of
+from queues.emulation import TB_CACHE_MIB, TCG_CPUS, tcg_cpu
+from workers.domain_xml import QEMU_NS, DomainSpec, as_native, build_domain_xml, cpu_mode_in, firmware_of
 
 
 def spec(**overrides) -> DomainSpec:
@@ -116,3 +117,46 @@ def test_a_vm_disk_is_qcow2_on_virtio():
     assert disk.find("source").get("file") == "/vms/x/disk.qcow2"
     assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
     assert ET.fromstring(build_domain_xml(spec())).find("devices/disk") is None
+
+
+@pytest.mark.parametrize("cpu", [c for cpus in TCG_CPUS.values() for c in cpus.values()], ids=lambda c: c.name)
+def test_every_tcg_cpu_reads_back_as_its_name(cpu):
+    """`cpu_mode_effective` is read from the defined domain's XML (tests/integration/test_tcg_cpus_qemu.py reads
+    it back from the QEMU driver; the test driver drops the qemu namespace)."""
+    built = build_domain_xml(spec(name=f"tcg-{cpu.arch}", arch=cpu.arch, tcg_cpu=cpu))
+    assert cpu_mode_in(built) == cpu.name
+
+
+def test_pauth_impdef_reaches_qemu_as_a_global_of_the_max_cpu():
+    cpu = tcg_cpu("maximum,pauth-impdef=on", Arch.ARM64)
+    root = ET.fromstring(build_domain_xml(spec(arch=Arch.ARM64, tcg_cpu=cpu)))
+    assert root.find("cpu").attrib == {"mode": "maximum", "check": "none"}
+    args = [a.get("value") for a in root.iterfind(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+    assert args == ["-global", "max-arm-cpu.pauth-impdef=on"]
+
+
+def test_tb_cache_is_set_under_tcg_only():
+    tcg = ET.fromstring(build_domain_xml(spec(tb_cache_mib=TB_CACHE_MIB)))
+    assert tcg.find("features/tcg/tb-cache").attrib == {"unit": "MiB"}
+    assert tcg.findtext("features/tcg/tb-cache") == str(TB_CACHE_MIB)
+    kvm = ET.fromstring(build_domain_xml(spec(domain_type="kvm", tb_cache_mib=TB_CACHE_MIB)))
+    assert kvm.find("features") is None and kvm.find("cpu").get("mode") == "host-model"
+
+
+def test_a_tcg_cpu_of_another_arch_is_refused_by_name():
+    with pytest.raises(ValueError, match="known: custom:cortex-a57"):
+        tcg_cpu("custom:qemu64", Arch.ARM64)
+
+
+def test_a_rehomed_definition_is_native_and_keeps_the_rest():
+    emulated = build_domain_xml(
+        spec(arch=Arch.ARM64, tcg_cpu=tcg_cpu("maximum,pauth-impdef=on", Arch.ARM64), tb_cache_mib=TB_CACHE_MIB,
+             disk=Path("/vms/x/disk.qcow2"))
+    )  # fmt: skip
+    native = ET.fromstring(as_native(emulated, "kvm", "host-passthrough"))
+    assert native.get("type") == "kvm" and native.find("cpu").attrib == {"mode": "host-passthrough"}
+    assert native.find("features/tcg") is None and native.find(f"{{{QEMU_NS}}}commandline") is None
+    assert native.find("features/gic").get("version") == "3"
+    assert native.find("devices/disk/source").get("file") == "/vms/x/disk.qcow2"
+    # On a native host without an accelerator the guest stays under TCG, with its TCG CPU.
+    assert cpu_mode_in(as_native(emulated, "qemu", "host-model")) == "maximum,pauth-impdef=on"

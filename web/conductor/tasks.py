@@ -16,6 +16,7 @@ from web.services.hosts import record_heartbeat
 from web.services.jobs import record_job_update
 from web.services.migrations import adopt_moved_vms
 from web.services.reconciler import reconcile_host
+from web.services.rehome import rehome_after_stop
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,10 @@ def register_tasks(celery: Celery, app: Flask) -> None:
         except ValidationError as exc:
             log.error("dropping a malformed job update: %s", exc.messages)
             return
+        ext = app.extensions["archq"]
         with app.app_context(), logs.bind(job_id=data["job_id"], host=data["host"]):
-            record_job_update(data)
+            if record_job_update(data) and (moving := rehome_after_stop(str(data["job_id"]), ext.settings)):
+                dispatch_ids(ext.celery, ext.claims, [moving], actor="rehome:auto")
 
     @celery.task(name=Task.HEARTBEAT, acks_late=True, ignore_result=True, shared=False)
     def heartbeat(beat: dict) -> None:

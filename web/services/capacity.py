@@ -23,9 +23,10 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import TB_CACHE_MIB
 from queues.placement import Demand, HostLoad, NoHostFits, NoHostOffers, Placement, no_host_offers, place
 from queues.routing import Emulation, LiveHost, offers_of
-from queues.vocabulary import ALLOCATING_VM_STATES
+from queues.vocabulary import ALLOCATING_VM_STATES, Accel
 from web.extensions import db
 from web.models import Host, Vm, utcnow
 
@@ -109,10 +110,16 @@ def refresh(host: Host, used: tuple[int, int]) -> None:
     host.cpu_modes_own = _tags((host.cpu_modes or {}).get(host.arch) or ())
 
 
+def held_memory_mib() -> ColumnElement:
+    """The MiB a set of VM rows holds: their RAM, and under TCG each one's translation cache beside it
+    (queues.emulation.footprint_mib)."""
+    return func.coalesce(func.sum(Vm.memory_mib), 0) + func.count().filter(Vm.accel == Accel.TCG) * TB_CACHE_MIB
+
+
 def used_by(name: str) -> tuple[int, int]:
     """vCPUs and MiB the VMs placed on the host hold, from the database (not from the host's report)."""
     cpus, mem = db.session.execute(
-        select(func.sum(Vm.vcpus), func.sum(Vm.memory_mib)).where(Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES))
+        select(func.sum(Vm.vcpus), held_memory_mib()).where(Vm.host == name, Vm.state.in_(ALLOCATING_VM_STATES))
     ).one()
     return int(cpus or 0), int(mem or 0)
 

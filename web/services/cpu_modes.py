@@ -1,13 +1,15 @@
 """Whether the host a create goes to can give the VM the CPU mode it asked for (from the `cpu_modes` each
 host reports from libvirt's domain capabilities). Only hardware-accelerated guests use the mode: under TCG
-archq always uses a named model, so an emulated or TCG guest never fails this check."""
+archq uses its TCG CPU (queues/emulation.py), so an emulated or TCG guest never fails this check."""
 
 from __future__ import annotations
 
 from sqlalchemy import false, or_, select
 
-from queues.arch import TCG_CPU_MODELS, Arch
+from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import default_tcg_cpu
+from queues.emulation import tcg_cpu as find_tcg_cpu
 from queues.vocabulary import Accel
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
@@ -65,6 +67,21 @@ def check_cpu_mode(
         raise Conflict(message, code="cpu_mode_unsupported", fields={"cpu_mode": [message]})
 
 
-def tcg_cpu_note(arch: Arch) -> str:
+def tcg_cpu_note(arch: Arch, tcg_cpu: str | None = None) -> str:
     """What CPU a guest that will run under TCG gets instead of either mode, and why."""
-    return "cpu_mode does not apply: " + tcg_model_reason(TCG_CPU_MODELS[arch])
+    return "cpu_mode does not apply: " + tcg_model_reason(tcg_cpu or default_tcg_cpu(arch).name, bool(tcg_cpu))
+
+
+def check_tcg_cpu(name: str | None, arch: Arch, settings: Settings) -> None:
+    """A VM's own TCG CPU must exist for its arch and be one the admin allows (ARCHQ_TCG_CPUS_ALLOWED): it
+    changes what the guest sees and how fast it runs, so users do not pick from QEMU's whole list."""
+    if name is None:
+        return
+    try:
+        find_tcg_cpu(name, arch)
+    except ValueError as exc:
+        raise Unprocessable(str(exc), code="tcg_cpu_unknown", fields={"tcg_cpu": [str(exc)]}) from exc
+    if name not in settings.tcg_cpus_allowed:
+        allowed = ", ".join(settings.tcg_cpus_allowed) or "none"
+        message = f"tcg_cpu {name!r} is not allowed here (ARCHQ_TCG_CPUS_ALLOWED: {allowed}); ask an admin"
+        raise Unprocessable(message, code="tcg_cpu_not_allowed", fields={"tcg_cpu": [message]})

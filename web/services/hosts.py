@@ -145,7 +145,7 @@ def fleet_cache() -> FleetCache:
 def allocations() -> dict[str, tuple[int, int]]:
     """vCPUs and MiB that VMs placed on each host hold, from the database (not from the hosts' reports)."""
     rows = db.session.execute(
-        select(Vm.host, func.sum(Vm.vcpus), func.sum(Vm.memory_mib))
+        select(Vm.host, func.sum(Vm.vcpus), capacity.held_memory_mib())
         .where(Vm.host.is_not(None), Vm.state.in_(ALLOCATING_VM_STATES))
         .group_by(Vm.host)
     )

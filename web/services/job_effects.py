@@ -88,6 +88,11 @@ def located(vm: Vm, job: Job, _host: str) -> None:
         vm.state = result["state"] if result.get("state") in LOCATED_VM_STATES else VmState.UNKNOWN
     else:
         vm.state = VmState.UNKNOWN
+    rehome = job.payload.get("params", {}).get("rehome")
+    if rehome and vm.host == rehome["host"]:
+        # Re-homed to a native host: no longer emulated, with the domain type and CPU the target gave it.
+        vm.emulated, vm.emulation_warning, vm.accel = False, "", rehome["accel"]
+        _worker_facts(vm, result)
 
 
 def as_submitted(vm: Vm, job: Job, _host: str) -> None:

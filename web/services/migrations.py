@@ -39,8 +39,11 @@ def domain_type_on(host: Host, arch: Arch) -> str | None:
     return "qemu" if arch.value in host.emulators else None
 
 
-def refusal(vm: Vm, host: Host, load: HostLoad | None, settings: Settings) -> tuple[str, str] | None:
-    """Why `host` cannot take `vm` now, as (code, message); None when it can."""
+def refusal(
+    vm: Vm, host: Host, load: HostLoad | None, settings: Settings, rehome: bool = False
+) -> tuple[str, str] | None:
+    """Why `host` cannot take `vm` now, as (code, message); None when it can. `rehome`: a cold move of an
+    emulated VM to a native host, which may change the domain type (the worker redefines it there)."""
     name = host.name
     if name == vm.host:
         return "same_host", f"the VM already runs on {name}"
@@ -60,7 +63,7 @@ def refusal(vm: Vm, host: Host, load: HostLoad | None, settings: Settings) -> tu
                 f"accelerates {vm.arch}"
             )
         return "target_emulator_missing", f"host {name} ({host.arch}) has no emulator for {vm.arch} guests"
-    if there != wanted:
+    if there != wanted and not rehome:
         return "target_accel_mismatch", (
             f"the VM's domain is type {wanted!r}; {vm.arch} guests on {name} are type {there!r}, and libvirt "
             "cannot change a domain's type by migrating it"
@@ -78,12 +81,17 @@ def refusal(vm: Vm, host: Host, load: HostLoad | None, settings: Settings) -> tu
     return None
 
 
-def target_refusals(vm: Vm, settings: Settings) -> list[tuple[Host, HostLoad, tuple[str, str] | None]]:
-    """Every live host by name, with why it cannot take `vm` now as (code, message), or None when it can."""
+def target_refusals(
+    vm: Vm, settings: Settings, rehome: bool = False
+) -> list[tuple[Host, HostLoad, tuple[str, str] | None]]:
+    """Every live host by name, with why it cannot take `vm` now as (code, message), or None when it can;
+    `rehome`: only hosts native to the VM's arch, judged for a cold re-home."""
     rows = []
     for load in sorted(host_loads(settings), key=lambda load: load.host.name):
+        if rehome and load.host.arch != Arch(vm.arch):
+            continue
         host = db.session.get(Host, load.host.name)
-        rows.append((host, load, refusal(vm, host, load, settings)))
+        rows.append((host, load, refusal(vm, host, load, settings, rehome)))
     return rows
 
 
@@ -135,17 +143,18 @@ def submit_migrate(vm_id: str, request: dict, settings: Settings, actor: str = "
         raise Conflict(flags.reasons["migratable"], code="not_live_migratable", fields={"live": [True]})
     _require_host_up(vm.host, settings)
     target = choose_target(vm, request.get("target_host"), settings)
-    params = {
-        "live": live,
-        "target": {"name": target.name, **target.migration},
-        "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s"),
-        "from_host": vm.host,
-        "from_state": vm.state,
-    }
+    params = {"live": live, "max_bandwidth_mib_s": request.get("max_bandwidth_mib_s")}
+    return queue_migrate(vm, target, params, f"migrate {'live' if live else 'cold'}", actor)
+
+
+def queue_migrate(vm: Vm, target: Host, params: dict, what: str, actor: str) -> tuple[Vm, Job]:
+    """The migrate job (committed) on the source host's queue, moving `vm` to `target`."""
+    params = {**params, "target": {"name": target.name, **target.migration}, "from_host": vm.host,
+              "from_state": vm.state}  # fmt: skip
     job = _new_job(
         JobKind.MIGRATE, host_queue(vm.host), vm, actor=actor, host=vm.host, emulated=vm.emulated, params=params
     )
-    job.events[0].message = f"migrate {'live' if live else 'cold'} from {vm.host} to {target.name} accepted"
+    job.events[0].message = f"{what} from {vm.host} to {target.name} accepted"
     vm.state = EFFECTS[JobKind.MIGRATE].during
     db.session.add(job)
     db.session.commit()

@@ -11,6 +11,10 @@ from web.models import Vm
 HOST_PASSTHROUGH = "host-passthrough"
 HOST_MODEL = "host-model"
 CPU_MODES = (HOST_MODEL, HOST_PASSTHROUGH)
+# An emulated VM's move to a native host (web/services/rehome.py): offered, or done at its next stop.
+REHOME_MANUAL = "manual"
+REHOME_AUTO = "auto"
+REHOME_MODES = (REHOME_MANUAL, REHOME_AUTO)
 
 
 @dataclass(frozen=True)
@@ -33,15 +37,18 @@ def cpu_mode_note(vm: Vm) -> str:
     effective = vm.cpu_mode_effective
     if not effective or effective == vm.cpu_mode:
         return ""
-    if effective.startswith("custom:") and vm.accel == Accel.TCG:
-        return f"asked for cpu_mode {vm.cpu_mode}, but " + tcg_model_reason(effective.removeprefix("custom:"))
+    if vm.accel == Accel.TCG:
+        return f"asked for cpu_mode {vm.cpu_mode}, but " + tcg_model_reason(effective, override=bool(vm.tcg_cpu))
     return f"asked for cpu_mode {vm.cpu_mode}; its domain runs with {effective}"
 
 
-def tcg_model_reason(model: str) -> str:
+def tcg_model_reason(tcg_cpu: str, override: bool = False) -> str:
+    """`tcg_cpu`: a TCG CPU's name (queues/emulation.py), as `cpu_mode_effective` shows it; `override`: the VM
+    asked for it (an admin-approved `tcg_cpu`) instead of archq's default."""
+    what = f"the named model {tcg_cpu.removeprefix('custom:')}" if tcg_cpu.startswith("custom:") else tcg_cpu
+    why = " (this VM's admin-approved tcg_cpu, not archq's default)" if override else ""
     return (
-        "the guest runs under TCG (software emulation), which cannot expose a host CPU: archq uses the named "
-        f"model {model} instead"
+        f"the guest runs under TCG (software emulation), which cannot expose a host CPU: archq uses {what} instead{why}"
     )
 
 

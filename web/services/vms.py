@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
+from queues.emulation import footprint_mib
 from queues.guest_config import user_data_digest
 from queues.names import host_queue
 from queues.networks import NetworkMode, mac_for, needs
@@ -25,11 +26,12 @@ from web.models import Host, Job, JobEvent, Vm
 from web.paging import Page, keyset_page
 from web.services import attestations, capacity
 from web.services.capacity import CPU_RATIO, RAM_RATIO
-from web.services.cpu_modes import check_cpu_mode, tcg_cpu_note
+from web.services.cpu_modes import check_cpu_mode, check_tcg_cpu, tcg_cpu_note
 from web.services.hosts import fleet_cache, host_state
 from web.services.images import artifact_for
 from web.services.job_effects import EFFECTS
 from web.services.job_states import complete_without_worker
+from web.services.vm_flags import REHOME_MANUAL
 
 # A create whose chosen host filled up before its reservation (web/services/capacity.py) is placed again
 # elsewhere, this many times at most.
@@ -64,6 +66,7 @@ def _new_job(
                 "image": vm.image,
                 "emulated": emulated,
                 "cpu_mode": vm.cpu_mode,
+                "tcg_cpu": vm.tcg_cpu,
                 "artifact": vm.artifact,
                 "network": vm.network,
                 "mac": vm.mac,
@@ -225,6 +228,7 @@ def plan_create(request: dict, settings: Settings, exclude: frozenset[str] = fro
     _check_disk_size(request.get("disk_gib"), artifact, request["image"])
     network = attachment(request["network"], settings)
     decision = decide(request, arch, settings, need=needs(network, settings.nat_network), exclude=exclude)
+    check_tcg_cpu(request.get("tcg_cpu"), arch, settings)
     check_cpu_mode(
         request["cpu_mode"],
         arch,
@@ -258,7 +262,7 @@ def preview_create(request: dict, settings: Settings) -> dict:
         "emulation_warning": decision.warning,
         "waiting_for": decision.waiting_for,
         "cpu_mode": request["cpu_mode"],
-        "cpu_mode_note": tcg_cpu_note(plan.arch) if decision.accel == Accel.TCG else "",
+        "cpu_mode_note": tcg_cpu_note(plan.arch, request.get("tcg_cpu")) if decision.accel == Accel.TCG else "",
     }
 
 
@@ -305,6 +309,8 @@ def _new_create(request: dict, plan: CreatePlan, actor: str) -> tuple[Vm, Job]:
         emulation=request["emulation"],
         restart_policy=request["restart_policy"],
         cpu_mode=request["cpu_mode"],
+        tcg_cpu=request.get("tcg_cpu"),
+        rehome=request.get("rehome") or REHOME_MANUAL,
         artifact=artifact,
         emulated=decision.emulated,
         emulation_warning=decision.warning,
@@ -380,7 +386,8 @@ def _add_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
     # cycle (PostgreSQL would abort one of them as deadlocked).
     for index in sorted(named, key=lambda i: items[i][0].host or ""):
         vm, job = items[index]
-        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
+        memory = footprint_mib(vm.memory_mib, tcg=vm.accel == Accel.TCG)
+        if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, memory, (vm.disk_gib or 0) * 1024):
             errors[index] = HostFull(vm.host)
             continue
         db.session.add_all([vm, job])

@@ -163,7 +163,7 @@ def create_request_schema(settings: Settings) -> VmCreateRequest:
     )
 
 
-_NAME_ERROR = "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+NAME_ERROR = "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
 _SHA256 = validate.Regexp(SHA256_PATTERN, error="must be the SHA256 as 64 hex digits")
 
 
@@ -210,7 +210,7 @@ class ArtifactsIn(Schema):
 
 
 class ImageCreateRequest(Schema):
-    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR))
     description = fields.String(load_default="", validate=[validate.Length(max=1024), TEXT])
     artifacts = fields.Nested(ArtifactsIn, required=True)
 

@@ -77,7 +77,7 @@ def test_request_bodies_and_query_parameters_come_from_the_schemas(anonymous_cli
     assert request["additionalProperties"] is False
     assert "Idempotency-Key" in {p["name"] for p in create["parameters"]}
     query = {p["name"] for p in doc["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["in"] == "query"}
-    assert query == {"state", "kind", "vm_id", "limit", "offset"}
+    assert query == {"state", "kind", "vm_id", "limit", "offset", "project"}
     for path, schema in [
         ("/api/v1/images", "ImageCreateRequest"),
         ("/api/v1/vms/{vm_id}/snapshots", "SnapshotCreateRequest"),

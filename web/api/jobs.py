@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from web.api import archq
+from web.api import archq, query_args
 from web.auth import current_actor
 from web.idempotency import idempotent
 from web.schemas import JobQuery, job_out
@@ -46,7 +46,7 @@ def list_jobs():
       responses:
         200: {description: a page of jobs, content: {application/json: {schema: JobListOut}}}
     """
-    query = JobQuery().load(request.args.to_dict())
+    query = JobQuery().load(query_args())
     vm_id = str(query["vm_id"]) if "vm_id" in query else None
     rows = jobs.list_jobs(query.get("state"), query.get("kind"), query["limit"], query["offset"], vm_id)
     return jsonify({"jobs": job_out.dump(rows, many=True), "limit": query["limit"], "offset": query["offset"]})

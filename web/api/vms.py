@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from queues.vocabulary import JobKind
-from web.api import archq, json_body
+from web.api import archq, json_body, query_args
 from web.api_schemas import ConsoleEnvelope
 from web.auth import current_actor
 from web.idempotency import idempotent
@@ -124,6 +124,6 @@ def vm_console(vm_id: str):
           content: {application/json: {schema: ErrorOut}}
     """
     ext = archq()
-    nbytes = ConsoleQuery().load(request.args)["bytes"]
+    nbytes = ConsoleQuery().load(query_args())["bytes"]
     tail = console.console_tail(vm_id, nbytes, ext.console, ext.settings)
     return jsonify(ConsoleEnvelope().dump({"console": {"vm_id": vm_id, **asdict(tail)}}))

@@ -13,6 +13,7 @@ from queues.vocabulary import TERMINAL_JOB_STATES, JobState
 from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job
+from web.services import projects
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
 
@@ -20,14 +21,17 @@ log = logging.getLogger(__name__)
 
 
 def get_job(job_id: str) -> Job:
+    """A job of the current scope (another project's is not found)."""
     job = db.session.get(Job, job_id)
-    if job is None:
+    if job is None or not projects.visible(job.project):
         raise NotFound(f"no job with id {job_id}")
     return job
 
 
 def list_jobs(state: str | None, kind: str | None, limit: int, offset: int, vm_id: str | None = None) -> list[Job]:
-    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    query = (
+        projects.scoped(select(Job), Job.project).order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    )
     if vm_id:
         query = query.where(Job.vm_id == vm_id)
     if state:

@@ -33,16 +33,19 @@ def segment(value: str) -> str:
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 30.0, project: str | None = None) -> None:
         base = url.rstrip("/")
         self.base = base if base.endswith(API_PREFIX) else base + API_PREFIX
         self.token = token
         self.timeout = timeout
+        # An admin acting for one project: every request says so (`?project=`).
+        self.project = project
 
     def request(self, method: str, path: str, body: dict | None = None, query: dict | None = None) -> dict:
         """The JSON answer of `method path`; raises ClientError on an error status or no connection."""
         url = self.base + path
-        if query:
+        query = {**(query or {}), "project": self.project}
+        if any(v is not None for v in query.values()):
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
@@ -65,6 +68,9 @@ class ApiClient:
 
     def post(self, path: str, body: dict | None = None) -> dict:
         return self.request("POST", path, body=body)
+
+    def patch(self, path: str, body: dict) -> dict:
+        return self.request("PATCH", path, body=body)
 
     def delete(self, path: str) -> dict:
         return self.request("DELETE", path)

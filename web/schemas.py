@@ -319,6 +319,7 @@ class JobEventOut(Schema):
 
 class JobOut(Schema):
     id = fields.String()
+    project = fields.String(metadata={"description": "the project of the VM it acts on"})
     kind = fields.String()
     state = fields.String()
     queue = fields.String()
@@ -346,6 +347,7 @@ class JobOut(Schema):
 
 class VmOut(Schema):
     id = fields.String()
+    project = fields.String(metadata={"description": "the project of the token that created it"})
     name = fields.String()
     arch = fields.String()
     vcpus = fields.Integer()

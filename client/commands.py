@@ -101,7 +101,9 @@ def resolve_vm(api: ApiClient, id_or_name: str) -> str:
     matches = [vm["id"] for vm in api.get("/vms")["vms"] if vm["name"] == id_or_name]
     if len(matches) != 1:
         found = "no VM" if not matches else f"{len(matches)} VMs"
-        raise click.ClickException(f"{found} named {id_or_name!r}; give its id")
+        # An admin sees every project's VMs: one name may be taken in several.
+        hint = "give its id" if not matches else "give its id, or --project to look in one project"
+        raise click.ClickException(f"{found} named {id_or_name!r}; {hint}")
     return matches[0]
 
 

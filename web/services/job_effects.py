@@ -82,8 +82,10 @@ def gone(vm: Vm, _job: Job, _host: str) -> None:
 
 
 def deleted(vm: Vm, job: Job, host: str) -> None:
-    _worker_facts(vm, job.result)
+    # The project's row is locked before the VM's (the flush of a changed VM comes with the next statement): a
+    # create locks project rows before host rows, a heartbeat host rows before VM rows, so no cycle of waits.
     gone(vm, job, host)
+    _worker_facts(vm, job.result)
 
 
 def located(vm: Vm, job: Job, _host: str) -> None:

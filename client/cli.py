@@ -68,6 +68,7 @@ CLIENT: dict[str, Command | Group] = {
     "job": Command("client.commands:job", "Jobs: list, show, cancel, wait."),
     "host": HOST,
     "images": IMAGES,
+    "project": Command("client.commands:project", "Projects and their quotas: create, list, show, set-quota."),
     "system": Command("client.commands:system", "The control plane: version, queues, settings."),
 }
 ROOT = Group(
@@ -149,6 +150,7 @@ def _path(ctx: click.Context | None) -> list[str]:
 @click.option("--url", help="the API, for client commands (env ARCHQ_URL, default http://127.0.0.1:8080)")
 @click.option("--token", help="bearer token, for client commands (env ARCHQ_TOKEN)")
 @click.option("--context", help="a context of the client config file (env ARCHQ_CONTEXT)")
+@click.option("--project", help="admin, for client commands: act for this project")
 @click.option("--output", "-o", type=click.Choice(OUTPUTS), help="table (default), json, yaml or name")
 @click.option("--column", "-c", "columns", multiple=True, help="only this column or field (repeatable)")
 @click.pass_context
@@ -157,11 +159,14 @@ def main(
     url: str | None,
     token: str | None,
     context: str | None,
+    project: str | None,
     output: str | None,
     columns: tuple[str, ...],
 ) -> None:
     # Read by client/commands.py's api_command: options before the subcommand apply to it.
-    ctx.meta[CLIENT_OPTIONS] = {"url": url, "token": token, "context": context, "output": output, "columns": columns}
+    ctx.meta[CLIENT_OPTIONS] = {
+        "url": url, "token": token, "context": context, "project": project, "output": output, "columns": columns
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

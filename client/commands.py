@@ -1,6 +1,7 @@
-"""`archq vm|job|host|images|system ...`: the HTTP API from a shell. Every command takes `--url`, `--token`,
-`--context` (client/config.py says where each comes from otherwise), `-o table|json|yaml|name` and `-c COLUMN`,
-before the subcommand (`archq -o json vm list`) or after it."""
+"""`archq vm|job|host|images|project|system ...`: the HTTP API from a shell. Every command takes `--url`,
+`--token`, `--context` (client/config.py says where each comes from otherwise), `--project` (an admin acting for
+that project), `-o table|json|yaml|name` and `-c COLUMN`, before the subcommand (`archq -o json vm list`) or
+after it."""
 
 from __future__ import annotations
 
@@ -39,13 +40,25 @@ def api_command(fn: Callable) -> Callable:
     @click.option("--context", help="a context of the config file (env ARCHQ_CONTEXT)")
     @click.option("--token", help="bearer token (env ARCHQ_TOKEN)")
     @click.option("--url", help=f"API (env ARCHQ_URL, default {DEFAULT_URL})")
+    @click.option(
+        "--project", "acting_for", help="admin: act for this project (only its VMs and jobs; new ones go to it)"
+    )
     @functools.wraps(fn)
-    def wrapper(url: str | None, token: str | None, context: str | None, output: str | None, columns, **kwargs):
+    def wrapper(
+        url: str | None,
+        token: str | None,
+        context: str | None,
+        output: str | None,
+        columns,
+        acting_for: str | None,
+        **kwargs,
+    ):
         given = client_options(click.get_current_context())
         endpoint = resolve(url or given.get("url"), token or given.get("token"), context or given.get("context"))
         select_columns(columns or given.get("columns") or ())
+        api = ApiClient(endpoint.url, endpoint.token, project=acting_for or given.get("project"))
         try:
-            return fn(ApiClient(endpoint.url, endpoint.token), output or given.get("output") or "table", **kwargs)
+            return fn(api, output or given.get("output") or "table", **kwargs)
         except ClientError as exc:
             hint = f"\nhint: the API refused the token from {endpoint.source}" if exc.status == 401 else ""
             raise click.ClickException(str(exc) + hint) from None
@@ -88,7 +101,9 @@ def resolve_vm(api: ApiClient, id_or_name: str) -> str:
     matches = [vm["id"] for vm in api.items("/vms", "vms", name=id_or_name)]
     if len(matches) != 1:
         found = "no VM" if not matches else f"{len(matches)} VMs"
-        raise click.ClickException(f"{found} named {id_or_name!r}; give its id")
+        # An admin sees every project's VMs: one name may be taken in several.
+        hint = "give its id" if not matches else "give its id, or --project to look in one project"
+        raise click.ClickException(f"{found} named {id_or_name!r}; {hint}")
     return matches[0]
 
 
@@ -641,6 +656,112 @@ def image_add(
     artifact = {"format": image_format, "source": source, "sha256": sha256}
     answer = api.post("/images", {"name": name, "description": description, "artifacts": {arch: artifact}})
     emit(output, answer, f"image {name} added for {arch}")
+
+
+# --- project -----------------------------------------------------------------------------------------------
+
+PROJECT_COLUMNS = ("name", "vms", "vcpus", "memory_mib", "emulated")
+
+
+@click.group()
+def project() -> None:
+    """Projects and their quotas."""
+
+
+class _Limit(click.ParamType):
+    """A quota limit: a number, or `none` for no limit."""
+
+    name = "N|none"
+
+    def convert(self, value, param, ctx):
+        if value is None or value == "none" or isinstance(value, int):
+            return None if value == "none" else value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor `none`", param, ctx)
+        if number < 0:
+            self.fail("must be 0 or more", param, ctx)
+        return number
+
+
+def _quota_options(fn: Callable) -> Callable:
+    """--vms/--vcpus/--memory-mib/--emulated."""
+    for option, resource in reversed(
+        [("--vms", "live VMs"), ("--vcpus", "vCPUs"), ("--memory-mib", "MiB of memory"), ("--emulated", "emulated VMs")]
+    ):
+        fn = click.option(option, type=_Limit(), help=f"at most this many {resource} (none: no limit)")(fn)
+    return fn
+
+
+def _limits(given: dict) -> dict:
+    """The limits given on the command line (`none` as null), keyed by the API's names."""
+    limits = {}
+    for resource in ("vms", "vcpus", "memory_mib", "emulated"):
+        source = click.get_current_context().get_parameter_source(resource)
+        if source == click.core.ParameterSource.COMMANDLINE:
+            limits[resource] = given[resource]
+    return limits
+
+
+def _usage_text(usage: dict) -> str:
+    rows = [
+        {"resource": r, "limit": usage["limits"][r], "used": usage["used"][r], "remaining": usage["remaining"][r]}
+        for r in usage["limits"]
+    ]
+    for row in rows:
+        row["limit"] = "-" if row["limit"] is None else row["limit"]
+        row["remaining"] = "-" if row["remaining"] is None else row["remaining"]
+    return f"project {usage['project']}\n" + table(rows, ("resource", "limit", "used", "remaining"))
+
+
+@project.command("create")
+@click.argument("name")
+@_quota_options
+@api_command
+def project_create(api: ApiClient, output: str, name: str, **limits) -> None:
+    """Create project NAME, with limits or none (`archq token create --project NAME` gives it a token)."""
+    answer = api.post("/projects", {"name": name, "quota": _limits(limits)})
+    emit(output, answer, _usage_text(answer["project"]["usage"]))
+
+
+@project.command("list")
+@api_command
+def project_list(api: ApiClient, output: str) -> None:
+    """List projects and what they use (a non-admin sees its own)."""
+    answer = api.get("/projects")
+    rows = [
+        {"name": p["name"], **{r: f"{used}/{'-' if limit is None else limit}" for r, used, limit in _figures(p)}}
+        for p in answer["projects"]
+    ]
+    emit(output, answer, table(rows, PROJECT_COLUMNS))
+
+
+def _figures(project_row: dict) -> list[tuple[str, int, int | None]]:
+    usage = project_row["usage"]
+    return [(r, usage["used"][r], usage["limits"][r]) for r in usage["limits"]]
+
+
+@project.command("show")
+@click.argument("name")
+@api_command
+def project_show(api: ApiClient, output: str, name: str) -> None:
+    """Show project NAME's quota: limits, used and remaining."""
+    answer = api.get(f"/projects/{segment(name)}/usage")
+    emit(output, answer, _usage_text(answer["usage"]))
+
+
+@project.command("set-quota")
+@click.argument("name")
+@_quota_options
+@api_command
+def project_set_quota(api: ApiClient, output: str, name: str, **limits) -> None:
+    """Set project NAME's limits: those given change (`none`: no limit), the others stay."""
+    given = _limits(limits)
+    if not given:
+        raise click.UsageError("give at least one of --vms, --vcpus, --memory-mib, --emulated")
+    answer = api.patch(f"/projects/{segment(name)}/quota", given)
+    emit(output, answer, _usage_text(answer["project"]["usage"]))
 
 
 # --- system ------------------------------------------------------------------------------------------------

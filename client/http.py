@@ -36,11 +36,13 @@ def segment(value: str) -> str:
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str, timeout: float = 30.0, project: str | None = None) -> None:
         base = url.rstrip("/")
         self.base = base if base.endswith(API_PREFIX) else base + API_PREFIX
         self.token = token
         self.timeout = timeout
+        # An admin acting for one project: every request says so (`?project=`).
+        self.project = project
         self._session: requests.Session | None = None
 
     @property
@@ -59,7 +61,7 @@ class ApiClient:
         """The JSON answer of `method path`; raises ClientError on an error status or no connection."""
         import requests
 
-        params = {k: v for k, v in (query or {}).items() if v is not None}
+        params = {k: v for k, v in {**(query or {}), "project": self.project}.items() if v is not None}
         try:
             response = self.session.request(
                 method, self.base + path, json=body, params=params or None, timeout=self.timeout
@@ -76,6 +78,9 @@ class ApiClient:
 
     def post(self, path: str, body: dict | None = None) -> dict:
         return self.request("POST", path, body=body)
+
+    def patch(self, path: str, body: dict) -> dict:
+        return self.request("PATCH", path, body=body)
 
     def delete(self, path: str) -> dict:
         return self.request("DELETE", path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from web.schemas import NAME_PATTERN, HostOut, ImageOut, JobOut, SnapshotOut, UtcDateTime, VmOut
+from web.models import DEFAULT_PROJECT
+from web.schemas import NAME_ERROR, NAME_PATTERN, HostOut, ImageOut, JobOut, SnapshotOut, UtcDateTime, VmOut
 from web.services.tokens import ROLES
 
 
@@ -168,12 +169,18 @@ class TokenCreateRequest(Schema):
         ),
     )
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    project = fields.String(
+        load_default=DEFAULT_PROJECT,
+        validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR),
+        metadata={"description": "the project it acts in (default: default); it must exist"},
+    )
 
 
 class TokenOut(Schema):
     id = fields.String(required=True)
     name = fields.String(required=True)
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    project = fields.String(required=True)
     created_at = UtcDateTime(required=True)
     revoked_at = UtcDateTime(allow_none=True, required=True)
 
@@ -219,3 +226,53 @@ class TrustKeyRequest(Schema):
         validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}$"),
         metadata={"description": "the offered key's fingerprint, as checked on the host (`archq worker --check`)"},
     )
+
+
+class QuotaLimits(Schema):
+    """Per resource: the limit, or null for none."""
+
+    vms = fields.Integer(
+        allow_none=True, validate=validate.Range(min=0, max=2**31 - 1), metadata={"description": "live VMs"}
+    )
+    vcpus = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=2**31 - 1))
+    memory_mib = fields.Integer(allow_none=True, validate=validate.Range(min=0, max=2**31 - 1))
+    emulated = fields.Integer(
+        allow_none=True, validate=validate.Range(min=0, max=2**31 - 1), metadata={"description": "VMs run under TCG"}
+    )
+
+
+class ProjectCreateRequest(Schema):
+    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR))
+    quota = fields.Nested(QuotaLimits, load_default=dict, metadata={"description": "limits; omitted: none"})
+
+
+class UsageFigures(Schema):
+    vms = fields.Integer(allow_none=True, required=True)
+    vcpus = fields.Integer(allow_none=True, required=True)
+    memory_mib = fields.Integer(allow_none=True, required=True)
+    emulated = fields.Integer(allow_none=True, required=True)
+
+
+class ProjectUsage(Schema):
+    project = fields.String(required=True)
+    limits = fields.Nested(UsageFigures, required=True, metadata={"description": "null: no limit"})
+    used = fields.Nested(UsageFigures, required=True, metadata={"description": "what its live VMs hold"})
+    remaining = fields.Nested(UsageFigures, required=True, metadata={"description": "null: no limit"})
+
+
+class ProjectOut(Schema):
+    name = fields.String(required=True)
+    created_at = UtcDateTime(required=True)
+    usage = fields.Nested(ProjectUsage, required=True)
+
+
+class ProjectEnvelope(Schema):
+    project = fields.Nested(ProjectOut, required=True)
+
+
+class ProjectListOut(Schema):
+    projects = fields.List(fields.Nested(ProjectOut), required=True)
+
+
+class ProjectUsageOut(Schema):
+    usage = fields.Nested(ProjectUsage, required=True)

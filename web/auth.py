@@ -16,6 +16,9 @@ API path it stands for (web/ui/session.py).
 
 A request without a valid token is 401, one whose token's role is too weak 403, both as the standard JSON
 error. The view's actor for job events is `token:<name>` (`current_actor()`).
+
+Every token belongs to a project: a viewer or operator sees and acts only within it, an admin sees every
+project or, with `?project=NAME` on any request, acts for that one (web/services/projects.py `scope_for`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 from flask import Flask, g, request
 
 from web.errors import ApiError
+from web.services.projects import scope_for
 from web.services.tokens import Role, authenticate
 
 API = "/api/v1"
@@ -37,6 +41,8 @@ DOCS = f"{API}/docs"
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPERATOR_PREFIXES = (f"{API}/vms", f"{API}/jobs")
 ADMIN_PREFIXES = (f"{API}/tokens",)
+# What belongs to projects: an admin's `?project=` matters (and is documented) here.
+PROJECT_PREFIXES = (f"{API}/vms", f"{API}/jobs", f"{API}/projects")
 CONSOLE = re.compile(rf"^{API}/vms/[^/]+/console(/|$)")
 
 
@@ -54,22 +60,22 @@ class Forbidden(ApiError):
     code = "forbidden"
 
 
-def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+def under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
 def required_role(method: str, path: str) -> Role | None:
     """The least role that may make this request; None for the public allow-list."""
     method = "GET" if method == "HEAD" else method
-    if (method, path.rstrip("/") or "/") in PUBLIC or (method == "GET" and _under(path, (DOCS,))):
+    if (method, path.rstrip("/") or "/") in PUBLIC or (method == "GET" and under(path, (DOCS,))):
         return None
-    if _under(path, ADMIN_PREFIXES):
+    if under(path, ADMIN_PREFIXES):
         return Role.ADMIN
     if CONSOLE.match(path):
         return Role.OPERATOR
     if method in READS:
         return Role.VIEWER
-    if _under(path, OPERATOR_PREFIXES):
+    if under(path, OPERATOR_PREFIXES):
         return Role.OPERATOR
     return Role.ADMIN
 
@@ -87,7 +93,7 @@ def current_actor() -> str:
 
 
 def _check() -> None:
-    if _under(request.path, (UI,)):
+    if under(request.path, (UI,)):
         return  # the web UI's pages authenticate with a session cookie instead (web/ui/session.py)
     needed = required_role(request.method, request.path)
     if needed is None:
@@ -103,6 +109,7 @@ def _check() -> None:
         raise Forbidden(f"{request.method} {request.path} needs the {needed.label} role; token "
                         f"{token.name!r} is {role.label}")  # fmt: skip
     g.actor, g.role = f"token:{token.name}", role
+    g.scope = scope_for(token.project, role >= Role.ADMIN, request.args.get("project"))
 
 
 def init_auth(app: Flask) -> None:

@@ -1,6 +1,7 @@
 """`Idempotency-Key` on POST: the same key with the same request within 24 h returns the original response
 (the same job); the same key with a different request is refused with 422; the same request while the first
-is still being handled is refused with 409 and `Retry-After`."""
+is still being handled is refused with 409 and `Retry-After`. A key is the project's the request acts for
+(web/services/projects.py): another project's request with the same key is another request."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, timedelta
 
 from flask import Response, jsonify, make_response, request
-from sqlalchemy import delete, update
+from sqlalchemy import ColumnElement, and_, delete, update
 from sqlalchemy.exc import IntegrityError
 
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import IdempotencyKey, utcnow
+from web.services.projects import current_scope
 
 HEADER = "Idempotency-Key"
 KEEP = timedelta(hours=24)
@@ -55,18 +57,18 @@ def _fresh(record: IdempotencyKey) -> bool:
     return _age(record) < KEEP
 
 
-def _reserve(key: str, fingerprint: str) -> IdempotencyKey | None:
+def _reserve(project: str, key: str, fingerprint: str) -> IdempotencyKey | None:
     """Take the key for this request before it runs, in a committed row that the primary key makes unique:
     of concurrent requests with one key exactly one gets None and runs; the others get the holder's record
     (answered, or in flight while its `status` is None)."""
     while True:
-        db.session.add(IdempotencyKey(key=key, fingerprint=fingerprint, created_at=utcnow()))
+        db.session.add(IdempotencyKey(project=project, key=key, fingerprint=fingerprint, created_at=utcnow()))
         try:
             db.session.commit()
             return None
         except IntegrityError:
             db.session.rollback()
-        existing = db.session.get(IdempotencyKey, key, populate_existing=True)
+        existing = db.session.get(IdempotencyKey, {"project": project, "key": key}, populate_existing=True)
         if existing is None:
             continue  # its holder failed and released it just now: try again
         if _fresh(existing):
@@ -74,7 +76,7 @@ def _reserve(key: str, fingerprint: str) -> IdempotencyKey | None:
         # Expired: taken over by whoever replaces the row it read, so two takers cannot both win.
         taken = db.session.execute(
             update(IdempotencyKey)
-            .where(IdempotencyKey.key == key, IdempotencyKey.created_at == existing.created_at)
+            .where(_row(project, key), IdempotencyKey.created_at == existing.created_at)
             .values(fingerprint=fingerprint, status=None, body=None, location=None, created_at=utcnow())
         )
         db.session.commit()
@@ -100,17 +102,21 @@ def _answer(record: IdempotencyKey, fingerprint: str) -> Response:
     return _replay(record, fingerprint)
 
 
-def _release(key: str) -> None:
+def _row(project: str, key: str) -> ColumnElement[bool]:
+    return and_(IdempotencyKey.project == project, IdempotencyKey.key == key)
+
+
+def _release(project: str, key: str) -> None:
     """The request failed without an answer worth replaying: the key is free for its retry."""
     db.session.rollback()
-    db.session.execute(delete(IdempotencyKey).where(IdempotencyKey.key == key, IdempotencyKey.status.is_(None)))
+    db.session.execute(delete(IdempotencyKey).where(_row(project, key), IdempotencyKey.status.is_(None)))
     db.session.commit()
 
 
-def _store(key: str, response: Response) -> None:
+def _store(project: str, key: str, response: Response) -> None:
     db.session.execute(
         update(IdempotencyKey)
-        .where(IdempotencyKey.key == key)
+        .where(_row(project, key))
         .values(status=response.status_code, body=response.get_json(), location=response.headers.get("Location"))
     )
     db.session.commit()
@@ -125,19 +131,20 @@ def idempotent(view: Callable) -> Callable:
         if not 1 <= len(key) <= 255:
             raise Unprocessable(f"{HEADER} must be 1-255 characters", fields={HEADER: ["1-255 characters"]})
         fingerprint = _fingerprint()
-        holder = _reserve(key, fingerprint)
+        project = current_scope().acting
+        holder = _reserve(project, key, fingerprint)
         if holder is not None:
             return _answer(holder, fingerprint)
         try:
             response = make_response(view(*args, **kwargs))
         except BaseException:
             # A refusal raised by the view (validation, conflict) is not kept: the same request may succeed later.
-            _release(key)
+            _release(project, key)
             raise
         if response.status_code >= 500 or not response.is_json:
-            _release(key)
+            _release(project, key)
         else:
-            _store(key, response)
+            _store(project, key, response)
         return response
 
     # The OpenAPI document lists the Idempotency-Key header on the views that honour it.

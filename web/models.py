@@ -78,17 +78,44 @@ class Host(db.Model):
     )
 
 
+DEFAULT_PROJECT = "default"
+
+
+class Project(db.Model):
+    """Who owns tokens, VMs, jobs, snapshots and idempotency keys, and the quota its VMs count against.
+
+    A limit of None is no limit. The `used_*` columns are what the project's live VMs hold: a create takes its
+    share with a conditional UPDATE in the transaction that inserts the VM (web/services/projects.py
+    `reserve`), a VM that becomes deleted gives it back."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    max_vms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_vcpus: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_memory_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_emulated: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    used_vms: Mapped[int] = mapped_column(Integer, default=0)
+    used_vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    used_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    used_emulated: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # Every VM state but "deleted": a live VM holds its name.
 _LIVE = text("state <> 'deleted'")
 
 
 class Vm(db.Model):
     __tablename__ = "vms"
-    # The name check at submit reads before it writes; this makes two concurrent creates of one name
-    # impossible, whichever API process or database serves them.
-    __table_args__ = (Index("uq_vms_live_name", "name", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE),)
+    # The name check at submit reads before it writes; this makes two concurrent creates of one name in one
+    # project impossible, whichever API process or database serves them.
+    __table_args__ = (
+        Index("uq_vms_live_name", "project", "name", unique=True, sqlite_where=_LIVE, postgresql_where=_LIVE),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), index=True, default=DEFAULT_PROJECT)
     name: Mapped[str] = mapped_column(String(63), index=True)
     arch: Mapped[str] = mapped_column(String(16))
     vcpus: Mapped[int] = mapped_column(Integer)
@@ -163,6 +190,8 @@ class Job(db.Model):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # The VM's project (a job acts on one VM).
+    project: Mapped[str] = mapped_column(String(63), index=True, default=DEFAULT_PROJECT)
     kind: Mapped[str] = mapped_column(String(16), index=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     queue: Mapped[str] = mapped_column(String(255))
@@ -231,6 +260,7 @@ class Snapshot(db.Model):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     vm_id: Mapped[str] = mapped_column(ForeignKey("vms.id"), index=True)
+    project: Mapped[str] = mapped_column(String(63), default=DEFAULT_PROJECT)
     name: Mapped[str] = mapped_column(String(63))
     memory: Mapped[bool] = mapped_column(Boolean)
     kind: Mapped[str] = mapped_column(String(16), default="internal")
@@ -244,10 +274,12 @@ class Snapshot(db.Model):
 
 class IdempotencyKey(db.Model):
     """A POST's response kept for 24 h under its Idempotency-Key header, so a retried request gets it again.
-    The row is inserted (the key reserved) before the request runs: `status` is None while it is in flight."""
+    The row is inserted (the key reserved) before the request runs: `status` is None while it is in flight.
+    A key is the project's: two projects' clients may pick the same one without seeing each other's answer."""
 
     __tablename__ = "idempotency_keys"
 
+    project: Mapped[str] = mapped_column(String(63), primary_key=True, default=DEFAULT_PROJECT)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -264,6 +296,7 @@ class ApiToken(db.Model):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(63), index=True)
     role: Mapped[str] = mapped_column(String(16))
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"), default=DEFAULT_PROJECT)
     secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -33,7 +33,7 @@ from flask import Flask
 from werkzeug.routing import Rule
 
 import web.api_schemas  # registers the envelope schemas by name
-from web.auth import required_role
+from web.auth import PROJECT_PREFIXES, required_role, under
 
 TITLE = "archq"
 VERSION = "1"
@@ -100,6 +100,13 @@ class ArchqPlugin(BasePlugin):
                 "description": "the same key and body within 24 h answer the original response",
                 "schema": {"type": "string", "minLength": 1, "maxLength": 255},
             })  # fmt: skip
+        if under(rule.rule, PROJECT_PREFIXES):
+            parameters.append({
+                "in": "query", "name": "project", "required": False,
+                "description": "admin: only this project's resources, and new ones go to it; others: their own "
+                "project or none (an unknown project is a 404)",
+                "schema": {"type": "string"},
+            })  # fmt: skip
 
     @staticmethod
     def _security(operation: dict, method: str, rule: Rule) -> None:
@@ -118,7 +125,7 @@ class ArchqPlugin(BasePlugin):
         codes: set[int] = set()
         if operation.get("security"):
             codes |= {401, 403}
-        if rule.arguments:
+        if rule.arguments or any(p.get("name") == "project" for p in operation.get("parameters", [])):
             codes.add(404)
         if method in ("POST", "PUT", "PATCH"):
             codes |= {413, 422}

@@ -94,7 +94,8 @@ def load_query(schema: ListQuery) -> dict:
             f"give each query parameter once: {', '.join(repeated)}",
             fields={key: ["given more than once"] for key in repeated},
         )
-    return schema.load(request.args.to_dict())
+    # `project` is any request's, not the list's (web/auth.py scopes the request by it).
+    return schema.load({key: value for key, value in request.args.items() if key != "project"})
 
 
 def filters_of(query: dict) -> dict:

@@ -168,7 +168,7 @@ def create_request_schema(settings: Settings) -> VmCreateRequest:
     )
 
 
-_NAME_ERROR = "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+NAME_ERROR = "must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
 _SHA256 = validate.Regexp(SHA256_PATTERN, error="must be the SHA256 as 64 hex digits")
 
 
@@ -215,7 +215,7 @@ class ArtifactsIn(Schema):
 
 
 class ImageCreateRequest(Schema):
-    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    name = fields.String(required=True, validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR))
     description = fields.String(load_default="", validate=[validate.Length(max=1024), TEXT])
     artifacts = fields.Nested(ArtifactsIn, required=True)
 
@@ -288,7 +288,7 @@ class VmQuery(ListQuery):
     arch = Checked(_canonical_arch, metadata={"description": "amd64 or arm64 (aliases such as x86_64 too)"})
     state = fields.String(validate=_one_of(state for state in VmState if state in LIVE_VM_STATES))
     host = fields.String(validate=_HOST)
-    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR))
     image = fields.String(validate=[validate.Length(min=1, max=63), ONE_LINE])
 
 
@@ -305,7 +305,7 @@ class HostQuery(ListQuery):
 
 
 class ImageQuery(ListQuery):
-    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=_NAME_ERROR))
+    name = fields.String(validate=validate.Regexp(NAME_PATTERN, error=NAME_ERROR))
 
 
 class SnapshotQuery(ListQuery):
@@ -357,6 +357,7 @@ class JobEventOut(Schema):
 
 class JobOut(Schema):
     id = fields.String()
+    project = fields.String(metadata={"description": "the project of the VM it acts on"})
     kind = fields.String(metadata=_enum(JobKind))
     state = fields.String(metadata=_enum(JobState))
     queue = fields.String()
@@ -394,6 +395,7 @@ def _rehome_target(vm: Vm) -> str | None:
 
 class VmOut(Schema):
     id = fields.String()
+    project = fields.String(metadata={"description": "the project of the token that created it"})
     name = fields.String()
     arch = fields.String(metadata=_enum(ALL))
     vcpus = fields.Integer()

@@ -10,6 +10,7 @@ import click
 
 from queues.config import Settings
 from web.local_secrets import write_private
+from web.models import DEFAULT_PROJECT
 from web.services.tokens import ROLES
 
 ADMIN_TOKEN_FILE = "admin-token"
@@ -29,17 +30,24 @@ def token() -> None:
 @token.command("create")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="viewer: reads; operator: VMs, jobs; admin: all")
 @click.option("--name", required=True, help="who uses it; job events name the actor token:<name>")
-def create(role: str, name: str) -> None:
+@click.option(
+    "--project", default=DEFAULT_PROJECT, show_default=True, help="the project it acts in (archq project create)"
+)
+def create(role: str, name: str, project: str) -> None:
     """Create a token and print it (shown this once, on the last line)."""
     from web.errors import ApiError
     from web.services import tokens
 
     with _app().app_context():
         try:
-            record, secret = tokens.create_token(name, role)
+            record, secret = tokens.create_token(name, role, project)
         except ApiError as exc:
             raise click.ClickException(exc.message) from exc
-        click.echo(f"created {record.role} token {record.name!r} (id {record.id}); it is shown only now:", err=True)
+        click.echo(
+            f"created {record.role} token {record.name!r} of project {record.project!r} (id {record.id}); "
+            "it is shown only now:",
+            err=True,
+        )
     click.echo(secret)
 
 
@@ -56,10 +64,10 @@ def list_(include_revoked: bool, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'ID':<36}  {'NAME':<20} {'ROLE':<8} {'CREATED':<32} REVOKED")
+    click.echo(f"{'ID':<36}  {'NAME':<20} {'ROLE':<8} {'PROJECT':<20} {'CREATED':<32} REVOKED")
     for row in rows:
-        click.echo(f"{row['id']:<36}  {row['name']:<20} {row['role']:<8} {row['created_at']:<32} "
-                   f"{row['revoked_at'] or '-'}")  # fmt: skip
+        click.echo(f"{row['id']:<36}  {row['name']:<20} {row['role']:<8} {row['project']:<20} "
+                   f"{row['created_at']:<32} {row['revoked_at'] or '-'}")  # fmt: skip
 
 
 @token.command("revoke")
@@ -78,7 +86,8 @@ def revoke(id_or_name: str) -> None:
 
 
 def bootstrap_admin_token(settings: Settings) -> tuple[Path, str | None]:
-    """On the first start (no token in the database yet): an admin token named `admin`, written to
+    """On the first start (no token in the database yet): an admin token named `admin` of the `default` project
+    (an admin sees every project and acts for any with `?project=`), written to
     `$ARCHQ_DATA_DIR/admin-token` readable by its owner only. Returns the file and the new secret, or None
     as the secret when tokens already exist."""
     from web import create_app

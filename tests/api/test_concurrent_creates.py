@@ -50,27 +50,28 @@ def request(url: str, token: str, method: str, path: str, body: dict | None = No
         conn.close()
 
 
-def all_at_once(send) -> list[Answer]:
-    """`send()` from CLIENTS threads released together."""
-    start = threading.Barrier(CLIENTS)
+def all_at_once(send, clients: int = CLIENTS) -> list[Answer]:
+    """`send()` from `clients` threads released together."""
+    start = threading.Barrier(clients)
     answers: list[Answer] = []
 
     def client() -> None:
         start.wait()
         answers.append(send())
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(answers) == CLIENTS
+    assert len(answers) == clients
     return answers
 
 
 @pytest.fixture
 def api(app, processes, admin_token) -> tuple[str, str]:
-    url, _process = start_api(processes, workers=4, threads=5)
+    # Four workers booting on a loaded 2-core machine took over 30 s to answer.
+    url, _process = start_api(processes, workers=4, threads=5, timeout=120)
     return url, admin_token
 
 

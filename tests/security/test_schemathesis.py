@@ -49,9 +49,11 @@ def test_the_live_api_matches_its_openapi_document(live_api, tmp_path: Path):
 
 
 def test_the_admin_operations_match_the_document(app, live_api, tmp_path: Path):
-    # With an operator token the host, token and image mutations answer 403 only: fuzz them as an admin. The
+    # With an operator token the host, token, image and project mutations answer 403 only: fuzz them as an admin. The
     # token operations last and with a token of their own: the fuzzer revokes the tokens GET /tokens lists,
     # its own among them, and every request after that is a (documented) 401.
-    schemathesis(live_api.url, live_api.admin_token, 10, tmp_path, "--include-path-regex", "^/api/v1/(hosts|images)")
+    schemathesis(
+        live_api.url, live_api.admin_token, 10, tmp_path, "--include-path-regex", "^/api/v1/(hosts|images|projects)"
+    )
     tokens_admin = make_token(app, "admin", "live-tokens-admin")
     schemathesis(live_api.url, tokens_admin, 10, tmp_path, "--include-path-regex", "^/api/v1/tokens")

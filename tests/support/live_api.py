@@ -33,12 +33,15 @@ def _healthy(url: str, process: ArchqProcess) -> bool:
         return False
 
 
-def start_api(start: Callable[..., ArchqProcess], workers: int = 1, threads: int = 4) -> tuple[str, ArchqProcess]:
-    """`archq api` started by `start` (the `processes` fixture) on a free port, once it answers."""
+def start_api(
+    start: Callable[..., ArchqProcess], workers: int = 1, threads: int = 4, timeout: float = 30
+) -> tuple[str, ArchqProcess]:
+    """`archq api` started by `start` (the `processes` fixture) on a free port, once it answers (several workers
+    booting on a loaded 2-core machine can take longer than one: `timeout`)."""
     port = free_port()
     process = start("api", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads))
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(url, process), timeout=30, interval=0.1, what="the API to answer")
+    wait_for(lambda: _healthy(url, process), timeout=timeout, interval=0.1, what="the API to answer")
     return url, process
 
 

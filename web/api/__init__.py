@@ -11,6 +11,11 @@ def archq():
     return current_app.extensions["archq"]
 
 
+def query_args() -> dict[str, str]:
+    """The query string, less `project` (which any request may carry, see web/auth.py)."""
+    return {key: value for key, value in request.args.items() if key != "project"}
+
+
 def json_body() -> dict:
     try:
         body = request.get_json(silent=True)
@@ -53,8 +58,8 @@ def _surrogate_in(value: object, path: str = "") -> str | None:
 
 def register_blueprints(app: Flask) -> None:
     from web import metrics
-    from web.api import docs, hosts, images, jobs, migrations, snapshots, system, tokens, vms
+    from web.api import docs, hosts, images, jobs, migrations, projects, snapshots, system, tokens, vms
 
-    for module in (system, docs, hosts, vms, snapshots, migrations, jobs, images, tokens):
+    for module in (system, docs, hosts, vms, snapshots, migrations, jobs, images, tokens, projects):
         app.register_blueprint(module.bp, url_prefix="/api/v1")
     app.register_blueprint(metrics.bp)

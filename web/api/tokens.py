@@ -30,9 +30,10 @@ def create_token():
       responses:
         201: {description: the token and its secret, content: {application/json: {schema: TokenCreatedOut}}}
         409: Error
+        422: Error
     """
     request = TokenCreateRequest().load(json_body())
-    token, secret = tokens.create_token(request["name"], request["role"])
+    token, secret = tokens.create_token(request["name"], request["role"], request["project"])
     return jsonify(TokenCreatedOut().dump({"token": token, "secret": secret})), 201
 
 

@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 
 from queues.vocabulary import JobKind
 from web import console_ws
-from web.api import archq, json_body
+from web.api import archq, json_body, query_args
 from web.api_schemas import ConsoleEnvelope, VmEventsEnvelope
 from web.auth import current_actor
 from web.console_ws import sock
@@ -145,7 +145,7 @@ def vm_console(vm_id: str):
           content: {application/json: {schema: ErrorOut}}
     """
     ext = archq()
-    nbytes = ConsoleQuery().load(request.args)["bytes"]
+    nbytes = ConsoleQuery().load(query_args())["bytes"]
     tail = console.console_tail(vm_id, nbytes, ext.console, ext.settings)
     return jsonify(ConsoleEnvelope().dump({"console": {"vm_id": vm_id, **asdict(tail)}}))
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from queues.vocabulary import LOCATED_VM_STATES, JobKind, JobState, VmState
 from web.extensions import db
 from web.models import Job, Snapshot, Vm
+from web.services import projects
 
 # Facts about a VM that only its worker knows (read from the domain XML it runs); a job result carrying one
 # of these keys updates the VM.
@@ -69,12 +70,22 @@ def created(vm: Vm, job: Job, host: str) -> None:
     vm.state = result.get("state", VmState.RUNNING)
     vm.host = result.get("host", host)
     vm.accel = result.get("accel", vm.accel)
+    projects.emulation_changed(vm, result.get("emulated", vm.emulated))
     vm.emulated = result.get("emulated", vm.emulated)
 
 
-def deleted(vm: Vm, job: Job, _host: str) -> None:
-    _worker_facts(vm, job.result)
+def gone(vm: Vm, _job: Job, _host: str) -> None:
+    """The VM is deleted: its name and its share of its project's quota are free again."""
+    if vm.state != VmState.DELETED:
+        projects.release(vm)
     vm.state = VmState.DELETED
+
+
+def deleted(vm: Vm, job: Job, host: str) -> None:
+    # The project's row is locked before the VM's (the flush of a changed VM comes with the next statement): a
+    # create locks project rows before host rows, a heartbeat host rows before VM rows, so no cycle of waits.
+    gone(vm, job, host)
+    _worker_facts(vm, job.result)
 
 
 def located(vm: Vm, job: Job, _host: str) -> None:
@@ -171,8 +182,8 @@ EFFECTS: dict[JobKind, Effects] = {
         started=creating,
         succeeded=created,
         failed=becomes(VmState.FAILED),
-        cancelled=becomes(VmState.DELETED),
-        cancelled_before_start=becomes(VmState.DELETED),
+        cancelled=gone,
+        cancelled_before_start=gone,
     ),
     JobKind.DELETE: Effects(
         allowed_from=(VmState.RUNNING, VmState.STOPPED, VmState.FAILED, VmState.UNKNOWN, VmState.PENDING),

@@ -15,7 +15,7 @@ from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job, JobEvent, utcnow
 from web.paging import Page, keyset_page
-from web.services import attestations
+from web.services import attestations, projects
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
 
@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def get_job(job_id: str) -> Job:
+    """A job of the current scope (another project's is not found)."""
     job = db.session.get(Job, job_id)
-    if job is None:
+    if job is None or not projects.visible(job.project):
         raise NotFound(f"no job with id {job_id}")
     return job
 
@@ -32,7 +33,7 @@ def get_job(job_id: str) -> Job:
 def job_page(filters: dict, after: list[str] | None, limit: int) -> Page[Job]:
     """Jobs matching each given filter (vm_id, state, kind, host), newest first."""
     # A page's events and VMs in one query each, not one per job (the list shows both).
-    query = select(Job).options(selectinload(Job.events), selectinload(Job.vm))
+    query = projects.scoped(select(Job), Job.project).options(selectinload(Job.events), selectinload(Job.vm))
     for name, value in filters.items():
         query = query.where(getattr(Job, name) == value)
     return keyset_page(query, (Job.created_at, Job.id), after, limit, descending=True)

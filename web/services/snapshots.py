@@ -93,7 +93,9 @@ def submit_snapshot(vm_id: str, request: dict, settings: Settings, actor: str = 
         db.session.delete(existing)
         db.session.flush()
     job = _job(JobKind.SNAPSHOT, vm, {"snapshot": name, "memory": memory}, actor)
-    snapshot = Snapshot(vm_id=vm.id, name=name, memory=memory, kind="internal", state="creating", job_id=job.id)
+    snapshot = Snapshot(
+        vm_id=vm.id, project=vm.project, name=name, memory=memory, kind="internal", state="creating", job_id=job.id
+    )
     db.session.add_all([job, snapshot])
     db.session.commit()
     return vm, job, snapshot

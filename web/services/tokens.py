@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from web.errors import Conflict, NotFound
 from web.extensions import db
-from web.models import ApiToken, utcnow
+from web.models import DEFAULT_PROJECT, ApiToken, utcnow
+from web.services.projects import require_project
 
 PREFIX = "archq_"
 
@@ -45,14 +46,17 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(name: str, role: str) -> tuple[ApiToken, str]:
-    """A new token and its secret (the only time the secret exists outside the caller's hands)."""
+def create_token(name: str, role: str, project: str = DEFAULT_PROJECT) -> tuple[ApiToken, str]:
+    """A new token of `project` and its secret (the only time the secret exists outside the caller's hands)."""
     Role.parse(role)
+    require_project(project)
     if active_by_name(name) is not None:
         raise Conflict(f"an active token named {name!r} exists; revoke it first or pick another name",
                        code="token_exists")  # fmt: skip
     secret = PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken(id=str(uuid.uuid4()), name=name, role=role, secret_sha256=digest(secret), created_at=utcnow())
+    token = ApiToken(
+        id=str(uuid.uuid4()), name=name, role=role, project=project, secret_sha256=digest(secret), created_at=utcnow()
+    )
     db.session.add(token)
     db.session.commit()
     return token, secret

@@ -22,14 +22,14 @@ from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmS
 from web.errors import ApiError, Conflict, NotFound, Unavailable, Unprocessable, error_body
 from web.extensions import db
 from web.group_commit import GroupCommit
-from web.models import Host, Job, JobEvent, Vm
+from web.models import DEFAULT_PROJECT, Host, Job, JobEvent, Vm
 from web.paging import Page, keyset_page
-from web.services import attestations, capacity
+from web.services import attestations, capacity, projects
 from web.services.capacity import CPU_RATIO, RAM_RATIO
 from web.services.cpu_modes import check_cpu_mode, check_tcg_cpu, tcg_cpu_note
 from web.services.hosts import fleet_cache, host_state
 from web.services.images import artifact_for
-from web.services.job_effects import EFFECTS
+from web.services.job_effects import EFFECTS, gone
 from web.services.job_states import complete_without_worker
 from web.services.vm_flags import REHOME_MANUAL
 
@@ -39,11 +39,19 @@ PLACEMENT_ATTEMPTS = 5
 
 
 def get_vm(vm_id: str, *, deleted: bool = False) -> Vm:
-    """`deleted`: a deleted VM is found too (its history, e.g. its attestations, outlives it)."""
+    """A VM of the current scope (another project's is not found). `deleted`: a deleted VM is found too (its
+    history, e.g. its attestations, outlives it)."""
     vm = db.session.get(Vm, vm_id)
-    if vm is None or (vm.state == VmState.DELETED and not deleted):
+    if vm is None or (vm.state == VmState.DELETED and not deleted) or not projects.visible(vm.project):
         raise NotFound(f"no VM with id {vm_id}")
     return vm
+
+
+def host_name(vm: Vm) -> str:
+    """The name the VM's host knows it by (its libvirt domain is `archq-<this>`): unique on a host, since two
+    projects may each have a VM of one name. A VM name has no '.', so `<project>.<name>` meets no other VM's;
+    `default`'s VMs keep their plain names (their domains existed before projects)."""
+    return vm.name if vm.project == DEFAULT_PROJECT else f"{vm.project}.{vm.name}"
 
 
 def _new_job(
@@ -59,7 +67,7 @@ def _new_job(
             "kind": kind,
             "vm": {
                 "id": vm.id,
-                "name": vm.name,
+                "name": host_name(vm),
                 "arch": vm.arch,
                 "vcpus": vm.vcpus,
                 "memory_mib": vm.memory_mib,
@@ -83,6 +91,7 @@ def _new_job(
     )
     job = Job(
         id=job_id,
+        project=vm.project,
         kind=kind,
         state=JobState.PENDING,
         queue=queue,
@@ -245,7 +254,9 @@ def preview_create(request: dict, settings: Settings) -> dict:
     get (`error`, with the `status` create would answer). Stores nothing."""
     try:
         plan = plan_create(request, settings)
-        _check_name_free(request["name"])
+        project = projects.current_scope().acting
+        _check_name_free(project, request["name"])
+        projects.check(project, projects.demand_of(request["vcpus"], request["memory_mib"], plan.decision.emulated))
     except ApiError as exc:
         refusal = error_body(exc.code, exc.message, exc.fields)["error"]
         return {"accepted": False, "status": exc.status, "error": refusal}
@@ -300,6 +311,7 @@ def _new_create(request: dict, plan: CreatePlan, actor: str) -> tuple[Vm, Job]:
     user_data = request.get("user_data")
     vm = Vm(
         id=vm_id,
+        project=projects.current_scope().acting,
         name=request["name"],
         arch=arch.value,
         vcpus=request["vcpus"],
@@ -355,8 +367,9 @@ def _digest_columns(user_data: str) -> dict:
 
 
 def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
-    """Commit new VMs with their create jobs in one transaction; a VM whose name is taken (by a live VM, or
-    by an earlier item of the batch) is left out and gets its Conflict, one whose host has no room left for it
+    """Commit new VMs with their create jobs in one transaction; a VM whose name is taken in its project (by a
+    live VM, or by an earlier item of the batch) is left out and gets its Conflict, one over its project's
+    quota gets QuotaExceeded (web/services/projects.py `reserve`), one whose host has no room left for it
     (web/services/capacity.py `reserve`) gets HostFull."""
     # The read below cannot see a create another process has not committed yet; the live-name index refuses
     # the later commit, and the retry reads the winner. Each retry is due to a name newly taken, so it ends.
@@ -373,46 +386,57 @@ def write_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
 
 
 def _add_creates(items: list[tuple[Vm, Job]]) -> list[ApiError | None]:
-    taken = _taken_names({vm.name for vm, _ in items})
+    taken = _taken_names({(vm.project, vm.name) for vm, _ in items})
     errors: list[ApiError | None] = [None] * len(items)
     named = []
     for index, (vm, _) in enumerate(items):
-        if vm.name in taken:
-            errors[index] = _name_taken(vm.name, taken[vm.name])
+        if (vm.project, vm.name) in taken:
+            errors[index] = _name_taken(vm.name, taken[vm.project, vm.name])
             continue
-        taken[vm.name] = vm.id
+        taken[vm.project, vm.name] = vm.id
         named.append(index)
-    # Hosts are reserved in name order, so two API processes' batches never wait for each other's host rows in a
-    # cycle (PostgreSQL would abort one of them as deadlocked).
-    for index in sorted(named, key=lambda i: items[i][0].host or ""):
+    # Every batch locks project rows (in name order) before host rows (in name order), so two API processes'
+    # batches never wait for each other's rows in a cycle (PostgreSQL would abort one of them as deadlocked).
+    within_quota = []
+    for index in sorted(named, key=lambda i: items[i][0].project):
+        vm = items[index][0]
+        if error := projects.reserve(vm.project, projects.vm_demand(vm)):
+            errors[index] = error
+            continue
+        within_quota.append(index)
+    for index in sorted(within_quota, key=lambda i: items[i][0].host or ""):
         vm, job = items[index]
         memory = footprint_mib(vm.memory_mib, tcg=vm.accel == Accel.TCG)
         if vm.host is not None and not capacity.reserve(vm.host, vm.vcpus, memory, (vm.disk_gib or 0) * 1024):
             errors[index] = HostFull(vm.host)
+            projects.give_back(vm.project, projects.vm_demand(vm))
             continue
         db.session.add_all([vm, job])
     return errors
 
 
-def _taken_names(names: set[str]) -> dict[str, str]:
-    """Which of `names` live VMs have, with their ids."""
-    rows = db.session.execute(select(Vm.name, Vm.id).where(Vm.name.in_(names), Vm.state != VmState.DELETED))
-    return {name: vm_id for name, vm_id in rows}
+def _taken_names(names: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Which of `names` (project, name) live VMs have, with their ids."""
+    wanted = {name for _, name in names}
+    rows = db.session.execute(
+        select(Vm.project, Vm.name, Vm.id).where(Vm.name.in_(wanted), Vm.state != VmState.DELETED)
+    )
+    return {(project, name): vm_id for project, name, vm_id in rows if (project, name) in names}
 
 
 def _name_taken(name: str, vm_id: str) -> Conflict:
     return Conflict(f"a VM named {name!r} already exists ({vm_id})", code="name_taken")
 
 
-def _check_name_free(name: str) -> None:
-    if vm_id := _taken_names({name}).get(name):
+def _check_name_free(project: str, name: str) -> None:
+    if vm_id := _taken_names({(project, name)}).get((project, name)):
         raise _name_taken(name, vm_id)
 
 
 def vm_page(filters: dict, after: list[str] | None, limit: int | None) -> Page[Vm]:
     """The VMs that are not deleted matching each given filter (arch, state, host, name, image), oldest first
     (the id breaks ties between VMs created in the same microsecond); every one without a limit."""
-    query = select(Vm).where(Vm.state != VmState.DELETED)
+    query = projects.scoped(select(Vm).where(Vm.state != VmState.DELETED), Vm.project)
     for name, value in filters.items():
         query = query.where(getattr(Vm, name) == value)
     return keyset_page(query, (Vm.created_at, Vm.id), after, limit)
@@ -464,7 +488,7 @@ def submit_action(vm_id: str, kind: JobKind, settings: Settings, actor: str = "a
         # Nothing exists anywhere to destroy.
         job = _new_job(kind, "", vm, actor=actor, host=None, emulated=vm.emulated)
         complete_without_worker(job, actor, "the VM never reached a host; nothing to destroy")
-        vm.state = VmState.DELETED
+        gone(vm, job, "")
     else:
         _require_host_up(vm.host, settings)
         # What a cancel before the job starts puts back.

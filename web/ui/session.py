@@ -14,6 +14,7 @@ from werkzeug.wrappers import Response
 from web.auth import API, UI, required_role
 from web.extensions import db
 from web.models import ApiToken
+from web.services.projects import scope_for
 from web.services.tokens import Role, authenticate
 from web.ui import bp, csrf
 
@@ -44,6 +45,7 @@ def check() -> Response | None:
     if needed is not None and role < needed:
         abort(403, f"this needs the {needed.label} role; you are logged in as {token.name!r} ({role.label})")
     g.actor, g.role, g.token_name = f"token:{token.name}", role, token.name
+    g.scope = scope_for(token.project, role >= Role.ADMIN, None)
     return None
 
 

@@ -99,6 +99,9 @@ class Heartbeat(_Message):
     networks = fields.Dict(load_default=dict)
     # The jobs the worker has claimed and not finished: the conductor resumes none of them.
     running_jobs = fields.List(fields.String(), load_default=list)
+    # queues/liveness.py's digest of all the above: the conductor notes it once recorded, so that the worker
+    # sends a lost full beat again.
+    digest = fields.String(load_default="")
     at = fields.Float(required=True)
 
 

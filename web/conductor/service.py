@@ -18,8 +18,9 @@ def build_conductor(app: Flask) -> Sweeper:
     """Register the control tasks on the app's Celery app; returns the (unstarted) sweeper."""
     ext = app.extensions["archq"]
     register_tasks(ext.celery, app)
-    lease = LeaderLease(redis.Redis.from_url(ext.settings.redis_url), ext.settings.leader_lease_s)
-    return Sweeper(app, interval_s=max(0.2, ext.settings.dispatch_retry_s / 2), lease=lease)
+    client = redis.Redis.from_url(ext.settings.redis_url)
+    lease = LeaderLease(client, ext.settings.leader_lease_s)
+    return Sweeper(app, interval_s=max(0.2, ext.settings.dispatch_retry_s / 2), lease=lease, liveness=client)
 
 
 class HeartbeatsAtDebug(logging.Filter):

@@ -11,9 +11,11 @@ import threading
 import redis
 from flask import Flask
 
+from queues.liveness import seen_after
 from web.conductor.leader import LeaderLease
 from web.models import utcnow
 from web.services.dispatch import dispatch_stale_pending
+from web.services.hosts import record_liveness
 from web.services.reconciler import mark_down_hosts_unknown
 from web.services.recovery import (
     recover_running,
@@ -27,11 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class Sweeper(threading.Thread):
-    def __init__(self, app: Flask, interval_s: float, lease: LeaderLease) -> None:
+    def __init__(self, app: Flask, interval_s: float, lease: LeaderLease, liveness: redis.Redis) -> None:
         super().__init__(name="archq-sweeper", daemon=True)
         self._app = app
         self._interval_s = interval_s
         self.lease = lease
+        self._liveness = liveness
+        # Redis's clock at the last read of the hosts' marks (0: read every host once).
+        self._seen_after = 0.0
         self._stopping = threading.Event()
         self._broker_up = True
         self._broker_back_at = None
@@ -71,6 +76,10 @@ class Sweeper(threading.Thread):
             ),
         }
         with self._app.app_context():
+            # First, so that the down-marking below sees every host that beat until now.
+            seen = seen_after(self._liveness, self._seen_after)
+            record_liveness(seen.ages)
+            self._seen_after = seen.next_after
             for what, step in steps.items():
                 # A leader that stalled past its lease leaves the rest to the conductor that took it over.
                 if not self.lease.still_held():

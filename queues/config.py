@@ -159,6 +159,8 @@ class Settings:
     bridges: tuple[str, ...] = ()
     # The largest disk a VM may ask for (`disk_gib`).
     max_disk_gib: int = 2048
+    # The most VMs one create request may ask for (`count`).
+    max_create_count: int = 100
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -208,6 +210,7 @@ class Settings:
             nat_subnet=_nat_subnet(os.environ.get("ARCHQ_NAT_SUBNET", cls.nat_subnet)),
             bridges=tuple(b.strip() for b in os.environ.get("ARCHQ_BRIDGES", "").split(",") if b.strip()),
             max_disk_gib=_int("ARCHQ_MAX_DISK_GIB", cls.max_disk_gib),
+            max_create_count=_int("ARCHQ_MAX_CREATE_COUNT", cls.max_create_count),
         )
 
     @property

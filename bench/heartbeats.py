@@ -4,10 +4,11 @@ A private Redis and database (SQLite, or PostgreSQL with `--postgres URL`), real
 and synthetic heartbeats from many fake hosts, sent as the workers send them (queues/liveness.py): a beat that
 changed nothing is a liveness mark in Redis, which the leading conductor writes to the database in batches; a
 beat that changed something (and one every 5 minutes regardless) is also a full beat, a Celery task on
-`control` with a few running domains, which every conductor consumes. Each round, the conductors are paused
-(SIGSTOP), one beat per host is sent, the conductors resumed, and the time until the database shows every
-host seen since the round began is the ingest time (for marks it includes the wait for the next sweep, so
-their rate is a lower bound). The first round registers the hosts and is not counted. What the fleet needs:
+`control` with a few running domains, which every conductor consumes. The hosts are registered first
+(in this process). Each round, the conductors are paused (SIGSTOP), one mark per host (or one full beat from
+each of the first `--full-beats` hosts) is sent, the conductors resumed, and the time until the database shows
+every one of those hosts seen since the round began is the ingest time (for marks it includes the wait for
+the next sweep, so their rate is a lower bound). A warm-up round of each kind is not counted. What the fleet needs:
 N hosts at the default interval send N / interval marks per second, and full beats as often as hosts change
 plus N / 300 s."""
 
@@ -21,9 +22,9 @@ import uuid
 from datetime import UTC, datetime
 
 import redis
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, select
 
-from bench.common import Stack, begin, bench_parser, end, median
+from bench.common import Stack, begin, bench_parser, end, fresh_postgres, median
 from queues import messages
 from queues.arch import ALL, Arch
 from queues.celery_app import make_celery
@@ -31,13 +32,16 @@ from queues.config import Settings
 from queues.liveness import FULL_BEAT_EVERY_S, MARK_SCRIPT, RECORDED_KEY, SEEN_KEY, digest
 from queues.names import CONTROL, Task, host_queue, native_queue, tcg_queue
 from tests.support.services import wait_for
+from web import create_app
+from web.extensions import db
 from web.models import Host
+from web.services.hosts import record_heartbeat
 
 DOMAINS_PER_HOST = 4
 
 
-def fake_beat(n: int, at: float) -> dict:
-    """Host n's full heartbeat: half amd64 and half arm64, each emulating the other, running a few domains."""
+def fake_beat(n: int, at: float, domains: int = DOMAINS_PER_HOST) -> dict:
+    """Host n's full heartbeat: half amd64 and half arm64, each emulating the other, running `domains`."""
     arch = ALL[n % len(ALL)]
     other = [a.value for a in ALL if a != arch]
     name = f"host-{n:05d}"
@@ -49,7 +53,7 @@ def fake_beat(n: int, at: float) -> dict:
             "emulators": other,
             "queues": [native_queue(arch), host_queue(name), *(tcg_queue(Arch(a)) for a in other)],
             "capacity": {"vcpus": 64, "memory_mib": 262144, "disk_mib": 100_000},
-            "allocated": {"domains": DOMAINS_PER_HOST},
+            "allocated": {"domains": domains},
             "domains": [
                 {
                     "uuid": str(uuid.UUID(int=n * 1000 + d)),
@@ -58,7 +62,7 @@ def fake_beat(n: int, at: float) -> dict:
                     "reason": "booted",
                     "addresses": [{"address": f"192.168.150.{d + 2}", "source": "dhcp"}],
                 }
-                for d in range(DOMAINS_PER_HOST)
+                for d in range(domains)
             ],
             "started_at": at - 60,
             "networks": {"libvirt": ["archq"], "bridges": []},
@@ -71,7 +75,7 @@ def fake_beat(n: int, at: float) -> dict:
 
 
 class Ingest:
-    """`conductors` conductor processes on one stack; `round(hosts)` times one beat from each of `hosts` hosts."""
+    """`conductors` conductor processes on one stack; `round(count, full)` times one beat from each of `count` hosts."""
 
     def __init__(self, stack: Stack, conductors: int, interval_s: float) -> None:
         self.stack = stack
@@ -127,15 +131,32 @@ class Ingest:
         self.engine.dispose()
 
 
-def measure(stack: Stack, hosts: int, conductors: int, rounds: int, interval_s: float) -> dict[str, list[float]]:
-    """Full beats and marks per second, one figure per round (the first, registering the hosts, not counted)."""
-    ingest = Ingest(stack, conductors, interval_s)
+def register_hosts(count: int, domains: int = 0) -> None:
+    """`count` live hosts, as the conductor's heartbeat path records them (in this process: faster than
+    through a conductor, and not what is measured)."""
+    now = time.time()
+    for n in range(count):
+        record_heartbeat(messages.heartbeat.load(fake_beat(n, now, domains=domains)))
+        if n % 1000 == 999:
+            db.session.commit()
+    db.session.commit()
+
+
+def measure(stack: Stack, hosts: int, full_beats: int, conductors: int, rounds: int) -> dict[str, list[float]]:
+    """Full beats (from the first `full_beats` hosts) and marks (from every host) per second, one figure per
+    round after a warm-up round of each."""
+    with create_app(stack.settings(), sent_events=False).app_context():
+        register_hosts(hosts, DOMAINS_PER_HOST)
+        db.engine.dispose()
+    ingest = Ingest(stack, conductors, Settings.heartbeat_interval_s)
     try:
-        ingest.round(hosts, full=True)
+        counts = {"full": full_beats, "marks": hosts}
         rates: dict[str, list[float]] = {"full": [], "marks": []}
-        for _ in range(rounds):
-            for kind in rates:
-                rates[kind].append(hosts / ingest.round(hosts, full=kind == "full"))
+        for number in range(rounds + 1):
+            for kind, count in counts.items():
+                rate = count / ingest.round(count, full=kind == "full")
+                if number:
+                    rates[kind].append(rate)
         return rates
     finally:
         ingest.close()
@@ -143,25 +164,11 @@ def measure(stack: Stack, hosts: int, conductors: int, rounds: int, interval_s: 
             child.stop()
 
 
-def fresh_postgres(server: str) -> tuple[str, callable]:
-    """A new database on the PostgreSQL server `server` (a URL ending in /); returns its URL and its dropper."""
-    name = f"archq_bench_beats_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(f"{server.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return f"{server.rstrip('/')}/{name}", drop
-
-
 def run(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     """Prints and returns, per conductor count, the median rates of full beats and of marks."""
     interval = Settings.heartbeat_interval_s
     hosts = args.hosts or (1_000 if args.quick else 10_000)
+    full_beats = args.full_beats or (100 if args.quick else 1_000)
     rounds = args.rounds or (2 if args.quick else 3)
     marks_needed, full_needed = hosts / interval, hosts / FULL_BEAT_EVERY_S
     print(f"database: {'PostgreSQL' if args.postgres else 'SQLite'}; {hosts} hosts, {DOMAINS_PER_HOST} domains each")
@@ -177,7 +184,7 @@ def run(args: argparse.Namespace) -> dict[int, dict[str, float]]:
             env["ARCHQ_DATABASE_URL"], drop = fresh_postgres(args.postgres)
         try:
             with Stack(**env) as stack:
-                rates = measure(stack, hosts, conductors, rounds, interval)
+                rates = measure(stack, hosts, full_beats, conductors, rounds)
         finally:
             if drop:
                 drop()
@@ -198,6 +205,7 @@ def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--postgres", metavar="URL", help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/")
     parser.add_argument("--hosts", type=int, help="fake hosts (default 10,000; 1,000 quick)")
+    parser.add_argument("--full-beats", type=int, help="full beats per round (default 1,000; 100 quick)")
     parser.add_argument("--conductors", type=int, nargs="+", default=[1, 2], help="conductor counts to try")
     args = parser.parse_args()
     started = begin("heartbeats: beats per second one conductor records", args, probe_kvm=False)

@@ -122,6 +122,9 @@ def test_idempotency_key_covers_the_whole_request(client, fleet, app):
     again = client.post("/api/v1/vms", json=body, headers={"Idempotency-Key": "bulk-1"})
     assert first.status_code == again.status_code == 202
     assert [vm["id"] for vm in again.get_json()["vms"]] == [vm["id"] for vm in first.get_json()["vms"]]
+    # Routed to a queue (the default placement), not placed: every VM goes the first one's way.
+    assert {job["queue"] for job in first.get_json()["jobs"]} == {"amd64"}
+    assert {vm["host"] for vm in first.get_json()["vms"]} == {None}
     assert counts(app) == (3, 3)
 
 

@@ -354,9 +354,14 @@ def _create_all(items: list[dict], settings: Settings, actor: str, spread: bool)
     admit_create(items, settings, actor)
     created: list[tuple[Vm, Job]] = []
     hosts: set[str] = set()
+    routed: CreatePlan | None = None
     for item in items:
+        if routed is not None:
+            # Routed to a queue, not placed on a host: the first VM's plan holds for every one of them.
+            created.append(_new_create(item, routed, actor))
+            continue
         try:
-            vm, job = _place_reserved(item, settings, actor, avoid=frozenset(hosts) if spread else frozenset())
+            plan, vm, job = _place_reserved(item, settings, actor, avoid=frozenset(hosts) if spread else frozenset())
         except Unavailable as exc:
             if not spread or not hosts:
                 raise
@@ -368,13 +373,15 @@ def _create_all(items: list[dict], settings: Settings, actor: str, spread: bool)
             ) from exc
         if vm.host is not None:
             hosts.add(vm.host)
+        else:
+            routed = plan
         created.append((vm, job))
     db.session.add_all([row for pair in created for row in pair])
     db.session.flush()
     return created
 
 
-def _place_reserved(item: dict, settings: Settings, actor: str, avoid: frozenset[str]) -> tuple[Vm, Job]:
+def _place_reserved(item: dict, settings: Settings, actor: str, avoid: frozenset[str]) -> tuple[CreatePlan, Vm, Job]:
     """One VM of a bulk create, placed (not on `avoid`) and its share of the host reserved in the open
     transaction, so that the next VM's placement sees it."""
     full: frozenset[str] = frozenset()
@@ -382,7 +389,7 @@ def _place_reserved(item: dict, settings: Settings, actor: str, avoid: frozenset
         plan = plan_create(item, settings, exclude=avoid | full)
         vm, job = _new_create(item, plan, actor)
         if vm.host is None or capacity.reserve(vm.host, vm.vcpus, vm.memory_mib, (vm.disk_gib or 0) * 1024):
-            return vm, job
+            return plan, vm, job
         full |= {vm.host}
         if item.get("host") or len(full) >= PLACEMENT_ATTEMPTS:
             raise Unavailable(

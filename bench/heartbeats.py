@@ -167,8 +167,9 @@ def measure(stack: Stack, hosts: int, full_beats: int, conductors: int, rounds: 
 def run(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     """Prints and returns, per conductor count, the median rates of full beats and of marks."""
     interval = Settings.heartbeat_interval_s
-    hosts = args.hosts or (1_000 if args.quick else 10_000)
-    full_beats = args.full_beats or (100 if args.quick else 1_000)
+    hosts = args.hosts or (500 if args.quick else 10_000)
+    full_beats = args.full_beats or (20 if args.quick else 1_000)
+    conductor_counts = args.conductors or ([1] if args.quick else [1, 2])
     rounds = args.rounds or (2 if args.quick else 3)
     marks_needed, full_needed = hosts / interval, hosts / FULL_BEAT_EVERY_S
     print(f"database: {'PostgreSQL' if args.postgres else 'SQLite'}; {hosts} hosts, {DOMAINS_PER_HOST} domains each")
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> dict[int, dict[str, float]]:
         f"{full_needed:,.0f}/s plus one per change"
     )
     table = {}
-    for conductors in args.conductors:
+    for conductors in conductor_counts:
         env = {"ARCHQ_DISPATCH_RETRY_S": "0.4"}  # a sweep every 0.2 s: marks wait less for the next one
         drop = None
         if args.postgres:
@@ -204,9 +205,9 @@ def run(args: argparse.Namespace) -> dict[int, dict[str, float]]:
 def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--postgres", metavar="URL", help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/")
-    parser.add_argument("--hosts", type=int, help="fake hosts (default 10,000; 1,000 quick)")
-    parser.add_argument("--full-beats", type=int, help="full beats per round (default 1,000; 100 quick)")
-    parser.add_argument("--conductors", type=int, nargs="+", default=[1, 2], help="conductor counts to try")
+    parser.add_argument("--hosts", type=int, help="fake hosts (default 10,000; 500 quick)")
+    parser.add_argument("--full-beats", type=int, help="full beats per round (default 1,000; 20 quick)")
+    parser.add_argument("--conductors", type=int, nargs="+", help="conductor counts to try (default 1 2; 1 quick)")
     args = parser.parse_args()
     started = begin("heartbeats: beats per second one conductor records", args, probe_kvm=False)
     run(args)

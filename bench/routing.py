@@ -261,11 +261,13 @@ def report(table: dict[int, dict[str, float]]) -> None:
             )
             print(f"   {strategy:<13}{cells} {last[decide] / first[decide]:>13.2f}x {last[post] / first[post]:>11.2f}x")
     print("-- heartbeat ingest in the conductor's code (in process): a full beat, and every host's liveness mark")
-    print(f"   {'hosts':>6} {'full beat ms':>13} {'full beats/s':>13} {'marks ms':>9} {'marks/s':>10}")
+    print(f"   {'hosts':>6} {'full beat ms':>13} {'CPU ms':>7} {'full beats/s':>13} {'marks ms':>9} {'CPU ms':>7} "
+          f"{'marks/s':>10} {'marks/CPU s':>12}")  # fmt: skip
     for count, row in table.items():
         print(
-            f"   {count:>6} {row['full beat']:>13.2f} {1000 / row['full beat']:>13,.0f} {row['liveness']:>9.2f} "
-            f"{count * 1000 / row['liveness']:>10,.0f}"
+            f"   {count:>6} {row['full beat']:>13.2f} {row['full beat cpu']:>7.2f} {1000 / row['full beat']:>13,.0f} "
+            f"{row['liveness']:>9.2f} {row['liveness cpu']:>7.2f} {count * 1000 / row['liveness']:>10,.0f} "
+            f"{count * 1000 / row['liveness cpu']:>12,.0f}"
         )
     names = ("decide", "refresh", "hosts page", "full beat")
     growth = ", ".join(f"{name} {last[name] / first[name]:.2f}x" for name in names)

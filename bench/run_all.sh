@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ARCHQ_VENV:-.venv}"
-for script in submit dispatch routing drain vm migration guest_boot; do
+for script in submit dispatch routing heartbeats drain vm migration guest_boot; do
     "$VENV/bin/python" -m "bench.$script" "$@"
     echo
 done

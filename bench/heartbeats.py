@@ -88,6 +88,9 @@ class Ingest:
                      timeout=60, interval=0.1, what=f"{child.log.name} to consume")  # fmt: skip
         self.engine = create_engine(stack.env["ARCHQ_DATABASE_URL"])
 
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
     def _signal(self, sig: signal.Signals) -> None:
         for child in self.children:
             os.killpg(child.pid, sig)
@@ -160,6 +163,8 @@ def measure(stack: Stack, hosts: int, full_beats: int, conductors: int, rounds: 
         return rates
     finally:
         ingest.close()
+        # A round stopped midway (Ctrl-C) may leave them paused: a paused process would not act on SIGTERM.
+        ingest.resume()
         for child in ingest.children:
             child.stop()
 

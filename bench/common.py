@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from celery import Celery
+from sqlalchemy import create_engine, text
 
 from queues.celery_app import make_celery
 from queues.config import Settings
@@ -307,6 +309,21 @@ class Stack:
 
         wait_for(healthy, timeout=30, interval=0.1, what="the API to answer")
         return child, base
+
+
+def fresh_postgres(server: str) -> tuple[str, Callable[[], None]]:
+    """A new database on the PostgreSQL server `server` (a URL ending in /); returns its URL and its dropper."""
+    name = f"archq_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(f"{server.rstrip('/')}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return f"{server.rstrip('/')}/{name}", drop
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------------

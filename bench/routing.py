@@ -19,11 +19,11 @@ from flask import Flask
 from sqlalchemy import create_engine, func, select, text
 
 from bench.common import IMAGES_DIR, TINY, Samples, alternate, begin, bench_parser, end, median, percentile
+from bench.heartbeats import fake_beat, register_hosts
 from migrations import upgrade
 from queues import messages
-from queues.arch import ALL, Arch
+from queues.arch import Arch
 from queues.config import Settings
-from queues.names import host_queue, native_queue, tcg_queue
 from queues.networks import needs
 from queues.routing import Emulation, Fleet, route_create
 from queues.vocabulary import JobState
@@ -32,36 +32,34 @@ from web import create_app
 from web.extensions import db
 from web.models import Job
 from web.schemas import VmCreateRequest
-from web.services.hosts import FleetCache, fleet_cache, live_hosts, record_heartbeat
+from web.services.hosts import FleetCache, fleet_cache, live_hosts, record_heartbeat, record_liveness
 from web.services.images import register_tiny
+from web.services.migrations import adopt_moved_vms
+from web.services.reconciler import reconcile_host
 from web.services.tokens import create_token
 from web.services.vms import attachment, decide
 
 COUNTS = (10, 1_000, 10_000)
 
 
-def register_hosts(count: int) -> None:
-    """`count` live hosts, half amd64 and half arm64, each emulating the other, as heartbeats record them."""
-    for n in range(count):
-        arch = ALL[n % len(ALL)]
-        other = [a.value for a in ALL if a != arch]
-        name = f"host-{n:05d}"
-        beat = {
-            "host": name,
-            "arch": arch.value,
-            "accel": "kvm",
-            "emulators": other,
-            "queues": [native_queue(arch), host_queue(name), *(tcg_queue(Arch(a)) for a in other)],
-            "capacity": {"vcpus": 64, "memory_mib": 262144, "disk_mib": 100_000},
-            "allocated": {"domains": 0},
-            "domains": [],
-            "networks": {"libvirt": ["archq"], "bridges": []},
-            "at": time.time(),
-        }
-        record_heartbeat(messages.heartbeat.load(beat))
-        if n % 1000 == 999:
-            db.session.commit()
-    db.session.commit()
+def full_beat(settings: Settings, count: int) -> Callable[[], None]:
+    """What the conductor's heartbeat task does with one full beat (a changed host), on hosts in turn."""
+    hosts = iter(range(10**9))
+
+    def call() -> None:
+        beat = messages.heartbeat.load(fake_beat(next(hosts) % count, time.time()))
+        host = record_heartbeat(beat)
+        db.session.commit()
+        adopt_moved_vms(host)
+        reconcile_host(host, settings)
+
+    return call
+
+
+def liveness(count: int) -> Callable[[], None]:
+    """What the leading conductor does with the liveness marks of every host (queues/liveness.py)."""
+    ages = {f"host-{n:05d}": 0.0 for n in range(count)}
+    return lambda: record_liveness(ages)
 
 
 def per_call_us(calls: int, call: Callable[[], object]) -> float:
@@ -93,7 +91,7 @@ def body(strategy: str) -> dict:
     return {**TINY, "placement": strategy}
 
 
-def measure(app: Flask, settings: Settings, rounds: int, calls: int, singles: int) -> dict[str, Samples]:
+def measure(app: Flask, settings: Settings, rounds: int, calls: int, singles: int, count: int) -> dict[str, Samples]:
     schema = VmCreateRequest(max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib)
     requests = {strategy: schema.load({"name": "routed", **body(strategy)}) for strategy in STRATEGIES}
     request = requests["queue"]
@@ -134,6 +132,8 @@ def measure(app: Flask, settings: Settings, rounds: int, calls: int, singles: in
         "route_create": lambda _n: {"us": batches(lambda: route_create(arch, emulation, fleet))},
         "refresh": lambda _n: timed(singles, refresh(cache, settings)),
         "hosts page": lambda _n: timed(singles, page),
+        "full beat": lambda _n: timed(singles, full_beat(settings, count)),
+        "liveness": lambda _n: timed(singles, liveness(count)),
     }
     for strategy in STRATEGIES:
         contenders[f"decide {strategy}"] = lambda _n, s=strategy: timed(singles, decision(s))
@@ -194,7 +194,7 @@ def main() -> None:
                             db.session.execute(text("ANALYZE hosts"))
                             db.session.commit()
                         print(f"-- {count} hosts (registered in {time.perf_counter() - inserted:.1f} s)")
-                        results = measure(app, settings, rounds, calls, singles)
+                        results = measure(app, settings, rounds, calls, singles, count)
                         wait_published()
                         db.engine.dispose()
                 table[count] = {name: median(next(iter(r.values()))) for name, r in results.items()}
@@ -260,7 +260,17 @@ def report(table: dict[int, dict[str, float]]) -> None:
                 for c in COUNTS
             )
             print(f"   {strategy:<13}{cells} {last[decide] / first[decide]:>13.2f}x {last[post] / first[post]:>11.2f}x")
-    growth = ", ".join(f"{name} {last[name] / first[name]:.2f}x" for name in ("decide", "refresh", "hosts page"))
+    print("-- heartbeat ingest in the conductor's code (in process): a full beat, and every host's liveness mark")
+    print(f"   {'hosts':>6} {'full beat ms':>13} {'CPU ms':>7} {'full beats/s':>13} {'marks ms':>9} {'CPU ms':>7} "
+          f"{'marks/s':>10} {'marks/CPU s':>12}")  # fmt: skip
+    for count, row in table.items():
+        print(
+            f"   {count:>6} {row['full beat']:>13.2f} {row['full beat cpu']:>7.2f} {1000 / row['full beat']:>13,.0f} "
+            f"{row['liveness']:>9.2f} {row['liveness cpu']:>7.2f} {count * 1000 / row['liveness']:>10,.0f} "
+            f"{count * 1000 / row['liveness cpu']:>12,.0f}"
+        )
+    names = ("decide", "refresh", "hosts page", "full beat")
+    growth = ", ".join(f"{name} {last[name] / first[name]:.2f}x" for name in names)
     print(f"   growth {COUNTS[-1]:,} vs {COUNTS[0]:,} hosts: {growth} (target: POST <= 1.2x, decision <= 5 ms)")
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${ARCHQ_VENV:-.venv}"
-for script in submit dispatch routing lists drain vm migration guest_boot console emulation; do
+for script in submit dispatch routing heartbeats lists drain vm migration guest_boot console emulation; do
     "$VENV/bin/python" -m "bench.$script" "$@"
     echo
 done

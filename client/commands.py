@@ -203,6 +203,8 @@ def vm() -> None:
 @click.option("--user-data", type=click.File("r"), help="a #cloud-config or #! script file for cloud-init")
 @click.option("--hostname", help="the guest's hostname (default: NAME)")
 @click.option("--disk-gib", type=int, help="the VM's disk size (at least the image's)")
+@click.option("--count", type=int, help="create this many VMs, NAME-1 to NAME-COUNT: all of them or none")
+@click.option("--spread", is_flag=True, default=None, help="with --count, each VM on a different host")
 @with_wait
 @api_command
 def vm_create(
@@ -226,11 +228,39 @@ def vm_create(
     if user_data is not None:
         body["user_data"] = user_data.read()
     answer = api.post("/vms", body)
+    if "vms" in answer:
+        finish_bulk(api, output, answer, wait, timeout)
+        return
     if output == "table":
         click.echo(f"vm {answer['vm']['id']} {name}")
         if answer["vm"].get("emulation_warning"):
             click.echo(f"warning: {answer['vm']['emulation_warning']}", err=True)
     finish(api, output, answer, wait, timeout)
+
+
+def finish_bulk(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float) -> None:
+    """Prints a bulk create's VMs and jobs and, with --wait, waits for every job; exits 1 unless all succeeded."""
+    if output == "table":
+        for vm, job in zip(answer["vms"], answer["jobs"], strict=True):
+            click.echo(f"vm {vm['id']} {vm['name']} job {job['id']} on queue {job['queue'] or '-'}")
+    if not wait:
+        if output != "table":
+            emit(output, answer, "")
+        return
+    deadline = time.monotonic() + timeout
+    jobs = [_quiet_wait(api, job, max(0.0, deadline - time.monotonic())) for job in answer["jobs"]]
+    if output != "table":
+        emit(output, {"jobs": jobs}, "")
+    failed = [job for job in jobs if job["state"] != JobState.SUCCEEDED]
+    for job in failed:
+        error = job.get("error") or {}
+        click.echo(
+            f"error: job {job['id']} {job['state']}: {error.get('code', '')} {error.get('message', '')}", err=True
+        )
+    if output == "table":
+        click.echo(f"{len(jobs) - len(failed)} of {len(jobs)} succeeded")
+    if failed:
+        sys.exit(1)
 
 
 def _public_keys(path: Path) -> list[str]:

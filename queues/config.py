@@ -132,6 +132,9 @@ class Settings:
     # A job whose lease lapsed waits this long for its host to come back before it fails `worker_lost`.
     worker_lost_after_s: float = 120.0
     dispatch_retry_s: float = 2.0
+    # The conductor that holds this lease in Redis does the periodic work; when it dies another takes over
+    # within the lease plus one sweep (web/conductor/leader.py).
+    leader_lease_s: float = 10.0
     visibility_timeout_s: int = 7200
     native_wait_s: float = 60.0
     refuse_when_no_worker: bool = False
@@ -174,6 +177,8 @@ class Settings:
     job_retention_days: float = 30.0
     # How every process logs (queues/logs.py): `text` lines, or `json` objects with job_id, vm_id, host, queue.
     log_format: str = "text"
+    # The most VMs one create request may ask for (`count`).
+    max_create_count: int = 100
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -198,6 +203,7 @@ class Settings:
             lease_s=_float("ARCHQ_LEASE_S", cls.lease_s),
             worker_lost_after_s=_float("ARCHQ_WORKER_LOST_AFTER_S", cls.worker_lost_after_s),
             dispatch_retry_s=_float("ARCHQ_DISPATCH_RETRY_S", cls.dispatch_retry_s),
+            leader_lease_s=_float("ARCHQ_LEADER_LEASE_S", cls.leader_lease_s),
             visibility_timeout_s=_int("ARCHQ_VISIBILITY_TIMEOUT_S", cls.visibility_timeout_s),
             native_wait_s=_float("ARCHQ_NATIVE_WAIT_S", cls.native_wait_s),
             refuse_when_no_worker=os.environ.get("ARCHQ_REFUSE_WHEN_NO_WORKER", "") in ("1", "true", "yes"),
@@ -225,6 +231,7 @@ class Settings:
             max_disk_gib=_int("ARCHQ_MAX_DISK_GIB", cls.max_disk_gib),
             job_retention_days=_float("ARCHQ_JOB_RETENTION_DAYS", cls.job_retention_days),
             log_format=_choice("ARCHQ_LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            max_create_count=_int("ARCHQ_MAX_CREATE_COUNT", cls.max_create_count),
         )
 
     @property

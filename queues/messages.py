@@ -108,6 +108,9 @@ class Heartbeat(_Message):
     running_jobs = fields.List(fields.String(), load_default=list)
     # The host's Ed25519 public key (base64 of its raw bytes): the conductor pins it on first sight.
     signing_key = fields.String(allow_none=True, load_default=None)
+    # queues/liveness.py's digest of all the above: the conductor notes it once recorded, so that the worker
+    # sends a lost full beat again.
+    digest = fields.String(load_default="")
     at = fields.Float(required=True)
 
 

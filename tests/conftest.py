@@ -212,6 +212,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ARCHQ_HEARTBEAT_INTERVAL_S": str(settings.heartbeat_interval_s),
         "ARCHQ_HEARTBEAT_MISSES": str(settings.heartbeat_misses),
         "ARCHQ_DISPATCH_RETRY_S": str(settings.dispatch_retry_s),
+        "ARCHQ_LEADER_LEASE_S": str(settings.leader_lease_s),
         "ARCHQ_LEASE_S": str(settings.lease_s),
         "ARCHQ_WORKER_LOST_AFTER_S": str(settings.worker_lost_after_s),
         "ARCHQ_NATIVE_WAIT_S": str(settings.native_wait_s),

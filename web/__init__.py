@@ -44,10 +44,11 @@ class Archq:
     # Interactive console sessions (WebSocket <-> Redis <-> the VM's worker <-> libvirt's console stream).
     console_sessions: ConsoleSessions
 
-    def announce(self, job: Job) -> None:
-        """Hand a newly committed job to this process's publisher (the conductor re-sends it otherwise)."""
-        if job.state == JobState.PENDING:
-            self.publisher.notify(outgoing(job))
+    def announce(self, *jobs: Job) -> None:
+        """Hand newly committed jobs to this process's publisher (the conductor re-sends them otherwise)."""
+        pending = [outgoing(job) for job in jobs if job.state == JobState.PENDING]
+        if pending:
+            self.publisher.notify(*pending)
 
 
 def create_app(settings: Settings | None = None, *, sent_events: bool = True) -> Flask:

@@ -44,15 +44,17 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def notify(self, job: Outgoing) -> None:
+    def notify(self, *jobs: Outgoing) -> None:
+        """Jobs just committed (a bulk create's all at once: one publish round on one connection)."""
         self._ensure_thread()
         sent = False
         if self._sending.acquire(blocking=False):
             try:
-                sent = self._send([job])
+                sent = self._send(jobs)
             finally:
                 self._sending.release()
-        self._entries.put(_Entry(job, sent))
+        for job in jobs:
+            self._entries.put(_Entry(job, sent))
 
     def _send(self, jobs: Sequence[Outgoing]) -> bool:
         ext = self._app.extensions["archq"]

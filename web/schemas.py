@@ -34,6 +34,7 @@ from web.services.vm_flags import CPU_MODES, HOST_MODEL, REHOME_MANUAL, REHOME_M
 
 # `(?!\n)`: Python's `$` also matches before a trailing newline, which would let "demo\n" through.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(?!\n)$"
+MAX_NAME_LENGTH = 63
 # Free text ends up in PostgreSQL (which refuses NUL), domain XML (which refuses C0 controls) and logs.
 ONE_LINE = validate.Regexp(r"^[^\x00-\x1f\x7f]*\Z", error="must not contain control characters")
 TEXT = validate.Regexp(
@@ -130,6 +131,10 @@ class VmCreateRequest(Schema):
     hostname = Checked(validate_hostname, load_default=None)
     # The VM's disk size (at least the image's); cloud-init grows the root filesystem to it at first boot.
     disk_gib = fields.Integer(load_default=None, strict=True)
+    # Bulk create: `count` VMs named `<name>-<i>` (i from 1), accepted all together or not at all; `spread`:
+    # each on a different host.
+    count = fields.Integer(load_default=None, strict=True)
+    spread = fields.Boolean(load_default=False)
 
     # The defaults are the settings' defaults, so the schema can also be built without settings (OpenAPI).
     def __init__(
@@ -138,12 +143,14 @@ class VmCreateRequest(Schema):
         max_vcpus: int = Settings.max_vcpus,
         max_memory_mib: int = Settings.max_memory_mib,
         max_disk_gib: int = Settings.max_disk_gib,
+        max_create_count: int = Settings.max_create_count,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.max_vcpus = max_vcpus
         self.max_memory_mib = max_memory_mib
         self.max_disk_gib = max_disk_gib
+        self.max_create_count = max_create_count
 
     @validates_schema
     def within_limits(self, data: dict, **_kwargs) -> None:
@@ -157,6 +164,13 @@ class VmCreateRequest(Schema):
         disk = data.get("disk_gib")
         if disk is not None and not 1 <= disk <= self.max_disk_gib:
             errors["disk_gib"] = [f"must be between 1 and {self.max_disk_gib} GiB"]
+        count = data.get("count")
+        if count is not None and not 1 <= count <= self.max_create_count:
+            errors["count"] = [f"must be between 1 and {self.max_create_count}"]
+        elif count is not None and len(f"{data.get('name', '')}-{count}") > MAX_NAME_LENGTH:
+            errors["name"] = [f"with count {count}, at most {MAX_NAME_LENGTH - len(f'-{count}')} characters"]
+        if data.get("spread") and data.get("host"):
+            errors["spread"] = ["cannot spread VMs pinned to one host"]
         if errors:
             raise ValidationError(errors)
 
@@ -164,7 +178,10 @@ class VmCreateRequest(Schema):
 def create_request_schema(settings: Settings) -> VmCreateRequest:
     """The create body's schema with this deployment's limits."""
     return VmCreateRequest(
-        max_vcpus=settings.max_vcpus, max_memory_mib=settings.max_memory_mib, max_disk_gib=settings.max_disk_gib
+        max_vcpus=settings.max_vcpus,
+        max_memory_mib=settings.max_memory_mib,
+        max_disk_gib=settings.max_disk_gib,
+        max_create_count=settings.max_create_count,
     )
 
 

@@ -8,9 +8,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import redis
 from celery import Celery
 
 from queues import messages
+from queues.liveness import FULL_BEAT_EVERY_S, digest, mark_alive
 from queues.names import CONTROL, Task
 from workers.guest_facts import GuestWatch
 from workers.host import HostProfile, free_disk_mib
@@ -48,7 +50,9 @@ def heartbeat_message(
             "capacity": {
                 "vcpus": profile.vcpus,
                 "memory_mib": profile.memory_mib,
-                "disk_mib": data_dir_free_mib,
+                # In whole GiB (VMs ask for disk in GiB): the free space moves by a few MiB with every write on
+                # the file system, which would turn every beat into a changed, full one.
+                "disk_mib": data_dir_free_mib // 1024 * 1024,
             },
             "allocated": {"domains": sum(1 for d in domains if d.state == "running")},
             "domains": [
@@ -75,6 +79,7 @@ class HeartbeatThread(threading.Thread):
         hypervisor: Hypervisor,
         data_dir: Path,
         interval_s: float,
+        liveness: redis.Redis,
         migration: dict | None = None,
         networks: Callable[[], dict] | None = None,
         running_jobs: Callable[[], list[str]] | None = None,
@@ -92,6 +97,12 @@ class HeartbeatThread(threading.Thread):
         self._running_jobs = running_jobs or list
         self._signing_key = signing_key
         self._guests = GuestWatch(hypervisor, Path(data_dir), interval_s)
+        self._liveness = liveness
+        # The digest of the last full beat sent and when it went (monotonic; None: never).
+        self._sent = ""
+        self._sent_at: float | None = None
+        # The digest a conductor last recorded for this host, as the last mark answered.
+        self._recorded: str | None = None
 
     def start(self) -> None:
         self._guests.start()
@@ -108,8 +119,23 @@ class HeartbeatThread(threading.Thread):
             self._running_jobs(),
             self._signing_key,
         )
-        # A beat that waited in the queue longer than a few intervals says nothing about now.
-        self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
+        facts = {key: value for key, value in message.items() if key != "at"}
+        message["digest"] = facts_digest = digest(facts)
+        if self._full_beat_due(facts_digest):
+            # A beat that waited in the queue longer than a few intervals says nothing about now.
+            self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
+            self._sent, self._sent_at = facts_digest, time.monotonic()
+        # Every beat, changed or not: the conductor reads these marks in batches (queues/liveness.py).
+        self._recorded = mark_alive(self._liveness, self._profile.name)
+
+    def _full_beat_due(self, facts_digest: str) -> bool:
+        """When what the host says changed, when the last full beat was not recorded by the time it expired
+        (lost), and at least every FULL_BEAT_EVERY_S."""
+        if facts_digest != self._sent or self._sent_at is None:
+            return True
+        since = time.monotonic() - self._sent_at
+        lost = self._recorded != self._sent and since >= self._interval_s * 3
+        return lost or since >= FULL_BEAT_EVERY_S
 
     def run(self) -> None:
         while not self._stopping.is_set():

@@ -138,6 +138,7 @@ class WorkerService:
             hypervisor,
             settings.data_dir,
             settings.heartbeat_interval_s,
+            redis.Redis.from_url(settings.redis_url, socket_timeout=5),
             migration_endpoint(settings),
             networks=lambda: offered(hypervisor, settings),
             running_jobs=runner.running_jobs,

@@ -129,3 +129,20 @@ def test_an_admin_adds_an_image_and_everyone_lists_it(archq, live_api):
     image = next(image for image in listed["images"] if image["name"] == "sec-disk")
     assert image["native_arch"] == "arm64"
     archq("images", "add", "sec-disk2", "--arch", "amd64", "--source", "https://m/d", "--sha256", "ab" * 32, expect=1)
+
+
+def test_vm_create_count_makes_and_waits_for_every_vm(archq, client, conductor, hypervisor_worker):
+    with hypervisor_worker("amd64-host"):
+        wait_host(client, "amd64-host")
+        created = archq("vm", "create", "many", "--arch", "amd64", "--count", "3", "--wait", "--timeout", "60")
+        lines = created.output.splitlines()
+        assert [line.split()[2] for line in lines if line.startswith("vm ")] == ["many-1", "many-2", "many-3"]
+        assert lines[-1] == "3 of 3 succeeded"
+        listed = json.loads(archq("vm", "list", "--output", "json").output)
+        assert sorted((vm["name"], vm["state"]) for vm in listed["vms"]) == [
+            ("many-1", "running"), ("many-2", "running"), ("many-3", "running"),
+        ]  # fmt: skip
+        # All or nothing: one name of the next three is taken, so none is made and the command fails.
+        refused = archq("vm", "create", "many", "--arch", "amd64", "--count", "4", expect=1)
+        assert "name_taken" in refused.output or "taken" in refused.output
+        assert len(json.loads(archq("vm", "list", "--output", "json").output)["vms"]) == 3

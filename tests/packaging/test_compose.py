@@ -30,3 +30,13 @@ def test_secrets_and_auth_are_wired():
     worker = re.split(r"\n  [a-z]+:\n", config.split("\n  worker:\n")[1])[0]
     assert "ARCHQ_BROKER_URL" in worker
     assert "ARCHQ_DATABASE_URL" not in worker, "hypervisor workers hold no database credentials"
+
+
+def test_api_and_conductor_scale_out():
+    """`--scale api=N --scale conductor=M`: no fixed container name, and each API replica finds a host port."""
+    config = compose("config")
+    for service in ("api", "conductor"):
+        block = re.split(r"\n  [a-z]+:\n", config.split(f"\n  {service}:\n")[1])[0]
+        assert "container_name" not in block
+    api = re.split(r"\n  [a-z]+:\n", config.split("\n  api:\n")[1])[0]
+    assert "127.0.0.1:8080-8089:8080" in api

@@ -31,7 +31,9 @@ def create_vm():
     """Create a VM
     ---
     post:
-      description: Routed at submit time to a native or emulating queue, or a placed host.
+      description: Routed at submit time to a native or emulating queue, or a placed host. With `count`, that
+        many VMs named `<name>-<i>` in one transaction, all accepted or all refused (202 BulkAccepted lists
+        every VM and job); `spread` puts each on a different host.
       requestBody: {required: true, content: {application/json: {schema: VmCreateRequest}}}
       responses:
         202: JobAccepted
@@ -39,8 +41,18 @@ def create_vm():
         503: Error
     """
     ext = archq()
-    vm, job = vms.submit_create(load_create(json_body()), ext.settings, group=ext.creates, actor=current_actor())
-    return accepted(vm, job)
+    request = load_create(json_body())
+    if request["count"] is None:
+        vm, job = vms.submit_create(request, ext.settings, group=ext.creates, actor=current_actor())
+        return accepted(vm, job)
+    created = vms.submit_bulk_create(request, ext.settings, actor=current_actor())
+    ext.announce(*(job for _vm, job in created))
+    body = {
+        "count": len(created),
+        "vms": vm_out.dump([vm for vm, _job in created], many=True),
+        "jobs": job_out.dump([job for _vm, job in created], many=True),
+    }
+    return jsonify(body), 202
 
 
 @bp.post("/vms/preview")

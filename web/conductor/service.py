@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import socket
 
+import redis
 from flask import Flask
 
 from queues.names import CONTROL, Task
+from web.conductor.leader import LeaderLease
 from web.conductor.sweeper import Sweeper
 from web.conductor.tasks import register_tasks
 
@@ -16,7 +18,9 @@ def build_conductor(app: Flask) -> Sweeper:
     """Register the control tasks on the app's Celery app; returns the (unstarted) sweeper."""
     ext = app.extensions["archq"]
     register_tasks(ext.celery, app)
-    return Sweeper(app, interval_s=max(0.2, ext.settings.dispatch_retry_s / 2))
+    client = redis.Redis.from_url(ext.settings.redis_url)
+    lease = LeaderLease(client, ext.settings.leader_lease_s)
+    return Sweeper(app, interval_s=max(0.2, ext.settings.dispatch_retry_s / 2), lease=lease, liveness=client)
 
 
 class HeartbeatsAtDebug(logging.Filter):

@@ -1,4 +1,7 @@
-"""The conductor's periodic work: publish jobs left pending (the outbox sweep), re-route stranded ones."""
+"""The conductor's periodic work: publish jobs left pending (the outbox sweep), re-route stranded ones.
+
+Only the conductor that holds the leader lease sweeps (web/conductor/leader.py); the others only consume
+`control` until it goes away."""
 
 from __future__ import annotations
 
@@ -9,8 +12,11 @@ import time
 import redis
 from flask import Flask
 
+from queues.liveness import seen_after
+from web.conductor.leader import LeaderLease
 from web.models import utcnow
 from web.services.dispatch import dispatch_stale_pending
+from web.services.hosts import record_liveness
 from web.services.jobs import prune_finished_jobs
 from web.services.reconciler import mark_down_hosts_unknown
 from web.services.recovery import (
@@ -29,10 +35,14 @@ PRUNE_EVERY_S = 60.0
 
 
 class Sweeper(threading.Thread):
-    def __init__(self, app: Flask, interval_s: float) -> None:
+    def __init__(self, app: Flask, interval_s: float, lease: LeaderLease, liveness: redis.Redis) -> None:
         super().__init__(name="archq-sweeper", daemon=True)
         self._app = app
         self._interval_s = interval_s
+        self.lease = lease
+        self._liveness = liveness
+        # Redis's clock at the last read of the hosts' marks (0: read every host once).
+        self._seen_after = 0.0
         self._stopping = threading.Event()
         self._broker_up = True
         self._broker_back_at = None
@@ -54,28 +64,38 @@ class Sweeper(threading.Thread):
 
     def sweep(self) -> None:
         ext = self._app.extensions["archq"]
-        if not self._watch_broker(ext.claims):
+        if not self._watch_broker(ext.claims) or not self.lease.hold():
             return
+        celery, claims, settings = ext.celery, ext.claims, ext.settings
+        steps = {
+            "re-sent after the broker lost its data": lambda: republish_after_broker_loss(celery, claims),
+            "published after staying pending": lambda: dispatch_stale_pending(
+                celery, claims, settings.dispatch_retry_s
+            ),
+            "re-routed to emulation": lambda: reroute_stranded(celery, claims, settings),
+            "recovered from a lost worker or report": lambda: recover_running(
+                celery, claims, settings, self._broker_back_at
+            ),
+            "re-sent after their worker restarted": lambda: republish_swallowed(celery, claims, settings),
+            "re-sent, unclaimed too long": lambda: republish_unclaimed(celery, claims, settings),
+            "VMs marked unknown (host down)": lambda: (
+                0 if self._recently_back(settings) else mark_down_hosts_unknown(settings)
+            ),
+            "finished jobs pruned (past ARCHQ_JOB_RETENTION_DAYS)": lambda: self._prune(settings),
+        }
         with self._app.app_context():
-            counts = {
-                "re-sent after the broker lost its data": republish_after_broker_loss(ext.celery, ext.claims),
-                "published after staying pending": dispatch_stale_pending(
-                    ext.celery, ext.claims, ext.settings.dispatch_retry_s
-                ),
-                "re-routed to emulation": reroute_stranded(ext.celery, ext.claims, ext.settings),
-                "recovered from a lost worker or report": recover_running(
-                    ext.celery, ext.claims, ext.settings, self._broker_back_at
-                ),
-                "re-sent after their worker restarted": republish_swallowed(ext.celery, ext.claims, ext.settings),
-                "re-sent, unclaimed too long": republish_unclaimed(ext.celery, ext.claims, ext.settings),
-                "VMs marked unknown (host down)": 0
-                if self._recently_back(ext.settings)
-                else mark_down_hosts_unknown(ext.settings),
-                "finished jobs pruned (past ARCHQ_JOB_RETENTION_DAYS)": self._prune(ext.settings),
-            }
-        for what, count in counts.items():
-            if count:
-                log.info("%s: %d", what, count)
+            # First, so that the down-marking below sees every host that beat until now.
+            seen = seen_after(self._liveness, self._seen_after)
+            record_liveness(seen.ages)
+            self._seen_after = seen.next_after
+            for what, step in steps.items():
+                # A leader that stalled past its lease leaves the rest to the conductor that took it over.
+                if not self.lease.still_held():
+                    log.warning("the leader lease ran short during a sweep; the rest is left to the next leader")
+                    return
+                count = step()
+                if count:
+                    log.info("%s: %d", what, count)
 
     def _prune(self, settings) -> int:
         if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
@@ -92,3 +112,9 @@ class Sweeper(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=self._interval_s + 5)
+        try:
+            self.lease.release()
+        except redis.RedisError:
+            log.warning("could not release the leader lease; it expires by itself")

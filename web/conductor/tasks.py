@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from celery import Celery
 from flask import Flask
 from marshmallow import ValidationError
 
 from queues import logs, messages
+from queues.liveness import note_recorded
 from queues.names import Task
 from web.extensions import db
 from web.services.dispatch import dispatch_ids
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def register_tasks(celery: Celery, app: Flask) -> None:
+    liveness = redis.Redis.from_url(app.extensions["archq"].settings.redis_url)
+
     @celery.task(name=Task.JOB_UPDATE, acks_late=True, ignore_result=True, shared=False)
     def job_update(update: dict) -> None:
         try:
@@ -49,3 +53,5 @@ def register_tasks(celery: Celery, app: Flask) -> None:
             restarts = reconcile_host(host, ext.settings)
             if restarts:
                 dispatch_ids(ext.celery, ext.claims, restarts, actor="reconciler")
+        if data["digest"]:
+            note_recorded(liveness, data["host"], data["digest"])

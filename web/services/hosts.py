@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select, update
 
 from queues.arch import Arch
 from queues.config import Settings
@@ -52,6 +52,27 @@ def record_heartbeat(beat: dict) -> Host:
     capacity.refresh(host, used)
     db.session.add(host)
     return host
+
+
+# Hosts whose liveness one statement writes (an executemany of this many rows).
+LIVENESS_CHUNK = 1000
+
+
+def record_liveness(ages: dict[str, float]) -> int:
+    """`last_seen` of the hosts whose workers marked them alive (queues/liveness.py) `ages` seconds ago by
+    Redis's clock: stamped with this process's clock less that age, and never moved back. Returns the count."""
+    now = utcnow()
+    hosts = Host.__table__
+    statement = (
+        update(hosts)
+        .where(hosts.c.name == bindparam("host"), hosts.c.last_seen < bindparam("seen"))
+        .values(last_seen=bindparam("seen"))
+    )
+    rows = [{"host": host, "seen": now - timedelta(seconds=age)} for host, age in ages.items()]
+    for start in range(0, len(rows), LIVENESS_CHUNK):
+        db.session.execute(statement, rows[start : start + LIVENESS_CHUNK])
+        db.session.commit()
+    return len(rows)
 
 
 # Addresses that did not change are written again at most this often, so `addresses_at` says how fresh they

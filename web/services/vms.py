@@ -7,13 +7,13 @@ import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from queues import messages
 from queues.arch import Arch
 from queues.config import Settings
 from queues.emulation import footprint_mib
-from queues.guest_config import user_data_digest
+from queues.guest_config import user_data_digest, validate_hostname
 from queues.names import host_queue
 from queues.networks import NetworkMode, mac_for, needs
 from queues.placement import Demand, NoHostFits, NoHostOffers, Placement, no_host_offers, place
@@ -303,6 +303,126 @@ def submit_create(
                 raise Unavailable(str(exc), retry_after_s=retry_after_s, code="no_capacity") from exc
             continue
         return vm, job
+
+
+# A bulk create that PostgreSQL aborted as deadlocked (its reservations, made in placement order, crossed another
+# transaction's) is tried again from the start, this many times in all.
+BULK_ATTEMPTS = 3
+
+
+def bulk_requests(request: dict) -> list[dict]:
+    """The single-VM requests a bulk create stands for: `<name>-<i>`, and `<hostname>-<i>` in the first label
+    of a given hostname."""
+    count = request["count"]
+    items = []
+    for index in range(1, count + 1):
+        item = {**request, "name": f"{request['name']}-{index}"}
+        if request.get("hostname"):
+            first, dot, rest = request["hostname"].partition(".")
+            try:
+                item["hostname"] = validate_hostname(f"{first}-{index}{dot}{rest}")
+            except ValueError as exc:
+                raise Unprocessable(f"hostname: {exc}", fields={"hostname": [str(exc)]}) from exc
+        items.append(item)
+    return items
+
+
+def admit_create(items: list[dict], settings: Settings, actor: str) -> None:
+    """The checks on a create request as a whole, before any of its VMs is placed: every name free in the
+    project. A refusal here refuses all of them (quotas are taken VM by VM as they are placed, in the same
+    transaction: see `_place_reserved`)."""
+    project = projects.current_scope().acting
+    names = [item["name"] for item in items]
+    taken = {name: vm_id for (_, name), vm_id in _taken_names({(project, name) for name in names}).items()}
+    if taken:
+        first = sorted(taken)[0]
+        raise Conflict(
+            f"{len(taken)} of the {len(names)} names are taken, e.g. {first!r} ({taken[first]}); none was created",
+            code="name_taken",
+            fields={"name": [f"taken: {', '.join(sorted(taken))}"]},
+        )
+
+
+def submit_bulk_create(request: dict, settings: Settings, actor: str = "api") -> list[tuple[Vm, Job]]:
+    """`request["count"]` VMs and their create jobs in one transaction, all or none: each placed by the
+    request's strategy against what the VMs before it reserved (with `spread`, never on a host an earlier one
+    took); any refusal (a name taken, no host fits one of them) rolls back every reservation and row."""
+    items = bulk_requests(request)
+    if request["spread"] and Placement(request["placement"]) == Placement.QUEUE:
+        # A queue is not a host: spreading needs each VM placed, least loaded first.
+        items = [{**item, "placement": Placement.LEAST_LOADED.value} for item in items]
+    for attempt in range(1, BULK_ATTEMPTS + 1):
+        try:
+            created = _create_all(items, settings, actor, spread=request["spread"])
+            db.session.commit()
+            return created
+        except IntegrityError:
+            # A name taken meanwhile by another process's create (the live-name index): refused as taken.
+            db.session.rollback()
+            admit_create(items, settings, actor)
+            raise
+        except OperationalError as exc:
+            db.session.rollback()
+            if "deadlock" not in str(exc).lower() or attempt == BULK_ATTEMPTS:
+                raise
+        except BaseException:
+            db.session.rollback()
+            raise
+    raise AssertionError("every attempt returns or raises")
+
+
+def _create_all(items: list[dict], settings: Settings, actor: str, spread: bool) -> list[tuple[Vm, Job]]:
+    admit_create(items, settings, actor)
+    created: list[tuple[Vm, Job]] = []
+    hosts: set[str] = set()
+    routed: CreatePlan | None = None
+    for item in items:
+        if routed is not None:
+            # Routed to a queue, not placed on a host: the first VM's plan holds for every one of them.
+            created.append(_new_create(item, routed, actor))
+            continue
+        try:
+            plan, vm, job = _place_reserved(item, settings, actor, avoid=frozenset(hosts) if spread else frozenset())
+        except Unavailable as exc:
+            if not spread or not hosts:
+                raise
+            raise Unavailable(
+                f"spread: {len(hosts)} hosts took {len(created)} of the {len(items)} VMs and no other can take "
+                f"one ({exc.message}); none was created",
+                retry_after_s=int(settings.heartbeat_interval_s * 2),
+                code="no_capacity",
+            ) from exc
+        if vm.host is not None:
+            hosts.add(vm.host)
+        else:
+            routed = plan
+        created.append((vm, job))
+    db.session.add_all([row for pair in created for row in pair])
+    db.session.flush()
+    return created
+
+
+def _place_reserved(item: dict, settings: Settings, actor: str, avoid: frozenset[str]) -> tuple[CreatePlan, Vm, Job]:
+    """One VM of a bulk create, placed (not on `avoid`) and its share of the host reserved in the open
+    transaction, so that the next VM's placement sees it."""
+    full: frozenset[str] = frozenset()
+    while True:
+        plan = plan_create(item, settings, exclude=avoid | full)
+        vm, job = _new_create(item, plan, actor)
+        if error := projects.reserve(vm.project, projects.vm_demand(vm)):
+            # Over the project's quota: the whole request is refused and rolled back, earlier VMs' shares too.
+            raise error
+        memory = footprint_mib(vm.memory_mib, tcg=vm.accel == Accel.TCG)
+        if vm.host is None or capacity.reserve(vm.host, vm.vcpus, memory, (vm.disk_gib or 0) * 1024):
+            return plan, vm, job
+        projects.give_back(vm.project, projects.vm_demand(vm))
+        full |= {vm.host}
+        if item.get("host") or len(full) >= PLACEMENT_ATTEMPTS:
+            raise Unavailable(
+                f"host {vm.host!r} has no room left for {item['name']}",
+                retry_after_s=int(settings.heartbeat_interval_s * 2),
+                code="no_capacity",
+            )
 
 
 def _new_create(request: dict, plan: CreatePlan, actor: str) -> tuple[Vm, Job]:

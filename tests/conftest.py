@@ -129,6 +129,8 @@ def app(settings: Settings, migrated_sqlite: Path):
     with app.app_context():
         assert register_tiny(settings.images_dir) is not None
     yield app
+    # The publisher thread records what it published on its own connection: done before the engine goes.
+    assert app.extensions["archq"].publisher.wait_idle(30), "the publisher did not finish within 30 s"
     with app.app_context():
         db.engine.dispose()
 

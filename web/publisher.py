@@ -43,10 +43,15 @@ class Publisher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = 0
+        # Jobs handed over and not yet recorded as published (see wait_idle).
+        self._outstanding = 0
+        self._idle = threading.Condition()
 
     def notify(self, *jobs: Outgoing) -> None:
         """Jobs just committed (a bulk create's all at once: one publish round on one connection)."""
         self._ensure_thread()
+        with self._idle:
+            self._outstanding += len(jobs)
         sent = False
         if self._sending.acquire(blocking=False):
             try:
@@ -77,6 +82,7 @@ class Publisher:
                 self._entries = queue.SimpleQueue()
                 self._sending = threading.Lock()
                 self._pid = os.getpid()
+                self._outstanding = 0
                 self._thread = threading.Thread(target=self._run, name="archq-publisher", daemon=True)
                 self._thread.start()
 
@@ -97,6 +103,16 @@ class Publisher:
             except Exception:
                 # Whatever is left pending is swept up by the conductor; the thread must live on.
                 log.exception("publishing %d job(s) failed", len(batch))
+            finally:
+                with self._idle:
+                    self._outstanding -= len(batch)
+                    self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until every job handed over is published and recorded, so that nothing of this process still
+        uses the database (an app torn down, its engine disposed); False if `timeout_s` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._outstanding <= 0, timeout_s)
 
     def _publish_and_record(self, batch: list[_Entry]) -> None:
         published = [entry.job.id for entry in batch if entry.sent]

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from queues.vocabulary import JobKind, JobState
 from tests.api.test_hosts_page import register
 from tests.support.api import create_vm, error_of
-from web.conductor.sweeper import Sweeper
+from web.conductor.service import build_conductor
 from web.extensions import db
 from web.models import Job, JobEvent, Snapshot, utcnow
 from web.paging import encode_cursor
@@ -175,7 +175,7 @@ def test_the_conductor_prunes_old_finished_jobs_but_a_vms_newest(client, app):
     _age(app, [first["job"]["id"], later_id, other["job"]["id"]], days=31)
     _age(app, [recent["job"]["id"]], days=29)
 
-    Sweeper(app, interval_s=1).sweep()
+    build_conductor(app).sweep()
 
     # vm one's create went (its stop is newer); vm two's create stays (its newest); three's is too recent.
     assert client.get(f"/api/v1/jobs/{first['job']['id']}").status_code == 404
@@ -189,5 +189,5 @@ def test_a_retention_of_zero_keeps_every_job(client, app):
     job = create_vm(client)["job"]["id"]
     _age(app, [job], days=3650)
     app.extensions["archq"].settings = dataclasses.replace(app.extensions["archq"].settings, job_retention_days=0)
-    Sweeper(app, interval_s=1).sweep()
+    build_conductor(app).sweep()
     assert client.get(f"/api/v1/jobs/{job}").status_code == 200

@@ -73,6 +73,9 @@ _PACKAGES = (
     # Compiled modules from Debian, so pip needs no compiler under emulation: libvirt-python is Debian's
     # (9.0, the libvirt it talks to), and paramiko's and the rest's native parts are Debian's where new enough.
     "python3-libvirt", "python3-yaml", "python3-cryptography", "python3-bcrypt", "python3-nacl",
+    # What the unit tier run as aarch64 code calls (tests/armhost/test_unit_tier_on_arm64.py): ssh-keygen checks
+    # SSH keys, a private redis-server backs its app fixture, isoinfo reads the seed ISO.
+    "openssh-client", "redis-server", "genisoimage",
 )  # fmt: skip
 
 # Debian's libvirt-python is used, not compiled under emulation (it needs gcc and minutes of qemu-user).

@@ -82,7 +82,8 @@ def raw_mode(fd: int) -> Iterator[None]:
         return
     saved = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        # TCSANOW, not setraw's default TCSAFLUSH: keys typed (or pasted) as the session opened are kept, not discarded.
+        tty.setraw(fd, termios.TCSANOW)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)

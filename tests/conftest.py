@@ -103,9 +103,9 @@ def stand_in_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def images_dir(request: pytest.FixtureRequest) -> Path:
-    """The real built guests for a test that boots them under libvirtd (marker `libvirtd`); a stand-in `tiny`
-    for every other, so the fast tier builds no guest."""
-    if request.node.get_closest_marker("libvirtd"):
+    """The real built guests, the test cache, for a test that boots them under libvirtd or builds images into
+    it (markers `libvirtd`, `guest`); a stand-in `tiny` for every other, so the fast tier builds no guest."""
+    if any(request.node.get_closest_marker(marker) for marker in ("libvirtd", "guest")):
         return request.getfixturevalue("tiny_built")
     return request.getfixturevalue("stand_in_images")
 

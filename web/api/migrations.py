@@ -37,8 +37,9 @@ def rehome(vm_id: str):
     """Move an emulated VM to a native host of its architecture (cold)
     ---
     post:
-      description: Live migration between TCG and KVM is not supported by QEMU, so the VM is shut down, moved
-        with its disk, redefined there as a native guest and started again if it was running. Afterwards it is
+      description: >-
+        Live migration between TCG and KVM is not supported by QEMU, so the VM is shut down, moved with its
+        disk, redefined there as a native guest and started again if it was running. Afterwards it is
         `emulated: false`. The VM's `rehome_target` names the host it would go to.
       responses:
         202: JobAccepted

@@ -2,10 +2,11 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 -t archq .
 # Nothing here names an architecture: Debian's packages and PyPI's wheels resolve per platform.
 
-# Stage 1: wheels. libvirt-python compiles against libvirt (libvirt-dev, pkg-config, gcc); the compiler stays here.
+# Stage 1: wheels. libvirt-python compiles against libvirt (libvirt-dev, pkg-config, gcc); npm installs xterm.js
+# for the web UI's console (package data of web.ui). The compiler and npm stay here.
 FROM python:3.11-slim-bookworm AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libvirt-dev pkg-config gcc \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libvirt-dev pkg-config gcc npm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -15,6 +16,7 @@ COPY web ./web
 COPY workers ./workers
 COPY migrations ./migrations
 COPY client ./client
+RUN npm ci --prefix web/ui/xterm --no-audit --no-fund
 RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[all]'
 
 # Stage 2: the runtime, without a compiler. The QEMU and libvirt daemons (and AAVMF, UEFI for arm64 disk

@@ -39,6 +39,12 @@ class VmAcceptedOut(Schema):
     job = fields.Nested(JobOut, required=True)
 
 
+class BulkAcceptedOut(Schema):
+    count = fields.Integer(required=True, metadata={"description": "how many VMs the request made"})
+    vms = fields.List(fields.Nested(VmOut), required=True, metadata={"description": "`<name>-<i>`, in order"})
+    jobs = fields.List(fields.Nested(JobOut), required=True, metadata={"description": "their create jobs"})
+
+
 class CreatePreview(Schema):
     accepted = fields.Boolean(required=True, metadata={"description": "whether a create would be accepted now"})
     status = fields.Integer(required=True, metadata={"description": "what a create would answer: 202, or the error's"})

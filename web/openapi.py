@@ -169,6 +169,25 @@ def build_spec(app: Flask) -> dict:
             "content": {"application/json": {"schema": "VmAcceptedOut"}},
         },
     )
+    spec.components.schema("BulkAcceptedOut", schema=web.api_schemas.BulkAcceptedOut)
+    spec.components.response(
+        "CreateAccepted",
+        {
+            "description": "the create is accepted: one VM and its job (Location names the job), or, with `count`,"
+            " every VM and job",
+            "headers": {"Location": {"schema": {"type": "string"}, "description": "/api/v1/jobs/<job id>"}},
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/VmAcceptedOut"},
+                            {"$ref": "#/components/schemas/BulkAcceptedOut"},
+                        ]
+                    }
+                }
+            },
+        },
+    )
     spec.components.header(
         "NextLink",
         {

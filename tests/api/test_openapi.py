@@ -97,6 +97,16 @@ def test_request_bodies_and_query_parameters_come_from_the_schemas(anonymous_cli
             "schema": {"type": "string", "enum": ["start", "stop", "reboot"]}} in action["parameters"]  # fmt: skip
 
 
+def test_a_create_answers_one_vm_and_job_or_with_count_every_vm_and_job(anonymous_client):
+    doc = document(anonymous_client)
+    answer = doc["paths"]["/api/v1/vms"]["post"]["responses"]["202"]
+    answer = doc["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    shapes = answer["content"]["application/json"]["schema"]["anyOf"]
+    schemas = doc["components"]["schemas"]
+    required = [set(schemas[shape["$ref"].rsplit("/", 1)[1]]["required"]) for shape in shapes]
+    assert required == [{"vm", "job"}, {"count", "vms", "jobs"}]
+
+
 def test_a_new_blueprint_is_documented_from_its_docstring_and_protected_by_default(app):
     bp = Blueprint("widgets", __name__)
 

@@ -160,6 +160,22 @@ def test_the_create_form_previews_and_creates_through_the_api_services(ui, app):
     assert "name_taken" in again
 
 
+def test_the_create_form_makes_several_vms_at_once_or_none(ui, app):
+    with app.app_context():
+        beat("amd1", arch="amd64", accel="kvm")
+    client = ui("operator")
+    form = {"csrf_token": client.csrf, **{k: str(v) for k, v in TINY.items()}, "name": "farm", "count": "3"}
+    response = client.post("/ui/vms", data=form)
+    assert response.status_code == 302 and response.headers["Location"].endswith("/ui/vms")
+    listing = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "3 VMs accepted: farm-1 to farm-3" in listing
+    assert all(f"farm-{i}" in listing for i in (1, 2, 3))
+    # farm-1 to farm-3 exist: the whole request is refused, said on the form, and no farm-4 is made.
+    refused = client.post("/ui/vms", data={**form, "count": "4"}).get_data(as_text=True)
+    assert "3 of the 4 names are taken" in refused and "none was created" in refused
+    assert "farm-4" not in client.get("/ui/vms").get_data(as_text=True)
+
+
 def test_a_refused_action_is_shown_with_the_api_message(ui, app):
     with app.app_context():
         beat("a")

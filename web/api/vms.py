@@ -32,11 +32,11 @@ def create_vm():
     ---
     post:
       description: Routed at submit time to a native or emulating queue, or a placed host. With `count`, that
-        many VMs named `<name>-<i>` in one transaction, all accepted or all refused (202 BulkAccepted lists
-        every VM and job); `spread` puts each on a different host.
+        many VMs named `<name>-<i>` in one transaction, all accepted or all refused (the 202 lists every VM
+        and job); `spread` puts each on a different host.
       requestBody: {required: true, content: {application/json: {schema: VmCreateRequest}}}
       responses:
-        202: JobAccepted
+        202: CreateAccepted
         409: Error
         503: Error
     """

@@ -52,14 +52,20 @@ def create():
     ext = _archq()
     try:
         body = create_request_schema(ext.settings).load(create_body(request.form))
-        vm, job = vms.submit_create(body, ext.settings, actor=current_actor())
+        if body["count"] is None:
+            created = [vms.submit_create(body, ext.settings, actor=current_actor())]
+        else:
+            created = vms.submit_bulk_create(body, ext.settings, actor=current_actor())
     except ApiError as exc:
         flash(exc.message, "error")
     except ValidationError as exc:
         flash(field_errors(exc.messages), "error")
     else:
-        ext.announce(job)
-        return redirect(url_for("ui.vm_page", vm_id=vm.id))
+        ext.announce(*(job for _vm, job in created))
+        if len(created) == 1:
+            return redirect(url_for("ui.vm_page", vm_id=created[0][0].id))
+        flash(f"{len(created)} VMs accepted: {created[0][0].name} to {created[-1][0].name}", "ok")
+        return redirect(url_for("ui.vm_list"))
     # Back to the filled-in form, so nothing typed is lost.
     return current_app.view_functions["ui.create_page"]()
 

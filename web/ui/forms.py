@@ -21,7 +21,7 @@ def _number(text: str | None) -> int | str | None:
 def create_body(form: MultiDict) -> dict:
     """The POST /api/v1/vms body the create form describes (empty optional fields left out)."""
     body: dict = {key: (form.get(key) or "").strip() for key in ("name", "arch", "image")}
-    for key in ("vcpus", "memory_mib", "disk_gib"):
+    for key in ("vcpus", "memory_mib", "disk_gib", "count"):
         if (value := _number(form.get(key))) is not None:
             body[key] = value
     for key in ("emulation", "placement", "cpu_mode", "restart_policy"):
@@ -30,6 +30,8 @@ def create_body(form: MultiDict) -> dict:
     for key in OPTIONAL_TEXT:
         if (form.get(key) or "").strip():
             body[key] = form[key] if key == "user_data" else form[key].strip()
+    if form.get("spread") == "on":
+        body["spread"] = True
     network = {"mode": form.get("network") or "nat"}
     if network["mode"] == "bridge":
         network["bridge"] = (form.get("bridge") or "").strip()

@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import event
 
 from tests.support.api import TINY
 from tests.support.auth import make_token
 from tests.support.fleet import add_vm, beat
+from web.extensions import db
+from web.paging import DEFAULT_LIMIT
 from web.services.tokens import revoke_token
 
 
@@ -141,6 +144,26 @@ def test_the_vm_list_filters_and_badges_emulated_vms_with_their_warning(ui, app)
     assert "arm64 guests run under TCG here" in page
     stopped = client.get("/ui/vms?state=stopped").get_data(as_text=True)
     assert stopped.count("<tr data-vm=") == 1 and "Emulated" not in stopped
+
+
+def test_the_vm_list_pages_a_large_fleet_in_the_same_few_queries(ui, app):
+    with app.app_context():
+        beat("amd1")
+        for _ in range(DEFAULT_LIMIT + 1):
+            add_vm(host="amd1", state="stopped")
+    client = ui("viewer")
+    statements: list[str] = []
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    first = client.get("/ui/vms?state=stopped").get_data(as_text=True)
+    # The session's token, the page's VMs with their jobs, the hosts for the filter: not a query per VM.
+    assert first.count("<tr data-vm=") == DEFAULT_LIMIT and len(statements) < 15, statements
+    next_page = re.search(r'<a href="([^"]+)" rel="next">', first).group(1).replace("&amp;", "&")
+    assert "state=stopped" in next_page
+    second = client.get(next_page).get_data(as_text=True)
+    assert second.count("<tr data-vm=") == 1 and 'rel="next"' not in second
+    assert client.get("/ui/vms?next=nonsense").status_code == 422
 
 
 def test_the_create_form_previews_and_creates_through_the_api_services(ui, app):

@@ -3,15 +3,17 @@ schemas, and renders a template. Fragments (`*_part`) are what the pages' script
 
 from __future__ import annotations
 
-from flask import current_app, render_template, request
+from flask import current_app, render_template, request, url_for
+from marshmallow import ValidationError
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from queues.arch import ALL
 from queues.vocabulary import LIVE_VM_STATES, JobState, VmState
-from web.errors import ApiError
+from web.errors import ApiError, Unprocessable
 from web.extensions import db
 from web.models import Host
+from web.paging import DEFAULT_LIMIT, Cursor
 from web.schemas import job_out, snapshot_out, vm_out
 from web.services import jobs, migrations, snapshots, vms
 from web.services.hosts import host_views
@@ -47,14 +49,27 @@ def fleet():
 @bp.get("/vms")
 def vm_list():
     filters = {key: request.args.get(key) or None for key in ("arch", "state", "host")}
+    given = {key: value for key, value in filters.items() if value}
+    page = vms.vm_page(given, _cursor(request.args.get("next")), DEFAULT_LIMIT)
     return render_template(
         "ui/vms.html",
-        vms=vm_out.dump(vms.list_vms(**filters), many=True),
+        vms=vm_out.dump(page.rows, many=True),
+        next_page=url_for("ui.vm_list", **given, next=page.next) if page.next else None,
         filters=filters,
         arches=[a.value for a in ALL],
         states=VM_STATES,
         host_names=[h["name"] for h in _hosts()],
     )
+
+
+def _cursor(text: str | None) -> list[str] | None:
+    """A list page's `next` (the API's cursor, web/paging.py), refused like the API refuses it."""
+    if not text:
+        return None
+    try:
+        return Cursor().deserialize(text)
+    except ValidationError as exc:
+        raise Unprocessable("not a page of this list", fields={"next": exc.messages}) from exc
 
 
 @bp.get("/vms/<vm_id>")

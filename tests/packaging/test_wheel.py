@@ -3,6 +3,7 @@ time: the migrations, the guest scripts, the web UI's templates and xterm.js for
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_carries_the_migrations_templates_and_xterm(tmp_path: Path):
+    # Built from a copy: setuptools leaves build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "source"
+    litter = (".git", ".venv", "build", "dist", "__pycache__", "*.egg-info", ".*_cache")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*litter), symlinks=True)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(tmp_path), str(source)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("archq-*.whl")

@@ -168,10 +168,13 @@ def queue_arrival(job: Job) -> Job | None:
     transaction that records the success, after the source's record: it is made exactly once (a repeated report
     changes nothing), never lost (the outbox sweep publishes it if the conductor dies first), and it links after
     `migrate_out`. Until it ends the VM is busy, as with any job: its records stay one chain."""
-    vm, target = job.vm, job.payload.get("params", {}).get("target", {}).get("name")
-    if job.kind != JobKind.MIGRATE or job.state != JobState.SUCCEEDED or vm is None or vm.host != target:
+    if job.kind != JobKind.MIGRATE or job.state != JobState.SUCCEEDED or job.vm is None:
         return None
-    params = {"from_host": job.payload["params"].get("from_host", job.host), "migrate_job": job.id}
+    vm, params = job.vm, job.payload["params"]
+    target = params["target"]["name"]
+    if vm.host != target:
+        return None
+    params = {"from_host": params.get("from_host", job.host), "migrate_job": job.id}
     arrival = _new_job(
         JobKind.MIGRATE_IN, host_queue(target), vm, actor="conductor", host=target, emulated=vm.emulated, params=params
     )

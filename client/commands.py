@@ -132,15 +132,18 @@ def wait_for_job(api: ApiClient, job_id: str, timeout: float, interval: float = 
             time.sleep(interval)
 
 
-def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float) -> None:
-    """Prints an accepted job (202 answers) and, with --wait, waits for it; exits 1 unless it succeeded."""
+def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float) -> dict:
+    """Prints an accepted job (202 answers) and, with --wait, waits for it; exits 1 unless it succeeded. Returns
+    the job as last seen."""
     job = answer["job"]
     if not wait:
         emit(output, answer, f"job {job['id']} {job['kind']} accepted on queue {job['queue'] or '-'}")
-        return
+        return job
     if output == "table":
         click.echo(f"job {job['id']} {job['kind']} accepted on queue {job['queue'] or '-'}")
-    end_job(output, wait_for_job(api, job["id"], timeout) if output == "table" else _quiet_wait(api, job, timeout))
+    job = wait_for_job(api, job["id"], timeout) if output == "table" else _quiet_wait(api, job, timeout)
+    end_job(output, job)
+    return job
 
 
 def _quiet_wait(api: ApiClient, job: dict, timeout: float) -> dict:
@@ -441,7 +444,22 @@ def vm_migrate(
     body: dict = {"live": live}
     if target_host:
         body["target_host"] = target_host
-    finish(api, output, api.post(f"/vms/{segment(resolve_vm(api, vm_ref))}/migrate", body), wait, timeout)
+    migration = finish(api, output, api.post(f"/vms/{segment(resolve_vm(api, vm_ref))}/migrate", body), wait, timeout)
+    if wait:
+        # The target signs the arrival in a job of its own, the VM busy until it ends: waiting for it too lets the
+        # next command act on the VM. The migration did succeed, so a failed signature only warns.
+        arrival = wait_for_arrival(api, migration, timeout)
+        if arrival is not None and arrival["state"] != JobState.SUCCEEDED:
+            click.echo(f"warning: {arrival['host']} did not sign the arrival (job {arrival['id']}: "
+                       f"{arrival['state']}); the VM's attestation chain lacks it", err=True)  # fmt: skip
+
+
+def wait_for_arrival(api: ApiClient, migration: dict, timeout: float) -> dict | None:
+    """The `migrate_in` job the conductor made when `migration` succeeded, once it ended (None: there is none)."""
+    for job in api.items("/jobs", "jobs", most=1, vm_id=migration["vm_id"], kind=JobKind.MIGRATE_IN):
+        if job["created_at"] >= migration["created_at"]:
+            return _quiet_wait(api, job, timeout)
+    return None
 
 
 class SshFailure(click.ClickException):

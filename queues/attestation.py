@@ -3,7 +3,9 @@
 A hypervisor worker signs one record per VM operation it completes with its host's Ed25519 key; the conductor
 checks it against the key it pinned for that host and stores it; anyone with the chain and the hosts' public keys
 verifies it offline with `verify_chain`. Each record holds the SHA256 of the VM's previous record, so a chain
-is one VM's history in order: a record edited, removed or reordered breaks a signature or a link.
+is one VM's history in order: a record edited, removed or reordered breaks a signature or a link. A migration
+is two records, each signed by its own host: `migrate_out` by the source (the target named in its details), then
+`migrate_in` by that target once the VM is there.
 
 Pure functions on JSON values and the `cryptography` library only: the `archq` client imports this module.
 """
@@ -104,11 +106,13 @@ def verify_chain(vm_id: str, records: list[dict], keys: dict[str, list[str]], pr
     trusted for it); an empty list means every signature and every link holds. `prev`: the hash the first
     record links to (None: the records start the chain)."""
     problems: list[Problem] = []
+    # The details of the record before when it is a migration out (a `migrate_in` must follow it on its target).
+    left: dict | None = None
     for index, record in enumerate(records):
         payload = record.get("payload")
         if not isinstance(payload, dict):
             problems.append(Problem(index, "?", "no payload"))
-            prev = None
+            prev, left = None, None
             continue
         job_id = str(payload.get("job_id", "?"))
 
@@ -128,5 +132,12 @@ def verify_chain(vm_id: str, records: list[dict], keys: dict[str, list[str]], pr
             problem(f"links to {payload.get('prev')}, but the previous record's hash is {prev}")
         if "hash" in record and record["hash"] != record_hash(payload):
             problem("its stated hash is not the hash of its payload")
+        if payload.get("operation") == "migrate_in" and left is not None:
+            # Each host signs only its own side of a move: the arrival must be where the departure said.
+            target = left.get("target")
+            if target != host:
+                problem(f"signed by {host!r} as the migration's target, but the VM left for {target!r}")
+        left = payload.get("details") if payload.get("operation") == "migrate_out" else None
+        left = left if isinstance(left, dict) else None
         prev = record_hash(payload)
     return problems

@@ -41,5 +41,6 @@ class Task:
     REVERT_VM = "archq.vm.revert"
     DELETE_SNAPSHOT = "archq.vm.snapshot_delete"
     MIGRATE_VM = "archq.vm.migrate"
+    MIGRATE_IN_VM = "archq.vm.migrate_in"
     JOB_UPDATE = "archq.control.job_update"
     HEARTBEAT = "archq.control.heartbeat"

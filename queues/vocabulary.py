@@ -19,6 +19,8 @@ class JobKind(StrEnum):
     REVERT = "revert"
     SNAPSHOT_DELETE = "snapshot_delete"
     MIGRATE = "migrate"
+    # The target of a succeeded migration signs that the VM arrived (web/services/migrations.py).
+    MIGRATE_IN = "migrate_in"
 
     @property
     def task(self) -> str:
@@ -42,6 +44,7 @@ _TASKS: dict[JobKind, str] = {
     JobKind.REVERT: Task.REVERT_VM,
     JobKind.SNAPSHOT_DELETE: Task.DELETE_SNAPSHOT,
     JobKind.MIGRATE: Task.MIGRATE_VM,
+    JobKind.MIGRATE_IN: Task.MIGRATE_IN_VM,
 }
 
 _TIME_LIMITS_S: dict[JobKind, float] = {
@@ -54,6 +57,7 @@ _TIME_LIMITS_S: dict[JobKind, float] = {
     JobKind.REVERT: 600.0,
     JobKind.SNAPSHOT_DELETE: 300.0,
     JobKind.MIGRATE: 3600.0,
+    JobKind.MIGRATE_IN: 120.0,
 }
 
 SNAPSHOT_KINDS = frozenset({JobKind.SNAPSHOT, JobKind.REVERT, JobKind.SNAPSHOT_DELETE})

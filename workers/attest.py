@@ -26,7 +26,8 @@ from workers.operations import WorkerContext
 
 log = logging.getLogger(__name__)
 
-# A migration's record is signed by the source host, which ran it and saw the VM leave.
+# A migration's record is signed by the source host, which ran it and saw the VM leave; the target signs its
+# own `migrate_in` record (the kind's name) once the VM is there.
 _OPERATIONS = {JobKind.MIGRATE: "migrate_out"}
 
 
@@ -95,7 +96,7 @@ def payload(ctx: WorkerContext, kind: str, vm: dict, run: JobRun, result: dict, 
 
 def _details(params: dict) -> dict:
     """What the operation acted on beyond the VM: a snapshot's name, a migration's target host by name (not its
-    addresses)."""
+    addresses), an arrival's source host and migrate job."""
     details = {k: v for k, v in params.items() if isinstance(v, str | int | bool)}
     if isinstance(params.get("target"), dict):
         details["target"] = params["target"].get("name")

@@ -10,6 +10,9 @@ definition moves with an OFFLINE migration, and it is started there if it was ru
 Whatever happens, the result says where the domain is: on failure both libvirt connections are asked, so
 the database records the truth. A re-run (the worker died mid-migration) waits for a migration libvirtd may
 still be running, then converges: a VM already on the target is a success.
+
+Once the conductor has recorded a migration as succeeded, the target runs a `migrate_in` job (`migrate_in_vm`):
+it only checks that the domain is here, so that this host signs the VM's arrival with its own key.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from urllib.parse import quote, urlencode
 import paramiko
 
 from queues.config import Settings
-from queues.vocabulary import VmState
+from queues.vocabulary import Accel, VmState
 from workers import target_checks
 from workers.domain_xml import as_native, cpu_mode_in
 from workers.errors import JobCancelled, WorkerError
@@ -447,3 +450,26 @@ def progress_of(stats: dict) -> dict:
 @needs_job
 def migrate_vm(ctx: WorkerContext, vm: dict, run: JobRun) -> dict:
     return _Migration(ctx, vm, run).run()
+
+
+def migrate_in_vm(ctx: WorkerContext, vm: dict) -> dict:
+    """The VM arrived on this host: its domain must be defined here, or there is no arrival to vouch for (the
+    job fails and nothing is signed). Changes nothing; the record the runner signs then hashes the domain's
+    XML as it stands here."""
+    uuid = str(vm["id"])
+    info = ctx.hypervisor.domain(uuid)
+    if info is None:
+        raise WorkerError(
+            "domain_missing", f"VM {uuid} has no domain on host {ctx.host.name}: it did not arrive here; nothing signed"
+        )
+    try:
+        domain_type = ET.fromstring(ctx.hypervisor.xml_desc(uuid, inactive=True)).get("type")
+    except HypervisorError as exc:
+        raise exc.saying(f"host {ctx.host.name} cannot read VM {uuid}'s definition: {exc}") from exc
+    return {
+        "host": ctx.host.name,
+        "state": info.state,
+        "domain": info.name,
+        # As the domain now runs here: a re-homed VM arrived with another type than it left with.
+        "accel": Accel.TCG if domain_type == "qemu" else domain_type,
+    }

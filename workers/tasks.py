@@ -20,6 +20,7 @@ OPERATIONS: dict[JobKind, Operation] = {
     JobKind.REVERT: snapshots.revert_vm,
     JobKind.SNAPSHOT_DELETE: snapshots.delete_snapshot_vm,
     JobKind.MIGRATE: migration.migrate_vm,
+    JobKind.MIGRATE_IN: migration.migrate_in_vm,
 }
 
 # What undoes a kind's work when its job is cancelled after the work was done, or runs over its time limit.

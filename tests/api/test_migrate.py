@@ -7,13 +7,15 @@ import time
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import func, select
 
+from queues import attestation
 from tests.support.fleet import add_vm, beat
 from web.extensions import db
 from web.models import Host, Job, Vm, utcnow
 from web.services.jobs import record_job_update
-from web.services.migrations import adopt_moved_vms
+from web.services.migrations import adopt_moved_vms, arrival_of
 
 
 @pytest.fixture
@@ -169,3 +171,105 @@ def test_the_location_check_records_a_vm_where_it_runs(client, fleet):
     beat("a", domains=[{"uuid": vm_id, "name": "x", "state": "running", "reason": ""}])
     assert adopt_moved_vms(db.session.get(Host, "a")) == 0
     assert db.session.get(Vm, vm_id).host == "b"
+
+
+def signed(key: Ed25519PrivateKey, job: Job, host: str, operation: str, domain_xml: str | None) -> dict:
+    """The record a worker on `host` would sign for `job` (workers/attest.py), linked to the job's chain head."""
+    params = job.payload["params"]
+    details = {k: v for k, v in params.items() if isinstance(v, str | int | bool)}
+    if isinstance(params.get("target"), dict):
+        details["target"] = params["target"]["name"]
+    return attestation.sign(
+        key,
+        {
+            "format": attestation.FORMAT,
+            "vm_id": job.vm_id,
+            "operation": operation,
+            "job_id": job.id,
+            "host": host,
+            "key": attestation.public_key_text(key.public_key()),
+            "at": "2026-12-02T16:00:00.000000+00:00",
+            "qemu_version": "7.2.0",
+            "libvirt_version": "9.0.0",
+            "accel": "tcg",
+            "artifacts_sha256": {},
+            "base_sha256": None,
+            "domain_xml_sha256": attestation.sha256_hex(domain_xml) if domain_xml else None,
+            "prev": job.payload["chain_head"],
+            "details": details,
+        },
+    )
+
+
+def arrivals(vm_id: str) -> list[Job]:
+    return list(db.session.scalars(select(Job).where(Job.vm_id == vm_id, Job.kind == "migrate_in")))
+
+
+def test_a_succeeded_migration_has_its_target_sign_the_arrival_once(client, fleet):
+    keys = {name: Ed25519PrivateKey.generate() for name in ("a", "b")}
+    for name, key in keys.items():
+        db.session.get(Host, name).signing_keys = [attestation.public_key_text(key.public_key())]
+    db.session.commit()
+    vm_id, job_id = accepted_job(client)
+    migration = db.session.get(Job, job_id)
+    out = signed(keys["a"], migration, "a", "migrate_out", None)
+    assert report(job_id, "succeeded", result={"host": "b", "state": "running"}, attestation=out)
+
+    # One pending job on the target's queue, linked after the source's record, published by the conductor.
+    [arrival] = arrivals(vm_id)
+    assert (arrival.state, arrival.queue, arrival.host, arrival.task) == (
+        "pending",
+        "host.b",
+        "b",
+        "archq.vm.migrate_in",
+    )
+    assert arrival.payload["chain_head"] == attestation.record_hash(out["payload"])
+    assert arrival.payload["params"] == {"from_host": "a", "migrate_job": job_id}
+    assert arrival_of(job_id) == arrival.id
+    assert any(f"job {arrival.id}" in e.message for e in migration.events)
+    # A repeated report (the worker's retry, the recovery sweep) makes no second one.
+    assert not report(job_id, "succeeded", result={"host": "b", "state": "running"}, attestation=out)
+    assert len(arrivals(vm_id)) == 1
+    # Until it ends the VM takes no other job: its records stay one chain.
+    busy = client.post(f"/api/v1/vms/{vm_id}/stop")
+    assert (busy.status_code, busy.get_json()["error"]["code"]) == (409, "vm_busy")
+
+    # b signs with its own key; the VM stays what the migration left.
+    assert report(arrival.id, "succeeded", host="b", result={"host": "b", "state": "running"},
+                  attestation=signed(keys["b"], arrival, "b", "migrate_in", "<domain/>"))  # fmt: skip
+    vm = db.session.get(Vm, vm_id)
+    assert (vm.host, vm.state, arrival_of(job_id)) == ("b", "running", None)
+    chain = client.get(f"/api/v1/vms/{vm_id}/attestations").get_json()
+    assert [(r["payload"]["operation"], r["payload"]["host"]) for r in chain["records"]] == [
+        ("migrate_out", "a"),
+        ("migrate_in", "b"),
+    ]
+    assert attestation.verify_chain(vm_id, chain["records"], chain["keys"]) == []
+    assert chain["unattested_jobs"] == []
+    assert client.post(f"/api/v1/vms/{vm_id}/stop").status_code == 202
+
+
+def test_an_arrival_signed_by_the_source_is_refused_and_a_failed_one_changes_nothing(client, fleet):
+    key = Ed25519PrivateKey.generate()
+    db.session.get(Host, "a").signing_keys = [attestation.public_key_text(key.public_key())]
+    db.session.get(Host, "b").signing_keys = [attestation.public_key_text(Ed25519PrivateKey.generate().public_key())]
+    db.session.commit()
+    vm_id, job_id = accepted_job(client)
+    report(job_id, "succeeded", result={"host": "b", "state": "running"})
+    [arrival] = arrivals(vm_id)
+    # Reported by b but signed with a's key: b's key is the only one trusted for b.
+    report(arrival.id, "succeeded", host="b", attestation=signed(key, arrival, "b", "migrate_in", "<domain/>"))
+    assert any("attestation refused" in e.message for e in arrival.events)
+    chain = client.get(f"/api/v1/vms/{vm_id}/attestations").get_json()
+    assert chain["records"] == [] and chain["unattested_jobs"] == [job_id, arrival.id]
+
+    vm_id, job_id = accepted_job(client)
+    report(job_id, "succeeded", result={"host": "b", "state": "running"})
+    [arrival] = arrivals(vm_id)
+    report(arrival.id, "failed", host="b", error={"code": "domain_missing", "message": "not here"})
+    assert (db.session.get(Vm, vm_id).host, db.session.get(Vm, vm_id).state) == ("b", "running")
+
+    # A migration that failed, or ended with the VM still on its source, has no arrival to sign.
+    vm_id, job_id = accepted_job(client)
+    report(job_id, "failed", result={"host": "a", "state": "running"}, error={"code": "x", "message": "x"})
+    assert arrivals(vm_id) == []

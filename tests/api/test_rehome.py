@@ -66,6 +66,13 @@ def test_rehome_is_a_cold_migrate_that_leaves_the_vm_native(client, fleet):
     vm = shown(client, vm_id)
     assert (vm["host"], vm["state"], vm["emulated"], vm["accel"]) == ("arm", "running", False, "kvm")
     assert (vm["cpu_mode_effective"], vm["cpu_mode_note"], vm["emulation_warning"]) == ("host-model", "", "")
+    # The native host signs the arrival of the VM as it now is there.
+    arrival = db.session.scalar(select(Job).where(Job.vm_id == vm_id, Job.kind == "migrate_in"))
+    assert (arrival.queue, arrival.payload["vm"]["emulated"], arrival.payload["params"]["from_host"]) == (
+        "host.arm",
+        False,
+        "x",
+    )
     again = client.post(f"/api/v1/vms/{vm_id}/rehome")
     assert (again.status_code, again.get_json()["error"]["code"]) == (409, "not_emulated")
 

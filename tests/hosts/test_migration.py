@@ -52,7 +52,20 @@ def wait_job(lab: Cluster, job_id: str, timeout: float = 120) -> dict:
         last.update(lab.job(job_id))
         return last if last["state"] in ("succeeded", "failed", "cancelled") else None
 
-    return wait_for(done, timeout=timeout, interval=0.2, what=lambda: f"job {job_id} to end; it is {last}")
+    job = wait_for(done, timeout=timeout, interval=0.2, what=lambda: f"job {job_id} to end; it is {last}")
+    if job["kind"] == "migrate" and job["state"] == "succeeded":
+        # The target signs the arrival in a job of its own; the VM takes new jobs once it ended.
+        arrival = arrival_of(lab, job)
+        assert wait_job(lab, arrival["id"], timeout)["state"] == "succeeded", arrival
+    return job
+
+
+def arrival_of(lab: Cluster, migration: dict) -> dict:
+    """The `migrate_in` job the conductor queued for the target when `migration` succeeded."""
+    response = lab.client.get("/api/v1/jobs", query_string={"vm_id": migration["vm_id"], "kind": "migrate_in"})
+    arrivals = [j for j in response.get_json()["jobs"] if f"job {j['id']}" in str(migration["events"])]
+    assert len(arrivals) == 1, (migration["events"], response.get_json())
+    return arrivals[0]
 
 
 def running_vm(lab: Cluster, name: str, arch: str = "amd64") -> str:
@@ -325,26 +338,58 @@ def test_a_live_migration_keeps_the_mac_and_the_guest_answers_on_the_target(lab:
 
 
 def test_attestations_follow_a_vm_across_hosts(lab: Cluster):
-    """Each host signs what it did with its own key: the create and the migration out on h1, the migration
-    back on h2; the chain links across both and verifies with the keys the control plane pinned."""
+    """Each host signs what it did with its own key: the create and the migration out on h1, the arrival and the
+    migration back on h2, the arrival back and a stop on h1; the chain links across both and verifies with the
+    keys the control plane pinned."""
     vm_id = running_vm(lab, "mig-attest")
     try:
+        moves = []
         for target in ("h2", "h1"):
             done = wait_job(lab, migrate(lab, vm_id, target_host=target)["id"])
             assert done["state"] == "succeeded", done
+            moves += [done["id"], arrival_of(lab, done)["id"]]
+        stop = lab.client.post(f"/api/v1/vms/{vm_id}/stop")
+        assert stop.status_code == 202, stop.get_json()
+        assert wait_job(lab, stop.get_json()["job"]["id"])["state"] == "succeeded"
         chain = lab.client.get(f"/api/v1/vms/{vm_id}/attestations").get_json()
+        records = chain["records"]
         signed = [(r["payload"]["operation"], r["payload"]["host"], r["payload"]["details"].get("target"))
-                  for r in chain["records"]]  # fmt: skip
-        assert signed == [("create", "h1", None), ("migrate_out", "h1", "h2"), ("migrate_out", "h2", "h1")]
-        assert set(chain["keys"]) == {"h1", "h2"} and chain["keys"]["h1"] != chain["keys"]["h2"]
-        assert [r["payload"]["accel"] for r in chain["records"]] == [lab.vm(vm_id)["accel"]] * 3
-        assert attestation.verify_chain(vm_id, chain["records"], chain["keys"]) == []
-        # h2's record claimed by h1 (its signature under h1's name) does not verify.
-        forged = [
-            *chain["records"][:2],
-            {**chain["records"][2], "payload": {**chain["records"][2]["payload"], "host": "h1"}},
+                  for r in records]  # fmt: skip
+        assert signed == [
+            ("create", "h1", None),
+            ("migrate_out", "h1", "h2"),
+            ("migrate_in", "h2", None),
+            ("migrate_out", "h2", "h1"),
+            ("migrate_in", "h1", None),
+            ("stop", "h1", None),
         ]
+        assert [r["payload"]["job_id"] for r in records[1:5]] == moves
+        assert set(chain["keys"]) == {"h1", "h2"} and chain["keys"]["h1"] != chain["keys"]["h2"]
+        # Each side of a move is signed with its own host's key, the arrival after the departure it follows.
+        assert [r["payload"]["key"] for r in records] == [chain["keys"][r["payload"]["host"]][-1] for r in records]
+        assert records[2]["payload"]["details"] == {"from_host": "h1", "migrate_job": moves[0]}
+        assert records[2]["payload"]["prev"] == records[1]["hash"]
+        # The arrival hashes the domain as it stands on the target (the stop after it changed no definition); the
+        # departure left none on the source.
+        assert records[1]["payload"]["domain_xml_sha256"] is None and records[2]["payload"]["domain_xml_sha256"]
+        conn = libvirt.open(lab.hosts["h1"].uri)
+        try:
+            defined = conn.lookupByUUIDString(vm_id).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        finally:
+            conn.close()
+        assert records[4]["payload"]["domain_xml_sha256"] == attestation.sha256_hex(defined)
+        assert [r["payload"]["accel"] for r in records] == [lab.vm(vm_id)["accel"]] * 6
+        assert chain["unattested_jobs"] == []
+        assert attestation.verify_chain(vm_id, records, chain["keys"]) == []
+        # h2's record claimed by h1 (its signature under h1's name) does not verify.
+        forged = [*records[:3], {**records[3], "payload": {**records[3]["payload"], "host": "h1"}}, *records[4:]]
         problems = attestation.verify_chain(vm_id, forged, chain["keys"])
-        assert {p.index for p in problems} == {2} and "not trusted for host 'h1'" in problems[0].message
+        assert {p.index for p in problems} == {3, 4} and "not trusted for host 'h1'" in problems[0].message
+        # Nor does h2's arrival claimed by h1, although h1 signed the departure: each host signs its own side.
+        forged = [*records[:2], {**records[2], "payload": {**records[2]["payload"], "host": "h1"}}]
+        problems = attestation.verify_chain(vm_id, forged, chain["keys"])
+        assert {p.index for p in problems} == {2}
+        assert any("not trusted for host 'h1'" in p.message for p in problems)
+        assert any("the VM left for 'h2'" in p.message for p in problems)
     finally:
         delete(lab, vm_id)

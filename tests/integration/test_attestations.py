@@ -4,16 +4,24 @@ its host signed to the VM's chain, the chain verifies offline, and an edited sto
 from __future__ import annotations
 
 import json
+import time
 
 from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from client.cli import main as cli
-from queues import attestation
+from client.commands import wait_for_arrival
+from client.http import ApiClient
+from queues import attestation, messages
+from queues.names import CONTROL, Task
 from tests.support.api import create_vm, wait_host, wait_job
+from tests.support.fleet import beat
+from tests.support.live_api import live_api  # noqa: F401  (a fixture)
 from tests.support.services import wait_for
 from web.extensions import db
-from web.models import Attestation, Host
+from web.models import Attestation, Host, Vm
+from web.services.migrations import queue_migrate
 from workers.attest import signing_key_path
 
 
@@ -96,6 +104,80 @@ def test_a_vms_life_is_a_verified_chain_and_an_edit_is_named(client, conductor, 
     assert "signature does not match" in problems[0].message
     code, output = verify_offline(tampered, tmp_path)
     assert code == 1 and f"record 1 (job {jobs[1]['id']})" in output and "chain NOT verified" in output
+
+
+def test_the_target_signs_the_arrival_of_a_migration_with_its_own_key(
+    client,
+    conductor,
+    hypervisor_worker,
+    live_api,  # noqa: F811
+    tmp_path,
+):
+    """A VM that moved from h0 (its source, which signed `migrate_out`) to amd64-host: when the conductor records
+    the migration, it queues the target's `migrate_in` job; the target's real worker signs the arrival with its
+    own key, hashing the domain as it stands there, and later operations there link after it."""
+    source_key = Ed25519PrivateKey.generate()
+    with hypervisor_worker("amd64-host") as service:
+        wait_host(client, "amd64-host")
+        accepted = create_vm(client, name="arriving")
+        vm_id = accepted["vm"]["id"]
+        assert wait_job(client, accepted["job"]["id"])["state"] == "succeeded"
+        # Rewind: the VM is recorded on h0, about to move to amd64-host (where its domain already is).
+        with client.application.app_context():
+            beat("h0")
+            db.session.get(Host, "h0").signing_keys = [attestation.public_key_text(source_key.public_key())]
+            vm = db.session.get(Vm, vm_id)
+            vm.host = "h0"
+            _vm, job = queue_migrate(vm, db.session.get(Host, "amd64-host"), {"live": True}, "migrate", "test")
+            migration = {"id": job.id, "head": job.payload["chain_head"]}
+        departure = attestation.sign(
+            source_key,
+            {
+                **chain_of(client, vm_id)["records"][0]["payload"],
+                "operation": "migrate_out",
+                "job_id": migration["id"],
+                "host": "h0",
+                "key": attestation.public_key_text(source_key.public_key()),
+                "domain_xml_sha256": None,
+                "prev": migration["head"],
+                "details": {"live": True, "target": "amd64-host", "from_host": "h0", "from_state": "running"},
+            },
+        )
+        # h0's worker reports the success through the broker, as a worker does.
+        celery = client.application.extensions["archq"].celery
+        for state in ("running", "succeeded"):
+            update = {"job_id": migration["id"], "state": state, "host": "h0", "at": time.time(),
+                      "result": {"host": "amd64-host", "state": "running"} if state == "succeeded" else {},
+                      "attestation": departure if state == "succeeded" else None}  # fmt: skip
+            celery.send_task(Task.JOB_UPDATE, kwargs={"update": messages.job_update.dump(update)}, queue=CONTROL)
+        migrated = wait_job(client, migration["id"])
+        assert migrated["state"] == "succeeded", migrated
+        # Found and waited for as `archq vm migrate --wait` does, through the API.
+        arrival = wait_for_arrival(ApiClient(live_api.url, live_api.operator_token), migrated, timeout=30)
+        assert arrival is not None and arrival["state"] == "succeeded", arrival
+        assert (arrival["queue"], arrival["host"]) == ("host.amd64-host", "amd64-host")
+        assert any(f"job {arrival['id']}" in e["message"] for e in migrated["events"])
+        defined = service.runner.ctx.hypervisor.xml_desc(vm_id, inactive=True)
+        stop = act(client, "POST", f"/api/v1/vms/{vm_id}/stop")
+        target_key = attestation.public_key_text(service.runner.ctx.signing_key.public_key())
+
+    chain = chain_of(client, vm_id)
+    records = chain["records"]
+    assert [(r["payload"]["operation"], r["payload"]["host"], r["payload"]["job_id"]) for r in records] == [
+        ("create", "amd64-host", accepted["job"]["id"]),
+        ("migrate_out", "h0", migration["id"]),
+        ("migrate_in", "amd64-host", arrival["id"]),
+        ("stop", "amd64-host", stop["id"]),
+    ]
+    arrived = records[2]["payload"]
+    assert arrived["key"] == target_key and arrived["prev"] == records[1]["hash"]
+    assert arrived["domain_xml_sha256"] == attestation.sha256_hex(defined)
+    assert arrived["details"] == {"from_host": "h0", "migrate_job": migration["id"]}
+    assert chain["keys"]["h0"] == [attestation.public_key_text(source_key.public_key())]
+    assert chain["keys"]["amd64-host"] == [target_key]
+    assert attestation.verify_chain(vm_id, records, chain["keys"]) == [] and chain["unattested_jobs"] == []
+    code, output = verify_offline(chain, tmp_path)
+    assert code == 0 and "4 record(s)" in output, output
 
 
 def test_a_changed_host_key_is_refused_until_an_admin_trusts_it(client, conductor, hypervisor_worker, settings):

@@ -144,6 +144,9 @@ class FakeHypervisor:
     def lib_version(self) -> int:
         return 9_000_000
 
+    def hypervisor_version(self) -> int:
+        return 7_002_000
+
     def snapshot(self, uuid: str, name: str) -> SnapshotInfo | None:
         return self._existing(uuid).snapshots.get(name)
 

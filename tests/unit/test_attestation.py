@@ -108,3 +108,40 @@ def test_the_worker_key_is_made_once_and_private(tmp_path):
     again = load_or_create_key(path)
     assert public_key_text(first.public_key()) == public_key_text(again.public_key())
     assert attestation.fingerprint(public_key_text(first.public_key())).startswith("SHA256:")
+
+
+def _signed(key: Ed25519PrivateKey, operation: str, job: str, prev: str | None, host: str, details: dict) -> dict:
+    return sign(key, {**_payload(key, operation, job, prev, host), "details": details})
+
+
+def test_a_migration_is_signed_out_by_its_source_and_in_by_its_target():
+    """create and migrate_out on h1, migrate_in and what follows on h2: each record checked against its own host's
+    key, the arrival only where the departure said the VM went."""
+    h1, h2, h3 = (Ed25519PrivateKey.generate() for _ in range(3))
+    keys = {name: [public_key_text(k.public_key())] for name, k in (("h1", h1), ("h2", h2), ("h3", h3))}
+    steps = [
+        (h1, "create", "h1", {}),
+        (h1, "migrate_out", "h1", {"live": True, "target": "h2"}),
+        (h2, "migrate_in", "h2", {"from_host": "h1", "migrate_job": "job-1"}),
+        (h2, "stop", "h2", {}),
+    ]
+    records, prev = [], None
+    for n, (key, operation, host, details) in enumerate(steps):
+        records.append(_signed(key, operation, f"job-{n}", prev, host, details))
+        prev = record_hash(records[-1]["payload"])
+    assert verify_chain(VM, records, keys) == []
+
+    # The arrival signed by h1 (as if the source vouched for both sides) is refused under h2's name...
+    as_h2 = _signed(h1, "migrate_in", "job-2", records[2]["payload"]["prev"], "h2", steps[2][3])
+    problems = verify_chain(VM, [*records[:2], as_h2], keys)
+    assert [p.index for p in problems] == [2] and "not trusted for host 'h2'" in problems[0].message
+    # ...and under its own name, since the VM left for h2.
+    as_h1 = _signed(h1, "migrate_in", "job-2", records[2]["payload"]["prev"], "h1", steps[2][3])
+    problems = verify_chain(VM, [*records[:2], as_h1], keys)
+    assert [p.index for p in problems] == [2] and "the VM left for 'h2'" in problems[0].message
+    # A third trusted host cannot claim the arrival either.
+    as_h3 = _signed(h3, "migrate_in", "job-2", records[2]["payload"]["prev"], "h3", steps[2][3])
+    assert [p.index for p in verify_chain(VM, [*records[:2], as_h3], keys)] == [2]
+    # With the departure missing (its record was refused), the arrival is checked by its key and link only.
+    assert [p.index for p in verify_chain(VM, [records[0], *records[2:]], keys)] == [1]
+    assert verify_chain(VM, records[2:], keys, prev=records[2]["payload"]["prev"]) == []

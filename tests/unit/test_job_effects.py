@@ -76,3 +76,12 @@ def test_a_failed_migration_leaves_the_vm_where_the_worker_found_it_or_unknown()
     assert (vm.state, vm.host) == (VmState.STOPPED, "h1")
     vm = _report(_vm(VmState.MIGRATING), JobKind.MIGRATE, JobState.FAILED)
     assert (vm.state, vm.host) == (VmState.UNKNOWN, "h1")
+
+
+@pytest.mark.parametrize("state", [JobState.RUNNING, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
+def test_the_targets_signature_of_an_arrival_never_moves_or_changes_the_vm(state: JobState):
+    vm = _report(_vm(host="h2"), JobKind.MIGRATE_IN, state, host="h2", result={"host": "h1", "state": "stopped"})
+    assert (vm.host, vm.state) == ("h2", VmState.RUNNING)
+    vm = _vm(host="h2")
+    EFFECTS[JobKind.MIGRATE_IN].cancelled_before_start(vm, _job(JobKind.MIGRATE_IN, JobState.CANCELLED), "")
+    assert (vm.host, vm.state) == ("h2", VmState.RUNNING)

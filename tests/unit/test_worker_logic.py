@@ -4,16 +4,20 @@ operations against real libvirt and QEMU are in tests/integration and tests/host
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from queues.vocabulary import VmState
+from queues import attestation
+from queues.vocabulary import JobKind, VmState
 from tests.support.fake_hypervisor import FakeHosts, FakeHypervisor
 from tests.support.worker_context import fake_context
 from workers import migration, operations, snapshots
+from workers.attest import signed_record
 from workers.errors import JobCancelled, WorkerError
 from workers.hypervisor import HypervisorError
 from workers.job_run import JobRun
@@ -227,3 +231,34 @@ def test_a_cancelled_live_migration_aborts_and_leaves_the_guest_running_here(
     assert cancelled.value.result["host"] == "h1" and cancelled.value.result["state"] == VmState.RUNNING
     assert target.domain(vm["id"]) is None
     assert reports[0] == {"percent": 60.0, "bytes_remaining": 400, "bytes_total": 1000, "phase": "copying memory"}
+
+
+def test_the_target_signs_the_arrival_with_its_own_key_once_the_domain_is_there(tmp_path: Path):
+    ctx, target, _hosts = two_hosts(tmp_path)
+    vm_id = str(uuid.uuid4())
+    ctx.hypervisor.ensure_running(vm_id, f"<domain type='qemu'><uuid>{vm_id}</uuid><name>archq-vm1</name></domain>")
+    vm = {"id": vm_id, "name": "vm1", "arch": "amd64"}
+    key = Ed25519PrivateKey.generate()
+    there = dataclasses.replace(
+        fake_context(tmp_path / "h2", target), host=dataclasses.replace(ctx.host, name="h2"), signing_key=key
+    )
+    # Not there yet: nothing to vouch for, so the job fails and nothing is signed.
+    assert code_of(lambda: migration.migrate_in_vm(there, vm)) == "domain_missing"
+
+    ctx.hypervisor.migrate(vm_id, TARGET, live=True)
+    result = migration.migrate_in_vm(there, vm)
+    assert result == {"host": "h2", "state": VmState.RUNNING, "domain": "archq-vm1", "accel": "tcg"}
+    run = JobRun("job-in", {"from_host": "h1", "migrate_job": "job-m"})
+    record = signed_record(there, JobKind.MIGRATE_IN, vm, run, result, "ab" * 32)
+    assert record is not None
+    payload = record["payload"]
+    assert (payload["operation"], payload["host"], payload["job_id"], payload["prev"], payload["accel"]) == (
+        "migrate_in",
+        "h2",
+        "job-in",
+        "ab" * 32,
+        "tcg",
+    )
+    assert payload["details"] == {"from_host": "h1", "migrate_job": "job-m"}
+    assert payload["domain_xml_sha256"] == attestation.sha256_hex(target.xml_desc(vm_id, inactive=True))
+    assert attestation.signature_valid(record, attestation.public_key_text(key.public_key()))

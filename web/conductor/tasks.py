@@ -16,7 +16,7 @@ from web.extensions import db
 from web.services.dispatch import dispatch_ids
 from web.services.hosts import record_heartbeat
 from web.services.jobs import record_job_update
-from web.services.migrations import adopt_moved_vms
+from web.services.migrations import adopt_moved_vms, arrival_of
 from web.services.reconciler import reconcile_host
 from web.services.rehome import rehome_after_stop
 
@@ -35,7 +35,12 @@ def register_tasks(celery: Celery, app: Flask) -> None:
             return
         ext = app.extensions["archq"]
         with app.app_context(), logs.bind(job_id=data["job_id"], host=data["host"]):
-            if record_job_update(data) and (moving := rehome_after_stop(str(data["job_id"]), ext.settings)):
+            if not record_job_update(data):
+                return
+            job_id = str(data["job_id"])
+            if arrival := arrival_of(job_id):
+                dispatch_ids(ext.celery, ext.claims, [arrival], actor="conductor")
+            if moving := rehome_after_stop(job_id, ext.settings):
                 dispatch_ids(ext.celery, ext.claims, [moving], actor="rehome:auto")
 
     @celery.task(name=Task.HEARTBEAT, acks_late=True, ignore_result=True, shared=False)

@@ -212,4 +212,7 @@ EFFECTS: dict[JobKind, Effects] = {
         failed=located,
         cancelled=located,
     ),
+    # The target signing a succeeded migration's arrival (migrations.queue_arrival): it changes nothing, and a
+    # failed one (the domain was not there) leaves the VM to the reconciler, like any other report.
+    JobKind.MIGRATE_IN: Effects(started=keep, succeeded=keep, failed=keep, cancelled_before_start=keep),
 }

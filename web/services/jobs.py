@@ -15,7 +15,7 @@ from web.errors import Conflict, NotFound
 from web.extensions import db
 from web.models import Job, JobEvent, utcnow
 from web.paging import Page, keyset_page
-from web.services import attestations, projects
+from web.services import attestations, migrations, projects
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
 
@@ -111,6 +111,8 @@ def _record_job_update(update: dict) -> bool:
             attestations.store(job, job.vm, update["host"], update.get("attestation"))
     if state in TERMINAL_JOB_STATES:
         effects.settle(job)
+    # After the source's record is stored: the target's arrival job links after it.
+    migrations.queue_arrival(job)
     db.session.commit()
     return True
 

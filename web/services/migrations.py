@@ -1,6 +1,6 @@
 """Migrating a VM to another host: the refusals before anything is queued, the choice of a target, the job
-on the source host's queue, and the reconciler's check of VMs that moved while nobody could report it. What
-the worker's reports mean for where the VM is recorded is in job_effects.py."""
+on the source host's queue, the target's signature of the arrival, and the reconciler's check of VMs that moved
+while nobody could report it. What the worker's reports mean for where the VM is recorded is in job_effects.py."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from queues.names import host_queue
 from queues.networks import needs
 from queues.placement import HostLoad
 from queues.routing import offers_of
-from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, VmState
+from queues.vocabulary import TERMINAL_JOB_STATES, Accel, JobKind, JobState, VmState
 from web.errors import Conflict, Unprocessable
 from web.extensions import db
 from web.models import Host, Job, Vm
 from web.services.hosts import host_loads, host_state
 from web.services.job_effects import EFFECTS
+from web.services.job_states import note
 from web.services.vm_flags import vm_flags
 from web.services.vms import CPU_RATIO, RAM_RATIO, _new_job, _require_host_up, _require_idle, get_vm, require_state
 
@@ -159,6 +160,37 @@ def queue_migrate(vm: Vm, target: Host, params: dict, what: str, actor: str) -> 
     db.session.add(job)
     db.session.commit()
     return vm, job
+
+
+def queue_arrival(job: Job) -> Job | None:
+    """After `job`, a migration, succeeded with the VM on its target: a `migrate_in` job on the target's queue,
+    whose worker signs the arrival with the target's own key (the source signed only `migrate_out`). Made in the
+    transaction that records the success, after the source's record: it is made exactly once (a repeated report
+    changes nothing), never lost (the outbox sweep publishes it if the conductor dies first), and it links after
+    `migrate_out`. Until it ends the VM is busy, as with any job: its records stay one chain."""
+    if job.kind != JobKind.MIGRATE or job.state != JobState.SUCCEEDED or job.vm is None:
+        return None
+    vm, params = job.vm, job.payload["params"]
+    target = params["target"]["name"]
+    if vm.host != target:
+        return None
+    params = {"from_host": params.get("from_host", job.host), "migrate_job": job.id}
+    arrival = _new_job(
+        JobKind.MIGRATE_IN, host_queue(target), vm, actor="conductor", host=target, emulated=vm.emulated, params=params
+    )
+    note(job, "conductor", f"{target} signs the VM's arrival: job {arrival.id}")
+    db.session.add(arrival)
+    return arrival
+
+
+def arrival_of(job_id: str) -> str | None:
+    """The `migrate_in` job that migration `job_id` left to publish, if it still is pending."""
+    job = db.session.get(Job, job_id)
+    if job is None or job.kind != JobKind.MIGRATE or job.vm_id is None:
+        return None
+    return db.session.scalar(
+        select(Job.id).where(Job.vm_id == job.vm_id, Job.kind == JobKind.MIGRATE_IN, Job.state == JobState.PENDING)
+    )
 
 
 def adopt_moved_vms(host: Host) -> int:

@@ -29,7 +29,7 @@ from queues import messages
 from queues.arch import ALL, Arch
 from queues.celery_app import make_celery
 from queues.config import Settings
-from queues.liveness import FULL_BEAT_EVERY_S, MARK_SCRIPT, RECORDED_KEY, SEEN_KEY, digest
+from queues.liveness import FULL_BEAT_EVERY_S, MARK_SCRIPT, RECORDED_KEY, RUNNING_KEY, SEEN_KEY, digest
 from queues.names import CONTROL, Task, host_queue, native_queue, tcg_queue
 from tests.support.services import wait_for
 from web import create_app
@@ -127,7 +127,7 @@ class Ingest:
         """What `mark_alive` does for each host, pipelined: the bench stands for thousands of workers."""
         pipe = self.redis.pipeline(transaction=False)
         for n in range(hosts):
-            pipe.eval(MARK_SCRIPT, 2, SEEN_KEY, RECORDED_KEY, f"host-{n:05d}")
+            pipe.eval(MARK_SCRIPT, 3, SEEN_KEY, RECORDED_KEY, RUNNING_KEY, f"host-{n:05d}", "[]")
         pipe.execute()
 
     def close(self) -> None:

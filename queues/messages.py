@@ -104,8 +104,6 @@ class Heartbeat(_Message):
     migration = fields.Dict(load_default=dict)
     # What VMs can attach to here: {"libvirt": [active networks], "bridges": [host bridges]}.
     networks = fields.Dict(load_default=dict)
-    # The jobs the worker has claimed and not finished: the conductor resumes none of them.
-    running_jobs = fields.List(fields.String(), load_default=list)
     # The host's Ed25519 public key (base64 of its raw bytes): the conductor pins it on first sight.
     signing_key = fields.String(allow_none=True, load_default=None)
     # queues/liveness.py's digest of all the above: the conductor notes it once recorded, so that the worker

@@ -39,8 +39,6 @@ class Host(db.Model):
     snapshot_support: Mapped[dict] = mapped_column(JSON, default=dict)
     # What VMs can attach to here, from heartbeats: {"libvirt": [active libvirt networks], "bridges": [...]}.
     networks: Mapped[dict] = mapped_column(JSON, default=dict)
-    # The jobs its worker has claimed and not finished, as of its last heartbeat (`last_seen`).
-    running_jobs: Mapped[list] = mapped_column(JSON, default=list)
     # Its attestation signing keys (base64 Ed25519), pinned at its first heartbeat: the last is current, the
     # earlier ones (replaced by `archq host trust-key`) still verify the records they signed.
     signing_keys: Mapped[list] = mapped_column(JSON, default=list)

@@ -32,11 +32,9 @@ def heartbeat_message(
     migration: dict | None = None,
     networks: dict | None = None,
     facts: dict[str, dict] | None = None,
-    running_jobs: list[str] | None = None,
     signing_key: str | None = None,
 ) -> dict:
-    """`facts`: addresses and host keys by domain UUID, as workers/guest_facts.py last read them;
-    `running_jobs`: the jobs this worker has claimed and not finished."""
+    """`facts`: addresses and host keys by domain UUID, as workers/guest_facts.py last read them."""
     domains = hypervisor.list_domains()
     facts = facts or {}
     return messages.heartbeat.dump(
@@ -64,7 +62,6 @@ def heartbeat_message(
             "snapshot_support": snapshot_support(profile.libvirt_version),
             "migration": migration or {},
             "networks": networks or {},
-            "running_jobs": running_jobs or [],
             "signing_key": signing_key,
             "at": time.time(),
         }
@@ -116,7 +113,6 @@ class HeartbeatThread(threading.Thread):
             self._migration,
             self._networks(),
             self._guests.latest(),
-            self._running_jobs(),
             self._signing_key,
         )
         facts = {key: value for key, value in message.items() if key != "at"}
@@ -125,8 +121,9 @@ class HeartbeatThread(threading.Thread):
             # A beat that waited in the queue longer than a few intervals says nothing about now.
             self._app.send_task(Task.HEARTBEAT, kwargs={"beat": message}, queue=CONTROL, expires=self._interval_s * 3)
             self._sent, self._sent_at = facts_digest, time.monotonic()
-        # Every beat, changed or not: the conductor reads these marks in batches (queues/liveness.py).
-        self._recorded = mark_alive(self._liveness, self._profile.name)
+        # Every beat, changed or not: the conductor reads these marks in batches (queues/liveness.py). The jobs
+        # are listed as late as possible, so the mark says what the runs hold at its time.
+        self._recorded = mark_alive(self._liveness, self._profile.name, self._running_jobs())
 
     def _full_beat_due(self, facts_digest: str) -> bool:
         """When what the host says changed, when the last full beat was not recorded by the time it expired

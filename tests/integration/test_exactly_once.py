@@ -13,10 +13,12 @@ import redis
 
 from queues import messages
 from queues.claims import Claim, ClaimStore
+from queues.liveness import mark_alive
 from tests.support.api import create_vm, wait_host, wait_job
+from tests.support.fleet import beat
 from tests.support.services import wait_for
 from web.extensions import db
-from web.models import Job
+from web.models import Job, utcnow
 from web.services.recovery import recover_running
 
 
@@ -193,7 +195,39 @@ def test_a_job_whose_reports_were_all_lost_ends_from_its_done_claim(app, client,
         job = db.session.get(Job, job_id)
         job.queued_at = job.queued_at - timedelta(seconds=ext.settings.lease_s + 1)
         db.session.commit()
-        assert recover_running(ext.celery, ext.claims, ext.settings) == 1
+        liveness = redis.Redis.from_url(ext.settings.redis_url)
+        assert recover_running(ext.celery, ext.claims, liveness, ext.settings) == 1
     job = client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]
     assert job["state"] == "succeeded"
     assert client.get(f"/api/v1/vms/{accepted['vm']['id']}").get_json()["vm"]["state"] == "running"
+
+
+def test_a_lapsed_lease_is_judged_by_the_hosts_last_mark_and_the_jobs_it_lists(app, client, claims, settings):
+    """A run held its process past its lease (a libvirt call that keeps the GIL): its lease lapsed, and the
+    host's full heartbeat that lists the job still waits in the control queue while the liveness mark that
+    says the host is alive is already in Redis. The conductor resumes the job only if a mark made after the
+    lapse does not list it."""
+    liveness = redis.Redis.from_url(settings.redis_url)
+    ext = app.extensions["archq"]
+    accepted = create_vm(client, name="held")
+    job_id = accepted["job"]["id"]
+    wait_for(lambda: client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]["state"] == "queued", timeout=10)
+    with app.app_context():
+        beat("amd64-host")  # recorded before the claim: it cannot list the job
+        job = db.session.get(Job, job_id)
+        long_ago = utcnow() - timedelta(seconds=settings.lease_s + 1)
+        job.state, job.host, job.started_at, job.queued_at = "running", "amd64-host", long_ago, long_ago
+        db.session.commit()
+    assert claims.claim(job_id, job_payload(client, job_id)["token"], "amd64-host/w", lease_s=0.1) is Claim.CLAIMED
+    wait_for(lambda: claims.lapsed_for(job_id) > settings.lease_s / 2, timeout=10, what="the lease to lapse")
+
+    def resumed_after_recovery() -> bool:
+        with app.app_context():
+            recover_running(ext.celery, ext.claims, liveness, settings)
+        events = client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]["events"]
+        return any("resumed there" in event["message"] for event in events)
+
+    mark_alive(liveness, "amd64-host", [job_id])
+    assert not resumed_after_recovery()
+    mark_alive(liveness, "amd64-host", [])
+    assert resumed_after_recovery()

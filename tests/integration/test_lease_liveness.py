@@ -34,8 +34,11 @@ def hold_the_interpreter(seconds: float) -> None:
 
 
 def parked_create(client) -> dict:
-    """A create job no worker consumes (an arm64 guest that must run natively, on an amd64-only fleet)."""
+    """A create job no worker consumes (an arm64 guest that must run natively, on an amd64-only fleet), once
+    published: a run reporting before the API's publisher recorded `queued` would see that event after its own."""
     accepted = create_vm(client, arch="arm64", emulation="native_only")
+    job_id = accepted["job"]["id"]
+    wait_for(lambda: client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]["state"] == "queued", what="the publish")
     with client.application.app_context():
         return dict(db.session.get(Job, accepted["job"]["id"]).payload)
 

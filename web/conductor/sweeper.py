@@ -74,7 +74,7 @@ class Sweeper(threading.Thread):
             ),
             "re-routed to emulation": lambda: reroute_stranded(celery, claims, settings),
             "recovered from a lost worker or report": lambda: recover_running(
-                celery, claims, settings, self._broker_back_at
+                celery, claims, self._liveness, settings, self._broker_back_at
             ),
             "re-sent after their worker restarted": lambda: republish_swallowed(celery, claims, settings),
             "re-sent, unclaimed too long": lambda: republish_unclaimed(celery, claims, settings),

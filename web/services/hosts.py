@@ -43,7 +43,6 @@ def record_heartbeat(beat: dict) -> Host:
     host.snapshot_support = beat["snapshot_support"]
     host.migration = beat.get("migration") or {}
     host.networks = beat.get("networks") or {}
-    host.running_jobs = beat.get("running_jobs") or []
     attestations.observe_key(host, beat.get("signing_key"))
     _record_guest_facts(host.name, beat["domains"])
     if beat["started_at"]:

@@ -17,12 +17,14 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 
+import redis
 from celery import Celery
 from sqlalchemy import and_, or_, select
 
 from queues import messages
 from queues.claims import DONE, RENEWALS_PER_LEASE, ClaimStore
 from queues.config import Settings
+from queues.liveness import last_mark
 from queues.names import host_queue
 from queues.vocabulary import JobState, VmState
 from web.extensions import db
@@ -128,10 +130,15 @@ def _aware(moment: datetime) -> datetime:
 
 
 def recover_running(
-    celery: Celery, claims: ClaimStore, settings: Settings, broker_back_at: datetime | None = None
+    celery: Celery,
+    claims: ClaimStore,
+    liveness: redis.Redis,
+    settings: Settings,
+    broker_back_at: datetime | None = None,
 ) -> int:
-    """`broker_back_at`: when the broker last came back after an outage. No heartbeat could arrive during it,
-    so no host is judged lost until they have had time to beat again."""
+    """`liveness`: where workers mark their hosts alive with their runs' jobs (queues/liveness.py).
+    `broker_back_at`: when the broker last came back after an outage. No heartbeat could arrive during it, so no
+    host is judged lost until they have had time to beat again."""
     cutoff = utcnow() - timedelta(seconds=settings.lease_s)
     # A job resumed less than a lease ago gets that lease to be claimed again before it is judged.
     jobs = db.session.scalars(
@@ -158,32 +165,39 @@ def recover_running(
                 record_job_update(messages.job_update.load(json.loads(stored)))
                 handled += 1
         elif holder is None and job.state == JobState.RUNNING:
-            _lapsed(celery, claims, settings, job, broker_back_at)
+            _lapsed(celery, claims, liveness, settings, job, broker_back_at)
             handled += 1
     return handled
 
 
-def _run_gone(claims: ClaimStore, settings: Settings, job: Job, host: Host) -> bool:
+def _run_gone(claims: ClaimStore, liveness: redis.Redis, settings: Settings, job: Job, host: Host) -> bool:
     """Sure that the run holding `job` on its (live) host is gone: its lease ended more than a renewal interval
-    ago (a late renewal would have landed), and a heartbeat the host sent since then does not list the job."""
+    ago (a late renewal would have landed), and a mark the host's worker made since then does not list the job
+    (both ages by Redis's clock)."""
     lapsed = claims.lapsed_for(job.id)
     if lapsed is None:
         lapsed = settings.lease_s  # a claim made before leases recorded their end: it lapsed at least this long ago
     if lapsed <= settings.lease_s / RENEWALS_PER_LEASE:
         return False
-    # Durations on both sides (Redis's clock for the lapse, the conductor's for the beat), so clocks need not agree.
-    beat_since_lapse = (utcnow() - _aware(host.last_seen)).total_seconds() < lapsed
-    return beat_since_lapse and job.id not in (host.running_jobs or [])
+    mark = last_mark(liveness, host.name)
+    return mark is not None and mark.age_s < lapsed and job.id not in mark.running_jobs
 
 
-def _lapsed(celery: Celery, claims: ClaimStore, settings: Settings, job: Job, broker_back_at: datetime | None) -> None:
+def _lapsed(
+    celery: Celery,
+    claims: ClaimStore,
+    liveness: redis.Redis,
+    settings: Settings,
+    job: Job,
+    broker_back_at: datetime | None,
+) -> None:
     host = db.session.get(Host, job.host) if job.host else None
     state = host_state(host, settings) if host is not None else "down"
     if state == "down" and host is not None:
         silent_since = max(_aware(host.last_seen), broker_back_at or _aware(host.last_seen))
         if (utcnow() - silent_since).total_seconds() < settings.worker_lost_after_s:
             return  # a worker restarting, a host rebooting, the broker back: give the host time to return
-    if state != "down" and not _run_gone(claims, settings, job, host):
+    if state != "down" and not _run_gone(claims, liveness, settings, job, host):
         return
     if state != "down" and job.attempts <= MAX_RESUMES:
         reissue(job, host_queue(job.host))

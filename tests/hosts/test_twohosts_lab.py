@@ -5,7 +5,6 @@ checking against the hosts' sshd."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 import uuid
@@ -22,7 +21,7 @@ from queues.arch import Arch
 from tests.support.services import wait_for
 from tests.support.twohosts import LabHost, lab_available, two_hosts
 from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
-from workers.guest.tiny import ensure_tiny_guest, marker_line
+from workers.guest.tiny import ensure_tiny_guest, marker_line, ticks_in
 
 pytestmark = pytest.mark.libvirtd
 
@@ -35,7 +34,6 @@ MIGRATE_FLAGS = (
     | libvirt.VIR_MIGRATE_ABORT_ON_ERROR
     | libvirt.VIR_MIGRATE_AUTO_CONVERGE
 )
-TICK = re.compile(r"^archq-tiny tick (\d+)$")
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +56,7 @@ def host_uuid(conn: libvirt.virConnect) -> str:
 def ticks(path: Path) -> list[int]:
     if not path.exists():
         return []
-    lines = path.read_text(errors="replace").replace("\r", "").splitlines()
-    return [int(m.group(1)) for m in map(TICK.match, lines) if m]
+    return ticks_in(path.read_text(errors="replace"))
 
 
 def located(host: LabHost, name: str) -> bool | None:

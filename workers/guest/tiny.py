@@ -140,6 +140,20 @@ def parse_net_line(line: str) -> TinyNet | None:
     return TinyNet(status="up", mac=match["mac"], ipv4=ipaddress.IPv4Interface(match["ipv4"]))
 
 
+# A tick line, on a console log with its CRs removed. The guest writes each tick line whole (one write), but not
+# always at the start of a line: the console's shell (see _INIT_SCRIPT) leaves its prompt, `/ # ` and the
+# cursor position query of busybox's line editor (ESC [6n), and the echo of keys typed at it, with no newline
+# after them, and a tick printed then ends that line. The log has the tick; a parser anchored at the start of
+# the line misses it (seen as ticks 1, 3, 4, ... with tick 2 "lost": the shell starts between ticks 1 and 2).
+_TICK_LINE = re.compile(r"archq-tiny tick (\d+)$", re.MULTILINE)
+
+
+def ticks_in(console_text: str) -> list[int]:
+    """The counter values the guest printed on its console, in the order printed: every line that ends with a
+    tick, whatever the console's shell left before it on the line (its prompt, keys typed at it)."""
+    return [int(n) for n in _TICK_LINE.findall(console_text.replace("\r", ""))]
+
+
 def marker_line(arch: Arch) -> str:
     """The exact line the guest prints on its console once userspace runs."""
     return f"{MARKER} arch={to_libvirt(arch)}"

@@ -158,6 +158,19 @@ class Cluster:
     def job(self, job_id: str) -> dict:
         return self.client.get(f"/api/v1/jobs/{job_id}").get_json()["job"]
 
+    def wait_idle(self, vm_id: str, timeout: float = 120) -> None:
+        """Until no job of the VM is pending, queued or running: after a migration, the target signing the
+        arrival (a `migrate_in` job) keeps the VM busy."""
+
+        def idle() -> bool:
+            for state in ("pending", "queued", "running"):
+                query = {"vm_id": vm_id, "state": state, "limit": 1}
+                if self.client.get("/api/v1/jobs", query_string=query).get_json()["jobs"]:
+                    return False
+            return True
+
+        wait_for(idle, timeout=timeout, what=f"VM {vm_id}'s jobs to end")
+
     def remove_domains(self) -> None:
         for host in self.hosts.values():
             conn = libvirt.open(host.uri)

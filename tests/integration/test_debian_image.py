@@ -1,10 +1,9 @@
 """The debian-12 guest image: built from Debian's packages once per architecture (tests/support/debian_image.py;
 arm64 through qemu-user takes about ten minutes the first time), reused while its recipe and files verify,
-registered in the catalog by `archq images build`, and booted by plain libvirt to SSH with cloud-init growing
-its root filesystem into an 8 GiB overlay.
+and registered in the catalog by `archq images build`. archq boots it to SSH in tests/guests/test_debian_guests.py
+(bench/guest_boot.py boots it with plain libvirt too, tests/support/raw_guest.py).
 
-Needs root, mmdebstrap, qemu-user-static with binfmt_misc (arm64), a running libvirtd with its NAT network
-(dnsmasq-base) and genisoimage: what .ci/setup installs."""
+Needs root, mmdebstrap and qemu-user-static with binfmt_misc (arm64): what .ci/setup installs."""
 
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from queues.arch import Arch
 from queues.images import artifact_schema, built_artifacts
 from tests.conftest import IMAGES_CACHE, settings_env
 from tests.support.debian_image import debian_image
-from tests.support.raw_guest import boot_raw_guest
 from workers.guest.build_cache import hash_file
 from workers.guest.debian import ensure_debian_image, recipe_id
 
@@ -73,16 +71,3 @@ def test_archq_images_build_reuses_the_cached_image_and_registers_it(settings):
     assert done.returncode == 0, done.stderr
     assert "debian-12 amd64: reused" in done.stdout and "virtual size 2147483648 bytes" in done.stdout
     assert "image debian-12 registered for amd64" in done.stdout
-
-
-@pytest.mark.libvirtd
-def test_plain_libvirt_boots_it_to_ssh_with_the_root_grown_to_the_overlay(debian_image_dir: Path):
-    work = Path("/var/tmp/archq-raw")
-    work.mkdir(exist_ok=True)
-    work.chmod(0o755)  # QEMU (libvirt-qemu) opens the overlay and seed in it
-    arch = debian_image_dir.name
-    timings = boot_raw_guest(debian_image_dir, arch, work, disk_gib=8)
-    assert timings.uname == {"amd64": "x86_64", "arm64": "aarch64"}[arch]
-    # resize2fs by cloud-init (resize_rootfs): ext4 on the whole 8 GiB disk, less its own metadata.
-    assert 7.5 * 2**30 < timings.root_size_bytes <= 8 * 2**30
-    assert timings.lease_s <= timings.ssh_s

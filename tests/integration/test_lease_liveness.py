@@ -70,7 +70,8 @@ def test_a_run_that_holds_its_process_past_the_lease_is_not_resumed(client, cond
 
     assert runs == [1]
     assert job["state"] == "succeeded", job
-    assert states_after_running(client, job["id"]) == ["running", "succeeded"], job["events"]
+    events = [(event["state"], event["actor"], event["message"]) for event in job["events"]]
+    assert states_after_running(client, job["id"]) == ["running", "succeeded"], events
 
 
 def test_a_run_that_is_gone_is_resumed(client, conductor, hypervisor_worker, settings):

@@ -38,7 +38,7 @@ from client.console import ConsoleRefused, connect
 from queues.arch import parse_arch
 from tests.support.services import wait_for
 from workers.guest.tiny import marker_line
-from workers.hypervisor import Hypervisor
+from workers.hypervisor import LibvirtHypervisor
 
 # Keys the guest never prints on its own (its ticks are `archq-tiny tick N`, its prompt `/ # `).
 KEYS = b"XZJWKYVQ"
@@ -117,7 +117,7 @@ def main() -> None:
                 what="the guest's boot marker",
             )
             print(f"{rounds} rounds of {keys} keys; tiny {native} guest under {host['accel']} on {URI}")
-            direct = Hypervisor(URI)
+            direct = LibvirtHypervisor(URI)
 
             def archq_round(_round: int) -> Samples:
                 # The previous round's session is released by the API a moment after its WebSocket closed.

@@ -44,14 +44,16 @@ def set_consuming(app: Celery, worker: str, on: bool) -> None:
 
 
 def recent_jobs(http: Http, count: int) -> list[dict]:
-    """The `count` most recently created jobs."""
+    """The `count` most recently created jobs (the list is newest first, a keyset page at a time)."""
     jobs: list[dict] = []
+    after = ""
     while len(jobs) < count:
         limit = min(500, count - len(jobs))
-        page = http.call("GET", f"/jobs?kind=create&limit={limit}&offset={len(jobs)}")[1]["jobs"]
-        if not page:
+        body = http.call("GET", f"/jobs?kind=create&limit={limit}{after}")[1]
+        jobs.extend(body["jobs"])
+        if body["next"] is None:
             break
-        jobs.extend(page)
+        after = f"&next={body['next']}"
     return jobs
 
 

@@ -115,6 +115,29 @@ def mark_published(job_ids: Sequence[str], actor: str) -> None:
     db.session.commit()
 
 
+def note_resent(job_ids: Sequence[str], actor: str, message: str, **values: object) -> int:
+    """Record that the jobs' messages were sent again, for the jobs still `queued`, with `values` set on their
+    rows (one UPDATE ... RETURNING, one INSERT). The sweep read them as queued before it published; a job a
+    worker's report has moved on since (its run began) must not get a `queued` event after its `running`."""
+    if not job_ids:
+        return 0
+    rows = db.session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.state == JobState.QUEUED)
+        .values(version=Job.version + 1, **values)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if rows:
+        now = utcnow()
+        db.session.execute(
+            insert(JobEvent),
+            [{"job_id": j, "at": now, "state": JobState.QUEUED, "actor": actor, "message": message} for (j,) in rows],
+        )
+    db.session.commit()
+    return len(rows)
+
+
 def dispatch_ids(celery: Celery, claims: ClaimStore, job_ids: Sequence[str], actor: str) -> int:
     jobs = db.session.scalars(select(Job).where(Job.id.in_(job_ids), Job.state == JobState.PENDING)).all()
     return dispatch(celery, claims, jobs, actor)

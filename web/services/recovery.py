@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -29,7 +30,7 @@ from queues.names import host_queue
 from queues.vocabulary import JobState, VmState
 from web.extensions import db
 from web.models import Host, Job, utcnow
-from web.services.dispatch import BROKER_ERRORS, publish, reissue
+from web.services.dispatch import BROKER_ERRORS, note_resent, publish, reissue
 from web.services.hosts import host_state
 from web.services.job_effects import EFFECTS
 from web.services.job_states import advance, note
@@ -49,11 +50,10 @@ def republish_after_broker_loss(celery: Celery, claims: ClaimStore) -> int:
     except BROKER_ERRORS:
         log.warning("broker lost its data and is unavailable again; queued jobs will be re-sent later")
         return 0
-    for job in jobs:
-        note(job, "conductor", "the broker lost its queues (restarted without persistence?); message sent again")
-    db.session.commit()
+    message = "the broker lost its queues (restarted without persistence?); message sent again"
+    resent = note_resent([job.id for job in jobs], "conductor", message)
     claims.mark_epoch()
-    return len(jobs)
+    return resent
 
 
 def republish_swallowed(celery: Celery, claims: ClaimStore, settings: Settings) -> int:
@@ -84,12 +84,15 @@ def republish_swallowed(celery: Celery, claims: ClaimStore, settings: Settings) 
         publish(celery, claims, jobs)
     except BROKER_ERRORS:
         return 0
-    now = utcnow()
-    for job in jobs:
-        job.queued_at = now
-        note(job, "conductor", f"a worker consuming {job.queue} restarted after it was sent; sent again")
-    db.session.commit()
-    return len(jobs)
+    return sum(
+        note_resent(
+            [job.id for job in same_queue],
+            "conductor",
+            f"a worker consuming {queue} restarted after it was sent; sent again",
+            queued_at=utcnow(),
+        )
+        for queue, same_queue in _by_queue(jobs).items()
+    )
 
 
 def republish_unclaimed(celery: Celery, claims: ClaimStore, settings: Settings) -> int:
@@ -117,12 +120,23 @@ def republish_unclaimed(celery: Celery, claims: ClaimStore, settings: Settings) 
         publish(celery, claims, jobs)
     except BROKER_ERRORS:
         return 0
+    return sum(
+        note_resent(
+            [job.id for job in same_queue],
+            "conductor",
+            f"not claimed although {queue} has live workers; sent again",
+            queued_at=now,
+            attempts=Job.attempts + 1,
+        )
+        for queue, same_queue in _by_queue(jobs).items()
+    )
+
+
+def _by_queue(jobs: Sequence[Job]) -> dict[str, list[Job]]:
+    grouped: dict[str, list[Job]] = {}
     for job in jobs:
-        job.queued_at = now
-        job.attempts += 1
-        note(job, "conductor", f"not claimed although {job.queue} has live workers; sent again")
-    db.session.commit()
-    return len(jobs)
+        grouped.setdefault(job.queue, []).append(job)
+    return grouped
 
 
 def _aware(moment: datetime) -> datetime:

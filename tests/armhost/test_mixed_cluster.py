@@ -2,10 +2,11 @@
 host (tests/support/armhost.py: a Debian arm64 userland under qemu-user, its own libvirtd, archq's worker as
 aarch64 Python). archq is told nothing about the arm64 host: its worker learns `arm64` from libvirt.
 
-Guest boots waited for are kept to four, two of them through the arm64 host (each costs 30-40 s of doubly
+Guest boots waited for are kept to five, three of them through the arm64 host (each costs 30-40 s of doubly
 emulated CPU on an idle machine): arm64 native on the arm64 host, amd64 native on an x86-64 host, arm64 emulated on
-an x86-64 host while the arm64 worker is stopped, and amd64 emulated on the arm64 host once the x86-64 workers are
-gone. The tests run in file order and stop workers as they go."""
+an x86-64 host while the arm64 worker is stopped (then re-homed to the arm64 host when it is back, and booted
+there), and amd64 emulated on the arm64 host once the x86-64 workers are gone. The tests run in file
+order and stop workers as they go."""
 
 from __future__ import annotations
 
@@ -182,14 +183,42 @@ def test_without_the_arm64_worker_arm64_falls_back_to_x86_64_and_goes_native_aga
     assert recorded["host"] in X86_HOSTS
     took = boots_to_marker(mixed, recorded["host"], vm["id"], Arch.ARM64)
     print(f"arm64 guest emulated on an x86-64 host: marker {took:.1f} s")
-    delete(mixed, vm["id"])
 
     mixed.start_worker("arm1")
+    rehome(mixed, vm["id"], source=recorded["host"])
+    delete(mixed, vm["id"])
+
     vm, job = create(mixed, "arm-native-again", "arm64")
     assert (job["queue"], job["emulated"]) == ("arm64", False)
     assert mixed.vm(vm["id"])["host"] == "arm1"
     # Its boot was shown above; deleted at once so that the next test's guest has the CPU.
     delete(mixed, vm["id"])
+
+
+def rehome(lab: Cluster, vm_id: str, source: str) -> None:
+    """The emulated arm64 VM, offered the arm64 host once it is back, moves there (a cold migration over the lab
+    network: SSH checks and disk copy, libvirt over TCP) and runs as a native guest."""
+    offered = lab.vm(vm_id)
+    assert (offered["rehome_available"], offered["rehome_target"]) == (True, "arm1"), offered
+    response = lab.client.post(f"/api/v1/vms/{vm_id}/rehome")
+    assert response.status_code == 202, response.get_json()
+    job_id = response.get_json()["job"]["id"]
+    started = time.monotonic()
+    job = wait_for(
+        lambda: (j := lab.job(job_id))["state"] in ("succeeded", "failed", "cancelled") and j,
+        timeout=600,
+        interval=0.5,
+        what=lambda: f"the re-home of {vm_id} to end; it is {lab.job(job_id)}",
+    )
+    print(f"re-home from {source} to arm1: {time.monotonic() - started:.1f} s")
+    assert job["state"] == "succeeded", job.get("error")
+    moved = lab.vm(vm_id)
+    assert (moved["host"], moved["emulated"], moved["accel"]) == ("arm1", False, "tcg")
+    assert moved["rehome_available"] is False
+    assert lab.where(vm_id) == {"h1": None, "h2": None, "arm1": "running"}
+    assert domain_type(lab, "arm1", vm_id) == "qemu"
+    print(f"re-homed arm64 guest on the arm64 host: marker {boots_to_marker(lab, 'arm1', vm_id, Arch.ARM64):.1f} s")
+    lab.wait_idle(vm_id, timeout=300)
 
 
 def test_without_x86_64_workers_an_amd64_create_is_emulated_on_the_arm64_host(mixed: Cluster) -> None:

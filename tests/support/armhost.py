@@ -22,7 +22,11 @@ Public interface
     On exit every process of the host is killed and its namespace removed.
 
 `ArmHost`: the same shape as `twohosts.LabHost` where a cluster needs it (name, uri, data_dir, host_data_dir,
-    python, popen, run, log_dir); `address` is empty: it takes no migrations.
+    python, popen, run, log_dir); `address` is empty until `join_lab` puts it on the lab's network.
+
+`join_lab(host, lab, address, known_hosts)`
+    The host on the two-host lab's bridge with sshd and libvirtd's TCP listener, so that the lab hosts' workers
+    migrate VMs to it (re-homing an emulated arm64 VM to this native host).
 
 Cannot prove (see the README): KVM on ARM, seccomp, cgroups and per-domain namespaces under qemu-user; its
 /proc/cpuinfo shows the x86 CPU. Guests it runs are emulated twice (qemu-user runs QEMU's TCG), so boots take
@@ -38,13 +42,14 @@ import logging
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import tomllib
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +65,8 @@ _ROOT_NAME = "arm64-root"
 _PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 VENV = Path("/opt/archq")
 HOST_DATA_DIR = Path("/var/lib/libvirt/archq")
+# sshd's configuration, keys and log inside the host (root_dir/ssh outside): join_lab writes them.
+_SSH_DIR = "/etc/ssh/lab"
 
 # Bump when the build changes in a way the lists and hooks do not capture.
 _FORMAT_VERSION = 1
@@ -76,6 +83,9 @@ _PACKAGES = (
     # What the unit tier run as aarch64 code calls (tests/armhost/test_unit_tier_on_arm64.py): ssh-keygen checks
     # SSH keys, a private redis-server backs its app fixture, isoinfo reads the seed ISO.
     "openssh-client", "redis-server", "genisoimage",
+    # Cold migrations to this host (re-homing an emulated arm64 VM here): sshd for the disk copy and the
+    # qemu+ssh connection, which runs libvirt's virt-ssh-helper on this side.
+    "openssh-server",
 )  # fmt: skip
 
 # Debian's libvirt-python is used, not compiled under emulation (it needs gcc and minutes of qemu-user).
@@ -203,7 +213,8 @@ def _build(out: Path) -> None:
 @dataclass(kw_only=True)
 class ArmHost(twohosts.NamespacedHost):
     rootfs: Path
-    address: str = ""  # no migration address: the lab's migrations stay between the x86-64 hosts
+    address: str = ""  # its migration address, once it joined the lab's network (join_lab)
+    _sshd: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def merged(self) -> Path:
@@ -270,6 +281,49 @@ def arm_host(workdir: Path, *, binds: Sequence[Path] = (), name: str = "arm1") -
         _remove(host)
 
 
+def join_lab(host: ArmHost, lab: Sequence[twohosts.LabHost], address: str, known_hosts: Sequence[Path]) -> None:
+    """Put the host on the two-host lab's network at `address` with sshd (the lab's client key may log in as
+    root), so that the lab hosts' workers can migrate VMs to it: their SSH checks and disk copies, and libvirt
+    over TCP. Its host key is appended to each of `known_hosts`. The host's worker must start after this to
+    announce the address."""
+    twohosts.join_switch(lab[0].switch, host.netns, host.name, address)
+    ssh = host.root_dir / "ssh"
+    twohosts.keygen(ssh / "ssh_host_ed25519_key", f"archq-armhost-{host.name}")
+    shutil.copyfile(lab[0].ssh_key_path.with_suffix(".pub"), ssh / "authorized_keys")
+    (ssh / "sshd_config").write_text(
+        f"ListenAddress {address}\n"
+        f"HostKey {_SSH_DIR}/ssh_host_ed25519_key\n"
+        "PidFile /run/sshd.pid\n"
+        "PermitRootLogin prohibit-password\n"
+        "PasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\n"
+        f"AuthorizedKeysFile {_SSH_DIR}/authorized_keys\n"
+        "UsePAM no\n"
+        "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+    )
+    for path in ssh.iterdir():
+        path.chmod(0o600)
+    host._sshd = host.popen(
+        ["/usr/sbin/sshd", "-D", "-f", f"{_SSH_DIR}/sshd_config", "-E", f"{_SSH_DIR}/sshd.log"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    key = (ssh / "ssh_host_ed25519_key.pub").read_text().split()
+    for path in known_hosts:
+        with path.open("a") as fh:
+            fh.write(f"{address},{host.name} {key[0]} {key[1]}\n")
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    for port in (22, 16509):
+        while True:
+            try:
+                socket.create_connection((address, port), timeout=1).close()
+                break
+            except OSError as exc:
+                if host._sshd.poll() is not None or time.monotonic() > deadline:
+                    raise ArmHostError(f"{host.name}:{port} is not reachable (see {ssh}/sshd.log): {exc}") from exc
+                time.sleep(0.2)
+    host.address = address
+
+
 def _caps_cache() -> Path:
     # libvirt re-probes when a QEMU binary's ctime changes: kept per built root, whose files keep theirs.
     return CACHE / f"qemu-capabilities-{recipe_id()}"
@@ -280,8 +334,9 @@ def _prepare(host: ArmHost, binds: Sequence[Path]) -> None:
     if d.exists():
         shutil.rmtree(d)
     for sub in ("upper", "work", "merged", "run-libvirt", "var-log-libvirt/qemu", "caps", "archq-data/images",
-                "archq-data/vms"):  # fmt: skip
+                "archq-data/vms", "ssh"):  # fmt: skip
         (d / sub).mkdir(parents=True)
+    (d / "ssh").chmod(0o700)
     for sub in (d, d / "archq-data", d / "archq-data/images", d / "archq-data/vms"):
         sub.chmod(0o755)
     cache = _caps_cache()
@@ -293,6 +348,9 @@ def _prepare(host: ArmHost, binds: Sequence[Path]) -> None:
     (etc / "libvirtd.conf").write_text(
         # No SMBIOS (nor dmidecode) here: without a fixed UUID libvirt invents one per start.
         f'host_uuid = "{host.host_uuid}"\nlog_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+        # Migrations from the x86-64 lab hosts arrive over plain TCP once it joins their network (join_lab), as
+        # theirs do: lab only, no TLS certificates here.
+        'listen_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\n'
     )
     # /sys/fs/cgroup is not mounted in the host's fresh /sys.
     (etc / "qemu.conf").write_text("cgroup_controllers = [ ]\n")
@@ -303,6 +361,7 @@ def _prepare(host: ArmHost, binds: Sequence[Path]) -> None:
         (d / "var-log-libvirt", "/var/log/libvirt"),
         (d / "caps", "/var/cache/libvirt/qemu/capabilities"),
         (host.data_dir, str(HOST_DATA_DIR)),
+        (d / "ssh", _SSH_DIR),
         *((b, str(b)) for b in binds),
     ]
     devices = "".join(
@@ -325,12 +384,13 @@ def _prepare(host: ArmHost, binds: Sequence[Path]) -> None:
         f"ln -s pts/ptmx {q(str(m / 'dev/ptmx'))}\n"
         f"mount -t tmpfs -o mode=1777 archq-shm {q(str(m / 'dev/shm'))}\n"
         f"mount -t tmpfs -o mode=0755,size=64m archq-run {q(str(m / 'run'))}\n"
+        f"mkdir -m 0755 {q(str(m / 'run/sshd'))}\n"
         f"mount -t tmpfs -o mode=1777 archq-tmp {q(str(m / 'tmp'))}\n"
         + "".join(f"mkdir -p {q(str(m) + dst)}\nmount --bind {q(str(src))} {q(str(m) + dst)}\n" for src, dst in mounts)
         # virtlogd writes QEMU's logs and the serial console files, as on a Debian host.
         + f"chroot {q(str(m))} /usr/sbin/virtlogd -d\n"
         # QEMU_CPU: qemu-user's default CPU has a MIDR libvirt cannot name ("Cannot find CPU model with PVR").
-        f"QEMU_CPU=cortex-a72 chroot {q(str(m))} /usr/sbin/libvirtd -d -p /run/libvirtd.pid\n"
+        f"QEMU_CPU=cortex-a72 chroot {q(str(m))} /usr/sbin/libvirtd -d -l -p /run/libvirtd.pid\n"
         f"touch {q(str(d / 'ready'))}\n"
     )
 
@@ -384,6 +444,9 @@ def _remove(host: ArmHost) -> None:
     # Every process in the namespace belongs to this host (libvirtd, QEMU, workers started with popen); the
     # mounts go with its mount namespace when the last of them exits.
     twohosts.kill_netns_processes(host.netns, host.pid or None)
+    if host._sshd is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            host._sshd.wait(timeout=5)
     if host._holder is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             host._holder.wait(timeout=5)

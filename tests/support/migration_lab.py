@@ -25,10 +25,10 @@ import libvirt
 from migrations import upgrade
 from queues.arch import Arch
 from queues.config import Settings
-from tests.support.armhost import ArmHost
+from tests.support.armhost import ArmHost, join_lab
 from tests.support.auth import authed_client, make_token
 from tests.support.services import ROOT, ArchqProcess, RedisServer, wait_for
-from tests.support.twohosts import LabHost, two_hosts
+from tests.support.twohosts import LAB_NET, LabHost, two_hosts
 from web import create_app
 from web.extensions import db
 from web.services.images import register_tiny
@@ -216,6 +216,10 @@ def cluster(workdir: Path, *, extra_hosts: Sequence[ArmHost] = (), **settings_ov
         with two_hosts(workdir / "lab", prefix="miglab") as (h1, h2):
             for host in (h1, h2):
                 shutil.copyfile(h1.known_hosts_path, workdir / f"known_hosts-{host.name}")
+            for index, extra in enumerate(extra_hosts, start=10):
+                # On the lab's network too: the x86-64 hosts' workers migrate (re-home) VMs to it.
+                known = [workdir / f"known_hosts-{host.name}" for host in (h1, h2)]
+                join_lab(extra, (h1, h2), f"{LAB_NET}.{index}", known)
             upgrade(settings.database_url)
             app = create_app(settings)
             with app.app_context():

@@ -129,6 +129,8 @@ class LabHost(NamespacedHost):
     address: str
     ssh_key_path: Path
     known_hosts_path: Path
+    # The lab bridge's netns, where another host (tests/support/armhost.py) joins the lab's network.
+    switch: str
     ssh_port: int = 22
 
     @property
@@ -337,17 +339,22 @@ def _make_network(names: _Names, hosts: Sequence[LabHost]) -> None:
     _cmd(["ip", "link", "set", names.root_link, "up"], "starting the root link")
     _cmd(["ip", "-n", sw, "link", "set", "root", "master", "br0", "up"], "bridging the root link")
     for host in hosts:
-        _cmd(
-            ["ip", "-n", host.netns, "link", "add", "eth0", "type", "veth", "peer", "name", host.name, "netns", sw],
-            f"creating {host.name}'s link",
-        )
-        _cmd(["ip", "-n", sw, "link", "set", host.name, "master", "br0", "up"], f"bridging {host.name}")
-        _cmd(["ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", "eth0"], "addressing")
-        _cmd(["ip", "-n", host.netns, "link", "set", "eth0", "up"], f"starting {host.name}'s eth0")
-        _cmd(["ip", "-n", host.netns, "link", "set", "lo", "up"], f"starting {host.name}'s loopback")
+        join_switch(sw, host.netns, host.name, host.address)
 
 
-def _keygen(path: Path, comment: str) -> None:
+def join_switch(switch: str, netns: str, name: str, address: str) -> None:
+    """Give the host in `netns` an `eth0` with `address` on the lab's bridge (in netns `switch`)."""
+    _cmd(
+        ["ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", name, "netns", switch],
+        f"creating {name}'s link",
+    )
+    _cmd(["ip", "-n", switch, "link", "set", name, "master", "br0", "up"], f"bridging {name}")
+    _cmd(["ip", "-n", netns, "addr", "add", f"{address}/24", "dev", "eth0"], "addressing")
+    _cmd(["ip", "-n", netns, "link", "set", "eth0", "up"], f"starting {name}'s eth0")
+    _cmd(["ip", "-n", netns, "link", "set", "lo", "up"], f"starting {name}'s loopback")
+
+
+def keygen(path: Path, comment: str) -> None:
     _cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], f"creating {path}")
 
 
@@ -356,7 +363,7 @@ def _prepare_hosts(workdir: Path, names: _Names, caps_cache: Path | None) -> tup
     known_hosts = workdir / "known_hosts"
     for stale in (client_key, client_key.with_suffix(".pub"), known_hosts):
         stale.unlink(missing_ok=True)
-    _keygen(client_key, "archq-twohosts-client")
+    keygen(client_key, "archq-twohosts-client")
 
     hosts = tuple(
         LabHost(
@@ -367,6 +374,7 @@ def _prepare_hosts(workdir: Path, names: _Names, caps_cache: Path | None) -> tup
             host_uuid=str(uuid.uuid5(_UUID_NAMESPACE, f"{names.prefix}-{name}")),
             ssh_key_path=client_key,
             known_hosts_path=known_hosts,
+            switch=names.switch,
         )
         for index, name in ((1, "h1"), (2, "h2"))
     )
@@ -381,7 +389,7 @@ def _prepare_hosts(workdir: Path, names: _Names, caps_cache: Path | None) -> tup
             shutil.rmtree(host.root_dir)
         host.root_dir.mkdir(parents=True)
         (host.root_dir / "ssh").mkdir(mode=0o700)
-        _keygen(host.root_dir / "ssh" / "ssh_host_ed25519_key", f"archq-twohosts-{host.name}")
+        keygen(host.root_dir / "ssh" / "ssh_host_ed25519_key", f"archq-twohosts-{host.name}")
         pub = (host.root_dir / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
         lines.append(f"{host.address},{host.name} {pub[0]} {pub[1]}\n")
     known_hosts.write_text("".join(lines))

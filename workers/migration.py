@@ -308,7 +308,7 @@ class _Migration:
             return
         with self._ssh() as (client, sftp):
             if live:
-                target_checks.precreate_disks(client, self.target, plan.disks)
+                target_checks.precreate_disks(client, sftp, self.target, plan.disks)
             else:
                 self._phase("copying disks")
                 target_checks.copy_disks(sftp, plan.disks)

@@ -12,6 +12,7 @@ import json
 import shlex
 import stat
 import subprocess
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -234,15 +235,31 @@ def makedirs(sftp: paramiko.SFTPClient, host: str, directory: Path) -> None:
             raise WorkerError("target_unwritable", f"cannot create {directory} on {host}: {exc}") from exc
 
 
-def precreate_disks(client: paramiko.SSHClient, host: str, disks: tuple[Disk, ...]) -> None:
-    """Empty disks of the same size (and backing image) for libvirt's storage copy to fill."""
+def precreate_disks(client: paramiko.SSHClient, sftp: paramiko.SFTPClient, host: str, disks: tuple[Disk, ...]) -> None:
+    """Empty disks of the same size (and backing image) for libvirt's storage copy to fill. A qcow2 one is made
+    here and sent over SFTP (about 200 KiB; `-u`: its backing image is named, not opened), because a command on
+    the target costs an SSH exec (about 0.2 s, most of a small guest's migration overhead); a raw one, as large
+    as the guest's disk, is made there."""
     for disk in disks:
         argv = ["qemu-img", "create", "-q", "-f", disk.format]
         if disk.backing is not None:
-            argv += ["-b", str(disk.backing), "-F", disk.backing_format or "qcow2"]
-        rc, _out, err = run(client, [*argv, str(disk.path), str(disk.virtual_size)])
-        if rc != 0:
-            raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {err.strip()}")
+            argv += ["-u", "-b", str(disk.backing), "-F", disk.backing_format or "qcow2"]
+        if disk.format != "qcow2":
+            rc, _out, err = run(client, [*argv, str(disk.path), str(disk.virtual_size)])
+            if rc != 0:
+                raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {err.strip()}")
+            continue
+        with tempfile.TemporaryDirectory(prefix="archq-disk-") as tmp:
+            local = Path(tmp) / disk.path.name
+            proc = subprocess.run([*argv, str(local), str(disk.virtual_size)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise WorkerError("target_disk_failed", f"cannot make {disk.path} for {host}: {proc.stderr.strip()}")
+            partial = f"{disk.path}.{uuid.uuid4().hex}.part"
+            try:
+                sftp.put(str(local), partial)
+                sftp.posix_rename(partial, str(disk.path))
+            except OSError as exc:
+                raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {exc}") from exc
 
 
 def copy_disks(sftp: paramiko.SFTPClient, disks: tuple[Disk, ...]) -> None:

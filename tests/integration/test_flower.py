@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from queues.celery_app import make_celery
 from queues.names import STATIC_QUEUES, Task
 from tests.support.api import create_vm, wait_host, wait_job
 from tests.support.flower import start_flower
@@ -23,8 +24,9 @@ def flower(processes):
 
 
 @pytest.fixture
-def stack(client, conductor, processes, flower):
-    """The conductor and a hypervisor worker (real processes), both followed by Flower's event receiver."""
+def stack(settings, client, conductor, processes, flower):
+    """The conductor and a hypervisor worker (real processes), both followed by Flower's event receiver and
+    both answering remote control."""
     processes("worker", ARCHQ_HOSTNAME="amd64-host")
     wait_host(client, "amd64-host", timeout=60)
 
@@ -32,6 +34,13 @@ def stack(client, conductor, processes, flower):
         return {WORKER, CONDUCTOR} <= {w["hostname"] for w in flower.json("/workers?json=1")["data"]}
 
     wait_for(following, timeout=30, interval=0.2, what="Flower to receive both workers' events")
+    # A worker's events start before its remote-control queue is consumed (Celery's Heart bootstep needs only
+    # Events; Control comes after Tasks), and Flower's worker page is built from a broadcast `inspect`: one sent
+    # in between is never delivered, and the page says "Unable to get stats". Wait for both to answer a ping.
+    control = make_celery(settings, main="flower-test").control
+    for name in (WORKER, CONDUCTOR):
+        wait_for(lambda name=name: control.ping(destination=[name], timeout=0.5), timeout=30, interval=0.2,
+                 what=f"{name} to answer remote control")  # fmt: skip
     return flower
 
 

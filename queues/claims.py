@@ -94,6 +94,14 @@ redis.call('SET', KEYS[1], 'revoked', 'EX', ARGV[1])
 return 1
 """
 
+# A re-route's new token, set only while nobody has claimed the job (a run of its old message began, or ended)
+# and it was not cancelled: once set, every old message is stale, so no run of it can begin.
+_REISSUE_UNLESS_CLAIMED = """
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('GET', KEYS[1]) == 'revoked' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
 # A publisher that read the job before it was cancelled must not bring its token back.
 _SET_TOKENS = """
 for i, key in ipairs(KEYS) do
@@ -149,6 +157,7 @@ class ClaimStore:
         self._renew = client.register_script(_RENEW)
         self._finish = client.register_script(_FINISH)
         self._revoke_unless_claimed = client.register_script(_REVOKE_UNLESS_CLAIMED)
+        self._reissue_unless_claimed = client.register_script(_REISSUE_UNLESS_CLAIMED)
         self._set_tokens = client.register_script(_SET_TOKENS)
         self._lapsed_ms = client.register_script(_LAPSED_MS)
 
@@ -168,6 +177,11 @@ class ClaimStore:
     def revoke_unless_claimed(self, job_id: str) -> bool:
         """Make every message of this job stale, unless a worker already claimed it (then False)."""
         return bool(self._revoke_unless_claimed(keys=[token_key(job_id), claim_key(job_id)], args=[_KEEP_S]))
+
+    def reissue_unless_claimed(self, job_id: str, token: str) -> bool:
+        """Make `token` the job's current one, unless a worker claimed it or it was cancelled (then False)."""
+        keys = [token_key(job_id), claim_key(job_id)]
+        return bool(self._reissue_unless_claimed(keys=keys, args=[token, _KEEP_S]))
 
     def request_cancel(self, job_id: str) -> None:
         self._redis.set(cancel_key(job_id), "1", ex=_KEEP_S)

@@ -41,10 +41,10 @@ class Outgoing:
     queue: str
 
 
-def reissue(job: Job, queue: str, **vm: object) -> None:
-    """Make `job` a new message under a new dispatch token, for `queue`, with `vm` fields of its message changed:
-    whatever copies of the old message remain anywhere become no-ops."""
-    job.token = uuid.uuid4().hex
+def reissue(job: Job, queue: str, token: str | None = None, **vm: object) -> None:
+    """Make `job` a new message under a new dispatch token (`token`, or a fresh one), for `queue`, with `vm`
+    fields of its message changed: whatever copies of the old message remain anywhere become no-ops."""
+    job.token = token or uuid.uuid4().hex
     job.queue = queue
     job.payload = {**job.payload, "token": job.token, "vm": {**job.payload["vm"], **vm}}
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from tests.support import accel_probe
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,9 +86,11 @@ class ArchqProcess:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._file = log.open("wb")
+        self._args, self._env = args, {**os.environ, **env}
+        accel_probe.seed(self._args, self._env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "client.cli", *args],
-            env={**os.environ, **env},
+            env=self._env,
             stdout=self._file,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -98,6 +102,7 @@ class ArchqProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        accel_probe.harvest(self._args, self._env)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -106,6 +111,7 @@ class ArchqProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+        accel_probe.harvest(self._args, self._env)
         self._file.close()
 
     def output(self) -> str:

@@ -15,10 +15,10 @@ from flask import Flask
 from queues.liveness import seen_after
 from web.conductor.leader import LeaderLease
 from web.models import utcnow
-from web.services.dispatch import dispatch_stale_pending
+from web.services.dispatch import dispatch_ids, dispatch_stale_pending
 from web.services.hosts import record_liveness
 from web.services.jobs import prune_finished_jobs
-from web.services.reconciler import mark_down_hosts_unknown
+from web.services.reconciler import mark_down_hosts_unknown, reconcile_returned_hosts
 from web.services.recovery import (
     recover_running,
     republish_after_broker_loss,
@@ -81,6 +81,7 @@ class Sweeper(threading.Thread):
             "VMs marked unknown (host down)": lambda: (
                 0 if self._recently_back(settings) else mark_down_hosts_unknown(settings)
             ),
+            "VMs known again (their host is back)": lambda: self._reconcile_returned(celery, claims, settings),
             "finished jobs pruned (past ARCHQ_JOB_RETENTION_DAYS)": lambda: self._prune(settings),
         }
         with self._app.app_context():
@@ -96,6 +97,12 @@ class Sweeper(threading.Thread):
                 count = step()
                 if count:
                     log.info("%s: %d", what, count)
+
+    def _reconcile_returned(self, celery, claims, settings) -> int:
+        known, restarts = reconcile_returned_hosts(settings)
+        if restarts:
+            dispatch_ids(celery, claims, restarts, actor="reconciler")
+        return known
 
     def _prune(self, settings) -> int:
         if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:

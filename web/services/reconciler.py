@@ -5,7 +5,8 @@
   when the domain is gone).
 - A VM archq has `stopped` that runs after all: marked `running`.
 - Domains archq does not know are reported as unmanaged on the host, never touched.
-- VMs on a host that is down are `unknown`, not `running`.
+- VMs on a host that is down are `unknown`, not `running`; once it is up again, the sweep reconciles them
+  against its last full beat (`reconcile_returned_hosts`).
 VMs with a job in flight are left alone: the job will say what happened.
 """
 
@@ -14,9 +15,10 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from queues.config import Settings
+from queues.liveness import FULL_BEAT_EVERY_S
 from queues.vocabulary import LOCATED_VM_STATES, TERMINAL_JOB_STATES, JobKind, VmState
 from web.extensions import db
 from web.models import Host, Job, Vm, utcnow
@@ -75,3 +77,30 @@ def mark_down_hosts_unknown(settings: Settings) -> int:
         vm.state = VmState.UNKNOWN
     db.session.commit()
     return len(vms)
+
+
+def reconcile_returned_hosts(settings: Settings) -> tuple[int, list[str]]:
+    """Reconcile the up hosts that have VMs marked `unknown` since their last FULL_BEAT_EVERY_S: (how many of
+    those VMs are known again, the start jobs submitted). Heartbeats reconcile only when they are full, and a
+    host that comes back sends one at once, while the VMs it left `unknown` are too fresh for it (changed within
+    two beats); its later beats, unchanged, are liveness marks (queues/liveness.py). Without this sweep such a
+    VM stayed `unknown` until the host's next periodic full beat, minutes later (seen under load after a
+    worker restart: the VM's next snapshot was refused)."""
+    now = utcnow()
+    since = now - timedelta(seconds=settings.host_down_after_s)
+    unknown = select(Vm.id, Vm.host).where(
+        Vm.state == VmState.UNKNOWN,
+        Vm.updated_at >= now - timedelta(seconds=FULL_BEAT_EVERY_S),
+        Vm.host.in_(select(Host.name).where(Host.last_seen >= since)),
+    )
+    by_host: dict[str, list[str]] = {}
+    for vm_id, host in db.session.execute(unknown):
+        by_host.setdefault(host, []).append(vm_id)
+    restarts: list[str] = []
+    for name in sorted(by_host):
+        host = db.session.get(Host, name)
+        if host is not None:
+            restarts += reconcile_host(host, settings)
+    ids = [vm_id for vm_ids in by_host.values() for vm_id in vm_ids]
+    still = db.session.scalar(select(func.count()).where(Vm.id.in_(ids), Vm.state == VmState.UNKNOWN)) if ids else 0
+    return len(ids) - (still or 0), restarts

@@ -1,10 +1,11 @@
 """Live migration between the two lab hosts (tests/support/twohosts.py: two libvirtds in network namespaces
-on this machine). archq: POST /api/v1/vms/<id>/migrate until its job succeeded, through the API (in-process),
-Redis, the conductor and the source host's real `archq worker` (pre-checks over SSH, libvirt peer to peer,
-progress reports), vs `virsh migrate --live --p2p --persistent --undefinesource --auto-converge
---copy-storage-inc` of a second guest, identical to archq's (same kernel, initrd, memory, workload, same kind
-of disk), between the same hosts (they share no storage). Each round moves each guest to the other host
-(A -> B, then B -> A). Two scenarios, amd64 under TCG, 1 vCPU:
+on this machine). archq: POST /api/v1/vms/<id>/migrate until its job's success is committed, through the API
+(in-process), Redis, the conductor and the source host's real `archq worker` (pre-checks over SSH, libvirt
+peer to peer, progress reports), vs `virsh migrate --live --p2p --persistent --undefinesource --auto-converge
+--copy-storage-inc` of a second guest, a twin of archq's domain (same kernel, initrd, memory, workload, NIC,
+seed, CPU, same kind of disk), between the same hosts (they share no storage). Each round moves each guest to
+the other host (A -> B, then B -> A). Also archq's split: submit -> the worker's `running`, its run, its last
+report -> committed, and the worker's own phases. Two scenarios, amd64 under TCG, 1 vCPU:
 
 - idle: the tiny guest, 128 MiB, printing a tick a second;
 - dirty: 1 GiB (512 MiB with --quick), its /init (appended to the tiny guest's initramfs) rewriting 25/32 of

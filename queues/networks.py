@@ -15,13 +15,17 @@ class NetworkMode(StrEnum):
 
 
 # libvirt's (and QEMU's) locally administered prefix: what `virsh` users recognise as a VM's NIC.
-MAC_PREFIX = "52:54:00"
+# QEMU's locally administered prefix, shortened to two bytes: with three (52:54:00, libvirt's default) and three
+# random bytes, two of 1,000 VMs on one bridged network shared a MAC with a chance of 3%, of 5,000 with 52%;
+# with four random bytes, 0.01% and 0.3%.
+MAC_PREFIX = "52:54"
 
 
 def mac_for(vm_id: str) -> str:
-    """The VM's MAC address: the prefix and the last three bytes of its UUID. A VM keeps it for its life, so a
-    DHCP server hands the same address back after a stop, a revert or a return to the same host."""
-    tail = uuid.UUID(str(vm_id)).bytes[-3:]
+    """The VM's MAC address: the prefix and the last four bytes of its UUID (random in a version 4 UUID). A VM
+    keeps it for its life, so a DHCP server hands the same address back after a stop, a revert or a return to
+    the same host."""
+    tail = uuid.UUID(str(vm_id)).bytes[-4:]
     return ":".join([MAC_PREFIX, *(f"{b:02x}" for b in tail)])
 
 

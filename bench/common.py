@@ -133,9 +133,15 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def alternate(rounds: int, contenders: dict[str, Callable[[int], Samples]], fmt: str = "{:.1f}") -> dict[str, Samples]:
+def alternate(
+    rounds: int,
+    contenders: dict[str, Callable[[int], Samples]],
+    fmt: str = "{:.1f}",
+    show: Sequence[str] | None = None,
+) -> dict[str, Samples]:
     """Run the contenders once per round, the order reversed every other round so neither always goes first,
-    after one untimed warm-up round (round 0). Prints each round's medians; returns every metric's samples."""
+    after one untimed warm-up round (round 0). Prints each round's medians (of the metrics in `show`, or of
+    all); returns every metric's samples."""
     results: dict[str, Samples] = {name: {} for name in contenders}
     names = list(contenders)
     for number in range(rounds + 1):
@@ -146,7 +152,8 @@ def alternate(rounds: int, contenders: dict[str, Callable[[int], Samples]], fmt:
                 continue
             for metric, values in samples.items():
                 results[name].setdefault(metric, []).extend(values)
-                line.append(f"{name} {metric} {fmt.format(median(values))}")
+                if show is None or metric in show:
+                    line.append(f"{name} {metric} {fmt.format(median(values))}")
         print(f"round {number}/{rounds}: " + ("warm-up" if number == 0 else ", ".join(sorted(line))), flush=True)
     return results
 

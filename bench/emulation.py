@@ -37,15 +37,20 @@ from queues.emulation import TCG_CPUS, TcgCpu, default_tcg_cpu
 from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
 from workers.guest.tiny import ensure_tiny_guest
 
-# Kernel parameters the kernel does not know reach /init as environment variables.
-INIT = """#!/bin/busybox sh
+# The start of a benchmark /init (also bench/migration.py's): the kernel filesystems, busybox's applets on the
+# PATH, and `say` for a console line.
+INIT_PRELUDE = """#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
 export PATH=/bin
 say() { printf '%s\\n' "$*" > /dev/console; }
-up() { read u _ < /proc/uptime; echo $u; }
+"""
+# Kernel parameters the kernel does not know reach /init as environment variables.
+INIT = (
+    INIT_PRELUDE
+    + """up() { read u _ < /proc/uptime; echo $u; }
 cpu() { dd if=/dev/zero bs=1M count=$bench_mib 2>/dev/null | sha256sum > /dev/null; }
 say ""
 say "BENCH-READY cpus=$(nproc)"
@@ -58,6 +63,7 @@ fi
 say "BENCH-DONE"
 while true; do sleep 60; done
 """
+)
 
 # Rewrites libvirt's `-accel tcg...` into single-threaded TCG, then runs the real emulator.
 SINGLE_THREAD_WRAPPER = """#!/bin/sh

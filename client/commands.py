@@ -12,7 +12,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -117,10 +117,25 @@ def progress_text(job: dict) -> str:
     return text
 
 
-def wait_for_job(api: ApiClient, job_id: str, timeout: float, interval: float = 0.5) -> dict:
+# A job is polled soon after it is submitted, then less and less often, up to every POLL_MAX_S: a short job (a
+# small VM's live migration takes about a second) is seen done tens of ms after it ends instead of up to half a
+# second later, and a long one asks the API no more often than before.
+POLL_FIRST_S = 0.05
+POLL_MAX_S = 0.5
+
+
+def poll_delays() -> Iterator[float]:
+    delay = POLL_FIRST_S
+    while True:
+        yield delay
+        delay = min(delay * 1.5, POLL_MAX_S)
+
+
+def wait_for_job(api: ApiClient, job_id: str, timeout: float) -> dict:
     """Polls the job until it ends, showing its state and progress: a progress bar on a terminal, else a new
     line per change; the job at the end."""
     deadline = time.monotonic() + timeout
+    delays = poll_delays()
     with job_display(sys.stdout.isatty()) as show:
         while True:
             job = api.get(f"/jobs/{segment(job_id)}")["job"]
@@ -129,7 +144,7 @@ def wait_for_job(api: ApiClient, job_id: str, timeout: float, interval: float = 
                 return job
             if time.monotonic() > deadline:
                 raise click.ClickException(f"job {job_id} is still {job['state']} after {timeout:g} s")
-            time.sleep(interval)
+            time.sleep(next(delays))
 
 
 def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float) -> dict:
@@ -148,8 +163,9 @@ def finish(api: ApiClient, output: str, answer: dict, wait: bool, timeout: float
 
 def _quiet_wait(api: ApiClient, job: dict, timeout: float) -> dict:
     deadline = time.monotonic() + timeout
+    delays = poll_delays()
     while job["state"] not in TERMINAL_JOB_STATES and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(next(delays))
         job = api.get(f"/jobs/{segment(job['id'])}")["job"]
     return job
 

@@ -179,6 +179,9 @@ class _Migration:
         # The target's libvirtd, opened on first use.
         self.dest: Hypervisor | None = None
         self.started = time.monotonic()
+        # Seconds per phase of this run (settle, plan, checks, disks, libvirt, finish), in the result and the
+        # log: where a migration's time goes beside libvirt's own call.
+        self.phases: dict[str, float] = {}
 
     # --- where the domain is ------------------------------------------------------------------------
 
@@ -205,8 +208,17 @@ class _Migration:
             self.dest = open_destination(self.dest_uri, self.target, self.connect)
         return self.dest
 
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        began = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = round(self.phases.get(phase, 0.0) + time.monotonic() - began, 3)
+
     def _succeeded(self, how: str) -> dict:
-        where = self.located()
+        with self._timed("finish"):
+            where = self.located()
         self.job.progress({"percent": 100, "bytes_remaining": 0, "bytes_total": None, "phase": "completed"})
         return {
             **where,
@@ -216,6 +228,7 @@ class _Migration:
             "how": how,
             "storage": "shared" if self.shared else "copied",
             "seconds": round(time.monotonic() - self.started, 3),
+            "phases": dict(self.phases),
             **({"cpu_mode_effective": self.rehomed_cpu} if self.rehomed_cpu else {}),
         }
 
@@ -235,15 +248,18 @@ class _Migration:
                 self.dest.close()
 
     def _run(self) -> dict:
-        if not self._settled():
+        with self._timed("settle"):
+            settled = self._settled()
+        if not settled:
             where = self.located()
             if where["host"] == self.target:
                 return self._succeeded("already")  # a re-run after the worker died: the move had finished
             raise WorkerError("domain_missing", f"VM {self.uuid} is on neither {self.source} nor {self.target}", where)
         self._phase("checking target")
-        plan = read_plan(self.ctx.hypervisor.xml_desc(self.uuid))
-        self._check_target(plan)
-        checked = time.monotonic()
+        with self._timed("plan"):
+            plan = read_plan(self.ctx.hypervisor.xml_desc(self.uuid))
+        with self._timed("checks"):
+            self._check_target(plan)
         if self.job.cancel_requested():
             raise JobCancelled(f"cancelled before the migration to {self.target} started; nothing moved")
         try:
@@ -251,8 +267,8 @@ class _Migration:
                 return self._live(plan)
             return self._cold(plan)
         finally:
-            log.info("migration of %s to %s: target checks %.3f s, then %.3f s", self.uuid, self.target,
-                     checked - self.started, time.monotonic() - checked)  # fmt: skip
+            log.info("migration of %s to %s: %.3f s, phases %s", self.uuid, self.target,
+                     time.monotonic() - self.started, self.phases)  # fmt: skip
 
     def _settled(self) -> bool:
         """Whether the source domain exists, once no migration of an earlier attempt runs on it any more
@@ -314,21 +330,24 @@ class _Migration:
                 target_checks.copy_disks(sftp, plan.disks)
 
     def _live(self, plan: target_checks.Plan) -> dict:
-        self._prepare_disks(plan, live=True)
+        with self._timed("disks"):
+            self._prepare_disks(plan, live=True)
         storage: Storage = "none" if not plan.disks else "shared" if self.shared else "copy"
         watcher = _Watcher(self.ctx.hypervisor, self.uuid, self.job)
         watcher.start()
         try:
-            self.ctx.hypervisor.migrate(
-                self.uuid, self.dest_uri, live=True, storage=storage, bandwidth_mib_s=self.bandwidth
-            )
+            with self._timed("libvirt"):
+                self.ctx.hypervisor.migrate(
+                    self.uuid, self.dest_uri, live=True, storage=storage, bandwidth_mib_s=self.bandwidth
+                )
         except HypervisorError as exc:
             watcher.stop()
             self._failed(exc, watcher.aborted)
         finally:
             watcher.stop()
         if not self.shared:
-            self._remove_source_disks(plan)
+            with self._timed("finish"):
+                self._remove_source_disks(plan)
         return self._succeeded("live")
 
     def _cold(self, plan: target_checks.Plan) -> dict:

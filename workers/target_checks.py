@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import json
 import shlex
 import stat
@@ -249,17 +250,28 @@ def precreate_disks(client: paramiko.SSHClient, sftp: paramiko.SFTPClient, host:
             if rc != 0:
                 raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {err.strip()}")
             continue
-        with tempfile.TemporaryDirectory(prefix="archq-disk-") as tmp:
-            local = Path(tmp) / disk.path.name
-            proc = subprocess.run([*argv, str(local), str(disk.virtual_size)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise WorkerError("target_disk_failed", f"cannot make {disk.path} for {host}: {proc.stderr.strip()}")
-            partial = f"{disk.path}.{uuid.uuid4().hex}.part"
-            try:
-                sftp.put(str(local), partial)
-                sftp.posix_rename(partial, str(disk.path))
-            except OSError as exc:
-                raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {exc}") from exc
+        try:
+            content = _empty_qcow2(tuple(argv), disk.virtual_size)
+        except WorkerError as exc:
+            raise exc.saying(f"cannot make {disk.path} for {host}: {exc.message}") from exc
+        partial = f"{disk.path}.{uuid.uuid4().hex}.part"
+        try:
+            sftp.putfo(io.BytesIO(content), partial)
+            sftp.posix_rename(partial, str(disk.path))
+        except OSError as exc:
+            raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {exc}") from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _empty_qcow2(argv: tuple[str, ...], virtual_size: int) -> bytes:
+    """The bytes of an empty qcow2 image made by `argv`: the same for the same arguments (no time stamp or
+    random id in it), so a worker makes each kind once instead of running qemu-img for every migration."""
+    with tempfile.TemporaryDirectory(prefix="archq-disk-") as tmp:
+        local = Path(tmp) / "empty.qcow2"
+        proc = subprocess.run([*argv, str(local), str(virtual_size)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise WorkerError("target_disk_failed", proc.stderr.strip())
+        return local.read_bytes()
 
 
 def copy_disks(sftp: paramiko.SFTPClient, disks: tuple[Disk, ...]) -> None:

@@ -26,13 +26,19 @@ def age(model, seconds: float, **where) -> None:
     db.session.commit()
 
 
+def left_unknown_by_a_down_host(settings) -> str:
+    """The id of a running VM on host `a`, marked `unknown` once `a` stopped beating."""
+    beat("a")
+    vm_id = add_vm(host="a")
+    beat("a", domains=[running_domain(vm_id)])
+    age(Host, settings.host_down_after_s + 1, name="a")
+    assert mark_down_hosts_unknown(settings) == 1
+    return vm_id
+
+
 def test_a_vm_left_unknown_while_its_host_was_down_is_known_again_once_the_host_is_back(app, settings):
     with app.app_context():
-        beat("a")
-        vm_id = add_vm(host="a")
-        beat("a", domains=[running_domain(vm_id)])
-        age(Host, settings.host_down_after_s + 1, name="a")
-        assert mark_down_hosts_unknown(settings) == 1
+        vm_id = left_unknown_by_a_down_host(settings)
 
         # The host is back with the same domain: its first full beat is reconciled at once, too soon after the
         # marking to touch the VM, and nothing about the host changes after it.
@@ -49,11 +55,7 @@ def test_a_vm_left_unknown_while_its_host_was_down_is_known_again_once_the_host_
 
 def test_a_vm_whose_host_is_still_down_stays_unknown(app, settings):
     with app.app_context():
-        beat("a")
-        vm_id = add_vm(host="a")
-        beat("a", domains=[running_domain(vm_id)])
-        age(Host, settings.host_down_after_s + 1, name="a")
-        mark_down_hosts_unknown(settings)
+        vm_id = left_unknown_by_a_down_host(settings)
         age(Vm, 2 * settings.heartbeat_interval_s + 1, id=vm_id)
         assert reconcile_returned_hosts(settings) == (0, [])
         assert db.session.get(Vm, vm_id).state == "unknown"

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import libvirt
@@ -131,6 +132,7 @@ class Hypervisor(Protocol):
     def revert_snapshot(self, uuid: str, name: str) -> DomainInfo: ...
     def delete_snapshot(self, uuid: str, name: str) -> bool: ...
     def job_stats(self, uuid: str) -> dict | None: ...
+    def disk_capacity(self, uuid: str, path: Path) -> int | None: ...
     def job_running(self, uuid: str) -> bool: ...
     def abort_job(self, uuid: str) -> None: ...
     def job_progress(self, uuid: str) -> dict | None: ...
@@ -418,6 +420,14 @@ class LibvirtHypervisor:
             dom.migrateToURI3(uri, params, flags)
         except libvirt.libvirtError as exc:
             raise HypervisorError("migration_failed", str(exc)) from exc
+
+    def disk_capacity(self, uuid: str, path: Path) -> int | None:
+        """The virtual size in bytes of the domain's disk at `path` (libvirt reads it from the image, or from
+        QEMU for a running guest); None when libvirt cannot say."""
+        try:
+            return int(self._existing(uuid).blockInfo(str(path))[0])
+        except (libvirt.libvirtError, HypervisorError):
+            return None
 
     def job_progress(self, uuid: str) -> dict | None:
         """What libvirt says about the domain's running job (a snapshot, a migration), or None when it says

@@ -18,6 +18,12 @@ class JobRun:
     # Sends a progress report ({"phase": ..., "percent": ..., ...}); the job's state does not change.
     progress: Callable[[dict], None] = lambda _report: None
     cancel_requested: Callable[[], bool] = lambda: False
+    # The progress the job ends with (e.g. a migration's `completed`): carried by its final report rather than
+    # sent alone, so the conductor records one message, not two, at the moment the job's end is awaited.
+    closing_progress: dict = field(default_factory=dict)
+
+    def close_progress(self, values: dict) -> None:
+        self.closing_progress.update(values)
 
 
 def needs_job(operation: F) -> F:

@@ -71,8 +71,9 @@ def destination_uri(settings: Settings, address: str, ssh_port: int = 22) -> str
     raise WorkerError("migration_misconfigured", f"ARCHQ_MIGRATION_TRANSPORT={transport!r}: use tcp, ssh or tls")
 
 
-def read_plan(xml: str) -> target_checks.Plan:
-    """What the domain of this (live) XML needs on the target."""
+def read_plan(xml: str, capacity: Callable[[Path], int | None] = lambda _path: None) -> target_checks.Plan:
+    """What the domain of this XML needs on the target. `capacity`: a disk's virtual size as libvirt knows it
+    (None: unknown)."""
     root = ET.fromstring(xml)
     artifacts: list[Path] = [Path(p) for tag in ("os/kernel", "os/initrd") if (p := root.findtext(tag))]
     directories: set[Path] = set()
@@ -99,21 +100,9 @@ def read_plan(xml: str) -> target_checks.Plan:
         if disk.find("readonly") is not None or disk.find("shareable") is not None:
             artifacts.append(Path(path))
             continue
-        chain = target_checks.disk_info(Path(path))
-        top = chain[0]
-        backing = top.get("full-backing-filename") or top.get("backing-filename")
-        disks.append(
-            target_checks.Disk(
-                target=target.get("dev", "") if (target := disk.find("target")) is not None else "",
-                path=Path(path),
-                format=top.get("format", "qcow2"),
-                virtual_size=int(top["virtual-size"]),
-                actual_size=int(top.get("actual-size", top["virtual-size"])),
-                backing=Path(backing) if backing else None,
-                backing_format=top.get("backing-filename-format"),
-            )
-        )
-        artifacts.extend(Path(layer["filename"]) for layer in chain[1:])
+        found_disk = _disk_from_libvirt(disk, Path(path), capacity) or _disk_from_qemu_img(disk, Path(path))
+        disks.append(found_disk[0])
+        artifacts.extend(found_disk[1])
         directories.add(Path(path).parent)
     memory_kib = int(root.findtext("memory") or 0)
     unit = (memory.get("unit") if (memory := root.find("memory")) is not None else None) or "KiB"
@@ -128,6 +117,53 @@ def read_plan(xml: str) -> target_checks.Plan:
         directories=tuple(sorted(directories)),
         disks=tuple(disks),
     )
+
+
+def _disk_from_libvirt(
+    disk: ET.Element, path: Path, capacity: Callable[[Path], int | None]
+) -> tuple[target_checks.Disk, list[Path]] | None:
+    """A running domain's disk from what libvirt already knows: the backing chain it shows in the live XML
+    (`<backingStore>`, an empty one ending the chain) and the virtual size it reports. Saves a `qemu-img info`
+    process (about 8 ms) on every live migration. None when the XML shows no chain (an inactive domain)."""
+    backing_store = disk.find("backingStore")
+    size = capacity(path) if backing_store is not None else None
+    if backing_store is None or size is None:
+        return None
+    chain: list[tuple[Path, str | None]] = []
+    layer: ET.Element | None = backing_store
+    while layer is not None and (source := layer.find("source")) is not None and source.get("file"):
+        chain.append(
+            (Path(source.get("file", "")), fmt.get("type") if (fmt := layer.find("format")) is not None else None)
+        )
+        layer = layer.find("backingStore")
+    driver = disk.find("driver")
+    found = target_checks.Disk(
+        target=target.get("dev", "") if (target := disk.find("target")) is not None else "",
+        path=path,
+        format=(driver.get("type") if driver is not None else None) or "qcow2",
+        virtual_size=size,
+        # What the file takes on disk, as `qemu-img info` reports it (the target needs room for the copy).
+        actual_size=path.stat().st_blocks * 512,
+        backing=chain[0][0] if chain else None,
+        backing_format=chain[0][1] if chain else None,
+    )
+    return found, [layer_path for layer_path, _ in chain]
+
+
+def _disk_from_qemu_img(disk: ET.Element, path: Path) -> tuple[target_checks.Disk, list[Path]]:
+    chain = target_checks.disk_info(path)
+    top = chain[0]
+    backing = top.get("full-backing-filename") or top.get("backing-filename")
+    found = target_checks.Disk(
+        target=target.get("dev", "") if (target := disk.find("target")) is not None else "",
+        path=path,
+        format=top.get("format", "qcow2"),
+        virtual_size=int(top["virtual-size"]),
+        actual_size=int(top.get("actual-size", top["virtual-size"])),
+        backing=Path(backing) if backing else None,
+        backing_format=top.get("backing-filename-format"),
+    )
+    return found, [Path(layer["filename"]) for layer in chain[1:]]
 
 
 def open_destination(uri: str, target: str, connect: Callable[[str], Hypervisor] = LibvirtHypervisor) -> Hypervisor:
@@ -219,7 +255,7 @@ class _Migration:
     def _succeeded(self, how: str) -> dict:
         with self._timed("finish"):
             where = self.located()
-        self.job.progress({"percent": 100, "bytes_remaining": 0, "bytes_total": None, "phase": "completed"})
+        self.job.close_progress({"percent": 100, "bytes_remaining": 0, "bytes_total": None, "phase": "completed"})
         return {
             **where,
             "domain": f"archq-{self.vm['name']}",
@@ -257,7 +293,9 @@ class _Migration:
             raise WorkerError("domain_missing", f"VM {self.uuid} is on neither {self.source} nor {self.target}", where)
         self._phase("checking target")
         with self._timed("plan"):
-            plan = read_plan(self.ctx.hypervisor.xml_desc(self.uuid))
+            plan = read_plan(
+                self.ctx.hypervisor.xml_desc(self.uuid), lambda path: self.ctx.hypervisor.disk_capacity(self.uuid, path)
+            )
         with self._timed("checks"):
             self._check_target(plan)
         if self.job.cancel_requested():

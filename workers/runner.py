@@ -130,14 +130,14 @@ class Runner:
     def _claimed(self, job_id: str, msg: dict, owner: str, operation: Operation) -> str:
         self.report(job_id, self._update(job_id, Outcome(JobState.RUNNING)))
         log.info("job %s: %s running", job_id, msg["kind"])
+        run = self._job_run(job_id, msg["params"])
         with self.claims.lease(job_id, owner, msg["token"], self.lease_s):
-            outcome = self._execute(job_id, msg, operation)
+            outcome = self._execute(run, msg, operation)
             record = None
             if outcome.state == JobState.SUCCEEDED:
-                run = self._job_run(job_id, msg["params"])
                 record = signed_record(self.ctx, msg["kind"], msg["vm"], run, outcome.result, msg["chain_head"])
         log.info("job %s: %s %s", job_id, msg["kind"], outcome.state)
-        update = self._update(job_id, outcome, attestation=record)
+        update = self._update(job_id, outcome, progress=run.closing_progress or None, attestation=record)
         if not self._until_redis_answers(lambda: self.claims.finish(job_id, owner, json.dumps(update))):
             # Its lease lapsed and another run holds the job: that run reports, not this one.
             log.warning("job %s: taken over while it ran here; its %s is not reported", job_id, outcome.state)
@@ -159,11 +159,10 @@ class Runner:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _execute(self, job_id: str, msg: dict, operation: Operation) -> Outcome:
-        kind = msg["kind"]
+    def _execute(self, run: JobRun, msg: dict, operation: Operation) -> Outcome:
+        job_id, kind = run.job_id, msg["kind"]
         limit = self.time_limits.get(kind)
         started = time.monotonic()
-        run = self._job_run(job_id, msg["params"])
         # In this thread's context: the operation's log lines carry the job's fields too.
         future: Future = self._pool.submit(
             contextvars.copy_context().run, _guarded, operation, self.ctx, msg["vm"], run, self.ctx.host.name

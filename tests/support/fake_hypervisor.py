@@ -18,6 +18,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from queues.vocabulary import VmState
 from workers.hypervisor import DomainInfo, HypervisorError, SnapshotInfo, Storage, job_figures
@@ -180,6 +181,10 @@ class FakeHypervisor:
 
     def job_stats(self, uuid: str) -> dict | None:
         return self.jobs.get(uuid) if uuid in self.domains else None
+
+    def disk_capacity(self, uuid: str, path: Path) -> int | None:
+        self._existing(uuid)
+        return None  # as libvirt for a disk it cannot read: the caller asks qemu-img
 
     def job_running(self, uuid: str) -> bool:
         return uuid in self.domains and uuid in self.jobs

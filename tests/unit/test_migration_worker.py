@@ -78,3 +78,37 @@ def test_the_plan_names_the_files_the_target_needs(tmp_path: Path):
     (only,) = plan.disks
     assert (only.target, only.path, only.format, only.virtual_size) == ("vda", disk, "qcow2", 8 * 1024 * 1024)
     assert (only.backing, only.backing_format) == (base, "qcow2")
+
+
+def test_a_running_domains_disks_are_read_from_libvirt_as_qemu_img_reads_them(tmp_path: Path):
+    """A running domain's live XML shows its backing chain (`<backingStore>`, an empty one ending it) and libvirt
+    knows the disk's virtual size: the plan needs no `qemu-img info` then, and says what qemu-img would say."""
+    base, disk = tmp_path / "base.qcow2", tmp_path / "vm" / "disk.qcow2"
+    disk.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "8M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(disk)], check=True)
+    disk_xml = (
+        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}' index='2'/>"
+        "{chain}<target dev='vda' bus='virtio'/></disk>"
+    )
+    live_chain = (
+        f"<backingStore type='file' index='3'><format type='qcow2'/><source file='{base}'/><backingStore/>"
+        "</backingStore>"
+    )
+    xml = build_domain_xml(
+        DomainSpec(
+            uuid=str(uuid.uuid4()), name="mig-live", arch=Arch.AMD64, vcpus=1, memory_mib=128, kernel=None,
+            initrd=None, cmdline="", serial_log=tmp_path / "vm" / "console.log", domain_type="qemu",
+        )
+    )  # fmt: skip
+    asked: list[Path] = []
+
+    def capacity(path: Path) -> int:
+        asked.append(path)
+        return 8 * 1024 * 1024
+
+    from_libvirt = read_plan(xml.replace("<devices>", "<devices>" + disk_xml.format(chain=live_chain)), capacity)
+    from_qemu_img = read_plan(xml.replace("<devices>", "<devices>" + disk_xml.format(chain="")), capacity)
+    assert asked == [disk], "libvirt is asked only where its XML shows the chain"
+    assert from_libvirt == from_qemu_img
+    assert from_libvirt.disks[0].backing == base and from_libvirt.artifacts == (base,)

@@ -1,4 +1,6 @@
-"""Speed of emulated guests once they run, per TCG CPU configuration: the same guest (the tiny guest's Debian
+"""Speed of emulated guests once they run, per TCG CPU configuration, in two guests.
+
+The tiny guest: the same guest (the tiny guest's Debian
 cloud kernel and busybox, workers/guest/tiny.py, with a benchmark /init appended to its initramfs) booted on
 qemu:///system under TCG (domain type `qemu`) with each candidate configuration, built by archq's own
 workers.domain_xml.build_domain_xml. Inside the guest, timed with /proc/uptime: a CPU-bound part (`dd` of N MiB
@@ -10,7 +12,16 @@ round (the order reverses every round). Throughput ratios are against KubeVirt's
 Candidates: archq's default, `max` (KubeVirt's choice for emulated guests), `max,pauth-impdef=on` (arm64), named
 models, MTTCG on (QEMU's default here) vs off (`-accel tcg,thread=single`, through an emulator wrapper since
 libvirt has no element for it) with 2 vCPUs, and translation-block cache sizes (libvirt
-`<features><tcg><tb-cache>`) vs QEMU's default (1 GiB). Nova's default (`cpu_mode=host-model` for
+`<features><tcg><tb-cache>`) vs QEMU's default (1 GiB).
+
+The debian-12 image (workers/guest/debian.py, 2 vCPUs, 1 GiB, full mode only: an emulated Debian boot takes
+minutes) started by hand on libvirt's NAT network (bench/debian_guest.py), its own userland driven over SSH:
+`sha256sum` of N MiB (CPU), `gzip -6` of 16 MiB of the guest's own programs (compression), M spawns of
+/bin/true from bash (syscalls), the CPU part on both vCPUs at once (parallel); boot to SSH login; QEMU's RSS
+after the login and after the workload. Candidates: archq's default as archq runs it (its tb-cache), `max`,
+and for arm64 `max,pauth-impdef=on`, archq's CPU with QEMU's 1 GiB tb-cache and with single-threaded TCG.
+
+Nova's default (`cpu_mode=host-model` for
 `virt_type=qemu`) names the host's CPU, which a guest of another architecture cannot get: no candidate."""
 
 from __future__ import annotations
@@ -25,16 +36,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
+import paramiko
 
 from bench.common import IMAGES_DIR, begin, bench_parser, end, median
+from bench.debian_guest import raw_debian, run
 from bench.vm import URI, remove_domains
 from queues.arch import Arch
-from queues.emulation import TCG_CPUS, TcgCpu, default_tcg_cpu
+from queues.emulation import TB_CACHE_MIB, TCG_CPUS, TcgCpu, default_tcg_cpu
+from tests.support.raw_guest import ensure_network
 from workers.domain_xml import DomainSpec, build_domain_xml, domain_name
+from workers.guest.debian import ensure_debian_image
 from workers.guest.tiny import ensure_tiny_guest
 
 # The start of a benchmark /init (also bench/migration.py's): the kernel filesystems, busybox's applets on the
@@ -76,6 +92,21 @@ shift "$n"
 exec {emulator} "$@"
 """
 
+# The debian-12 part, one bash script over SSH: cloud-init's first boot finishes first (it competes for the
+# vCPUs), the compression input is made untimed, then each part prints `BENCH <part> <start> <end>`.
+DEBIAN_WORKLOAD = """cloud-init status --wait > /dev/null || true
+now() {{ date +%s.%N; }}
+cpu() {{ dd if=/dev/zero bs=1M count={mib} 2>/dev/null | sha256sum > /dev/null; }}
+cat /usr/bin/* 2>/dev/null | head -c 16M > /dev/shm/programs
+t=$(now); cpu; echo "BENCH cpu $t $(now)"
+t=$(now); gzip -6 -c /dev/shm/programs > /dev/null; echo "BENCH gzip $t $(now)"
+t=$(now); for i in $(seq {spawns}); do /bin/true; done; echo "BENCH spawn $t $(now)"
+t=$(now); for c in $(seq $(nproc)); do cpu & done; wait; echo "BENCH parallel $t $(now)"
+"""
+DEBIAN_GZIP_MIB = 16
+# Debian's coreutils hash several times as fast as busybox: more work, so each part takes seconds.
+DEBIAN_MIB, DEBIAN_SPAWNS = 256, 200
+
 EMULATORS = {Arch.AMD64: "/usr/bin/qemu-system-x86_64", Arch.ARM64: "/usr/bin/qemu-system-aarch64"}
 LINE = re.compile(r"BENCH (\w+) ([\d.]+) ([\d.]+)")
 TIMEOUT_S = 600
@@ -109,6 +140,22 @@ def candidates(arch: Arch, quick: bool, tb_cache_only: bool) -> list[Candidate]:
         Candidate(f"{default.name} 2 vCPUs single-thread", arch, default, vcpus=2, single_thread=True),
     ]
     return found + tb_caches
+
+
+def debian_candidates(arch: Arch) -> list[Candidate]:
+    """2 vCPUs each, as a Debian guest usually has: what archq runs, KubeVirt's `max`, archq's CPU with QEMU's
+    translation cache and with single-threaded TCG, and for arm64 `max,pauth-impdef=on`."""
+    default = default_tcg_cpu(arch)
+    found = [
+        Candidate(f"archq default ({default.name}, tb-cache {TB_CACHE_MIB} MiB)", arch, default, 2, TB_CACHE_MIB),
+        Candidate("max (KubeVirt)", arch, TCG_CPUS[arch]["maximum"], 2),
+        Candidate(f"{default.name}, QEMU's tb-cache (1 GiB)", arch, default, 2),
+        Candidate(f"{default.name}, single-thread TCG", arch, default, 2, TB_CACHE_MIB, single_thread=True),
+    ]
+    if arch is Arch.ARM64:
+        pauth = TCG_CPUS[arch]["maximum,pauth-impdef=on"]
+        found.append(Candidate(pauth.name, arch, pauth, 2))
+    return found
 
 
 def newc(files: dict[str, tuple[int, bytes]]) -> bytes:
@@ -181,47 +228,66 @@ def run_once(conn: libvirt.virConnect, work: Path, guests: dict, tag: str, c: Ca
         dom.undefine()
 
 
+def run_debian_once(conn: libvirt.virConnect, work: Path, guests: dict, tag: str, c: Candidate, load: dict) -> dict:
+    image = guests[(c.arch, "debian")]
+    name = f"emu-{tag}-{uuid.uuid4().hex[:8]}"
+    emulator = guests[(c.arch, "wrapper")] if c.single_thread else None
+    with raw_debian(conn, image, work, name, guests["key"], network=guests["network"], domain_type="qemu",
+                    vcpus=c.vcpus, tcg_cpu=c.cpu, tb_cache_mib=c.tb_cache_mib, emulator=emulator) as guest:  # fmt: skip
+        figures = {"boot s": guest.milestones["ssh"], "RSS booted MiB": qemu_rss_mib(guest.domain)}
+        if c.vcpus > 1:
+            print(f"      ({c.label}: TCG threads {tcg_threads(guest.domain)})")
+        output = run(guest.client, DEBIAN_WORKLOAD.format(**load), timeout=TIMEOUT_S)
+        for part, begun, ended in LINE.findall(output):
+            figures[f"{part} s"] = float(ended) - float(begun)
+        figures["RSS after MiB"] = qemu_rss_mib(guest.domain)
+    return figures
+
+
+Results = dict[Candidate, dict[str, list[float]]]
+# A throughput column: its heading, the figure (seconds) it divides, and the amount of work per candidate.
+Rate = tuple[str, str, Callable[[Candidate], float]]
+
+
 def main() -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--arch", choices=[a.value for a in Arch], action="append", help="guest arch(es); default both")
-    parser.add_argument("--mib", type=int, help="MiB hashed by the CPU part (8 quick, 32 full)")
+    parser.add_argument("--image", choices=["tiny", "debian-12", "both"], help="guest(s); tiny quick, both full")
+    parser.add_argument("--mib", type=int, help="MiB hashed by the CPU part (8 quick, 32 full; debian-12: 256)")
     parser.add_argument("--tb-cache-only", action="store_true", help="only archq's default vs the tb-cache sizes")
-    parser.add_argument("--spawns", type=int, help="processes spawned by the syscall part (40 quick, 100 full)")
+    parser.add_argument("--spawns", type=int, help="spawns by the syscall part (40 quick, 100 full; debian-12: 200)")
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 2)
     mib, spawns = args.mib or (8 if args.quick else 32), args.spawns or (40 if args.quick else 100)
     arches = [Arch(a) for a in args.arch] if args.arch else list(Arch)
+    image = args.image or ("tiny" if args.quick else "both")
     started = begin("emulation: in-guest speed per TCG CPU configuration", args, probe_kvm=False)
     tag = uuid.uuid4().hex[:6]
     work = Path(tempfile.mkdtemp(prefix="archq-emu-", dir="/var/tmp"))
     work.chmod(0o755)
-    guests: dict = {}
-    for arch in arches:
-        guest = ensure_tiny_guest(arch, IMAGES_DIR / "tiny")
-        initrd = work / f"initrd-{arch}.img"
-        base = guest.initrd.read_bytes()
-        # The kernel looks for a following archive only at a 4-byte aligned offset after the compressed one.
-        initrd.write_bytes(base + b"\0" * (-len(base) % 512) + newc({"init": (0o100755, INIT.encode())}))
-        wrapper = work / f"qemu-{arch}-single"
-        wrapper.write_text(SINGLE_THREAD_WRAPPER.format(emulator=EMULATORS[arch]))
-        for path, mode in ((initrd, 0o644), (wrapper, 0o755)):
-            path.chmod(mode)
-        guests[arch], guests[(arch, "initrd")], guests[(arch, "wrapper")] = guest, initrd, wrapper
-    load = f"bench_mib={mib} bench_spawns={spawns}"
-    print(f"{rounds} round(s); tiny guest kernel + benchmark /init, 256 MiB; {load}; one guest at a time")
+    guests = prepare_guests(work, arches, image)
     conn = libvirt.open(URI)
-    results: dict[Candidate, dict[str, list[float]]] = {}
+    tiny: Results = {}
+    debian: Results = {}
     failed = False
     try:
-        for arch in arches:
-            contenders = candidates(arch, args.quick, args.tb_cache_only)
-            for number in range(1, rounds + 1):
-                for c in contenders if number % 2 else reversed(contenders):
-                    figures = run_once(conn, work, guests, tag, c, load)
-                    for key, value in figures.items():
-                        results.setdefault(c, {}).setdefault(key, []).append(value)
-                    shown = ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
-                    print(f"   round {number} {arch} {c.label}: {shown}", flush=True)
+        if image != "debian-12":
+            load = f"bench_mib={mib} bench_spawns={spawns}"
+            print(f"tiny: {rounds} round(s); tiny guest kernel + benchmark /init, 256 MiB; {load}; one at a time")
+            for arch in arches:
+                contenders = candidates(arch, args.quick, args.tb_cache_only)
+                alternate_rounds(tiny, rounds, contenders, lambda c: run_once(conn, work, guests, tag, c, load))
+        if image != "tiny":
+            guests["network"] = ensure_network(conn)
+            # paramiko cannot generate Ed25519 keys; an ECDSA key is as good for a login.
+            guests["key"] = paramiko.ECDSAKey.generate()
+            work_load = {"mib": args.mib or DEBIAN_MIB, "spawns": args.spawns or DEBIAN_SPAWNS}
+            print(f"debian-12: {rounds} round(s); 2 vCPUs, 1 GiB, over SSH; {work_load}; one guest at a time")
+            for arch in arches:
+                contenders = debian_candidates(arch)
+                alternate_rounds(
+                    debian, rounds, contenders, lambda c: run_debian_once(conn, work, guests, tag, c, work_load)
+                )
     except BaseException:
         failed = True
         raise
@@ -232,36 +298,79 @@ def main() -> None:
             print(f"removed {left} domain(s) left behind by this run")
         if not failed:
             shutil.rmtree(work, ignore_errors=True)
-    report(results, mib, spawns)
+    if tiny:
+        rates: list[Rate] = [
+            ("CPU MiB/s", "cpu s", lambda c: mib),
+            ("spawns/s", "spawn s", lambda c: spawns),
+            ("parallel MiB/s", "parallel s", lambda c: mib * c.vcpus),
+        ]
+        report("tiny guest", tiny, rates, compared=2)
+    if debian:
+        d_mib, d_spawns = args.mib or DEBIAN_MIB, args.spawns or DEBIAN_SPAWNS
+        rates = [
+            ("CPU MiB/s", "cpu s", lambda c: d_mib),
+            ("gzip MiB/s", "gzip s", lambda c: DEBIAN_GZIP_MIB),
+            ("spawns/s", "spawn s", lambda c: d_spawns),
+            ("parallel MiB/s", "parallel s", lambda c: d_mib * c.vcpus),
+        ]
+        report("debian-12 over SSH (boot: to the SSH login)", debian, rates, compared=3)
     end(started)
 
 
-def report(results: dict[Candidate, dict[str, list[float]]], mib: int, spawns: int) -> None:
-    print("\nmedians (throughput relative to max: >1 is faster):")
-    columns = ["arch", "configuration", "boot s", "CPU MiB/s", "spawns/s", "parallel MiB/s", "RSS booted MiB",
-               "RSS after MiB", "CPU vs max", "spawns vs max"]  # fmt: skip
+def prepare_guests(work: Path, arches: list[Arch], image: str) -> dict:
+    """Per arch: the tiny guest and its initramfs with the benchmark /init, the Debian image, and the
+    single-threaded TCG emulator wrapper."""
+    guests: dict = {}
+    for arch in arches:
+        wrapper = work / f"qemu-{arch}-single"
+        wrapper.write_text(SINGLE_THREAD_WRAPPER.format(emulator=EMULATORS[arch]))
+        wrapper.chmod(0o755)
+        guests[(arch, "wrapper")] = wrapper
+        if image != "tiny":
+            guests[(arch, "debian")] = ensure_debian_image(arch, IMAGES_DIR)
+        if image == "debian-12":
+            continue
+        guest = ensure_tiny_guest(arch, IMAGES_DIR / "tiny")
+        initrd = work / f"initrd-{arch}.img"
+        base = guest.initrd.read_bytes()
+        # The kernel looks for a following archive only at a 4-byte aligned offset after the compressed one.
+        initrd.write_bytes(base + b"\0" * (-len(base) % 512) + newc({"init": (0o100755, INIT.encode())}))
+        initrd.chmod(0o644)
+        guests[arch], guests[(arch, "initrd")] = guest, initrd
+    return guests
+
+
+def alternate_rounds(results: Results, rounds: int, contenders: list[Candidate], measure: Callable) -> None:
+    """Every candidate once per round, the order reversed every other round; figures appended to `results`."""
+    for number in range(1, rounds + 1):
+        for c in contenders if number % 2 else reversed(contenders):
+            figures = measure(c)
+            for key, value in figures.items():
+                results.setdefault(c, {}).setdefault(key, []).append(value)
+            shown = ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
+            print(f"   round {number} {c.arch} {c.label}: {shown}", flush=True)
+
+
+def report(title: str, results: Results, rates: list[Rate], compared: int) -> None:
+    """A markdown table of medians; the first `compared` rates also relative to `max` of the same arch."""
+    print(f"\n{title}: medians (throughput relative to max: >1 is faster):")
+    versus = [f"{heading.split()[0].removesuffix('/s')} vs max" for heading, _, _ in rates[:compared]]
+    columns = ["arch", "configuration", "boot s", *(r[0] for r in rates), "RSS booted MiB", "RSS after MiB", *versus]
     print("| " + " | ".join(columns) + " |")
     print("|---" * len(columns) + "|")
+
+    def rate(figures: dict[str, list[float]], c: Candidate, r: Rate) -> float:
+        return r[2](c) / median(figures[r[1]]) if figures.get(r[1]) else math.nan
+
     for c, figures in results.items():
-        kubevirt = next((f for k, f in results.items() if k.arch is c.arch and k.label.startswith("max (")), None)
-
-        def rate(fig: dict[str, list[float]], key: str, amount: float) -> float:
-            return amount / median(fig[key]) if fig.get(key) else math.nan
-
-        cpu, spawn = rate(figures, "cpu s", mib), rate(figures, "spawn s", spawns)
-        parallel = rate(figures, "parallel s", mib * c.vcpus)
         # Without `max` in the run (--tb-cache-only) there is nothing to compare with.
-        versus = (
-            (f"{cpu / rate(kubevirt, 'cpu s', mib):.2f}x", f"{spawn / rate(kubevirt, 'spawn s', spawns):.2f}x")
-            if kubevirt
-            else ("-", "-")
-        )
-        shown_parallel = "-" if math.isnan(parallel) else f"{parallel:.1f}"
-        rss = f"{median(figures['RSS booted MiB']):.0f} | {median(figures['RSS after MiB']):.0f}"
-        print(
-            f"| {c.arch} | {c.label} | {median(figures['boot s']):.1f} | {cpu:.1f} | {spawn:.0f} | "
-            f"{shown_parallel} | {rss} | {versus[0]} | {versus[1]} |"
-        )
+        kubevirt = next(((k, f) for k, f in results.items() if k.arch is c.arch and k.label.startswith("max (")), None)
+        shown = ["-" if math.isnan(value := rate(figures, c, r)) else f"{value:.1f}" for r in rates]
+        ratios = [f"{rate(figures, c, r) / rate(kubevirt[1], kubevirt[0], r):.2f}x" if kubevirt else "-"
+                  for r in rates[:compared]]  # fmt: skip
+        rss = [f"{median(figures['RSS booted MiB']):.0f}", f"{median(figures['RSS after MiB']):.0f}"]
+        cells = [str(c.arch), c.label, f"{median(figures['boot s']):.1f}", *shown, *rss, *ratios]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -39,52 +39,27 @@ from bench.common import (
     wait_host,
     wait_job,
 )
-from bench.vm import URI, remove_domains, virsh
-from client.ssh import known_hosts_for
+from bench.debian_guest import BOOT_TIMEOUT_S, login, poll, raw_debian, run
+from bench.vm import URI, remove_domains
 from queues.arch import Arch, parse_arch
-from queues.networks import mac_for
-from tests.support.raw_guest import host_keys_from_console, make_seed
-from workers.domain_xml import DomainSpec, Nic, build_domain_xml, domain_name
 from workers.guest.debian import ensure_debian_image
 
 NETWORK = "archq"
 UNAME = {Arch.AMD64: "x86_64", Arch.ARM64: "aarch64"}
 GUEST = {"vcpus": 2, "memory_mib": 1024, "image": "debian-12"}
-BOOT_TIMEOUT_S = 900
-
-
-def poll(probe, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(interval)
-    raise RuntimeError(f"no {what} within {timeout:.0f} s")
 
 
 def ssh_uname(address: str, host_keys: list[str], key: paramiko.PKey) -> str | None:
     """`uname -m` over SSH as `debian`, accepting only `host_keys`; None while the guest does not answer."""
-    client = paramiko.SSHClient()
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client._host_keys = known_hosts_for(address, host_keys)
+    client = login(address, host_keys, key)
+    if client is None:
+        return None
     try:
-        client.connect(address, username="debian", pkey=key, timeout=5, allow_agent=False, look_for_keys=False)
-        _, stdout, _ = client.exec_command("uname -m", timeout=30)
-        return stdout.read().decode().strip() or None
-    except (OSError, paramiko.SSHException):
+        return run(client, "uname -m", timeout=30).strip() or None
+    except (OSError, paramiko.SSHException, RuntimeError):
         return None
     finally:
         client.close()
-
-
-def lease_of(mac: str) -> str | None:
-    conn = libvirt.open(URI)
-    try:
-        leases = conn.networkLookupByName(NETWORK).DHCPLeases(mac)
-    finally:
-        conn.close()
-    return leases[0]["ipaddr"] if leases else None
 
 
 def main() -> None:
@@ -107,6 +82,7 @@ def main() -> None:
     stack_env = {"ARCHQ_LIBVIRT_URI": URI, "ARCHQ_CAPABILITIES_FILE": "", "ARCHQ_ACCEL": "auto",
                  "ARCHQ_HOSTNAME": QEMU_HOST, "ARCHQ_HEARTBEAT_INTERVAL_S": "1"}  # fmt: skip
     results: dict[Arch, dict[str, Samples]] = {arch: {"archq": {}, "virsh": {}} for arch in Arch}
+    conn = libvirt.open(URI)
     try:
         with Stack(**stack_env) as stack:
             if (PROBE_CACHE_DIR / PROBE_FILE).exists():
@@ -148,40 +124,13 @@ def main() -> None:
                 return took
 
             def virsh_boot(arch: Arch) -> float:
-                image = images[arch]
-                vm_id = str(uuid.uuid4())
-                vm_dir = raw_dir / vm_id
-                vm_dir.mkdir(mode=0o755)
-                name = f"raw-{tag}-{next(numbers)}"
-                submitted = time.perf_counter()
-                disk = vm_dir / "disk.qcow2"
-                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                                str(image.directory / "disk.qcow2"), str(disk)], check=True)  # fmt: skip
-                seed = make_seed(vm_dir, name, public_key)  # what a person writes: meta-data, a #cloud-config
-                spec = DomainSpec(
-                    uuid=vm_id, name=name, arch=arch, vcpus=GUEST["vcpus"], memory_mib=GUEST["memory_mib"],
-                    kernel=image.directory / "vmlinuz", initrd=image.directory / "initrd.img",
-                    cmdline=image.cmdline, serial_log=vm_dir / "console.log",
-                    domain_type="qemu" if arch != native or host["accel"] == "tcg" else host["accel"],
-                    disk=disk, nic=Nic(mac_for(vm_id), "network", NETWORK), seed=seed,
-                )  # fmt: skip
-                (vm_dir / "domain.xml").write_text(build_domain_xml(spec))
-                virsh("define", str(vm_dir / "domain.xml"))
-                virsh("start", domain_name(name))
-                running = time.perf_counter() - submitted
-                address = poll(lambda: lease_of(spec.nic.mac), BOOT_TIMEOUT_S, "DHCP lease")
-                leased = time.perf_counter() - submitted
-                keys = poll(lambda: host_keys_from_console(spec.serial_log), BOOT_TIMEOUT_S, "host keys on the console")
-                known_at = time.perf_counter() - submitted
-                uname = poll(lambda: ssh_uname(address, keys, key), BOOT_TIMEOUT_S, "SSH login")
-                took = time.perf_counter() - submitted
-                print(
-                    f"   virsh {arch}: running {running:.1f} s, lease {leased:.1f} s, keys {known_at:.1f} s, "
-                    f"SSH {took:.1f} s"
-                )
+                domain_type = "qemu" if arch != native or host["accel"] == "tcg" else host["accel"]
+                with raw_debian(conn, images[arch], raw_dir, f"raw-{tag}-{next(numbers)}", key, network=NETWORK,
+                                domain_type=domain_type) as guest:  # fmt: skip
+                    uname = run(guest.client, "uname -m").strip()
+                took = guest.milestones["ssh"]
+                print("   virsh " + arch + ": " + ", ".join(f"{k} {v:.1f} s" for k, v in guest.milestones.items()))
                 assert uname == UNAME[arch], uname
-                virsh("destroy", domain_name(name))
-                virsh("undefine", domain_name(name))
                 return took
 
             for number in range(1, rounds + 1):
@@ -195,6 +144,7 @@ def main() -> None:
                         line.append(f"{contender} {seconds:.1f} s")
                     print(f"round {number}/{rounds} {arch}: " + ", ".join(line), flush=True)
     finally:
+        conn.close()
         left = remove_domains(tag)
         if left:
             print(f"removed {left} domain(s) left behind by this run")

@@ -1,28 +1,26 @@
-"""Speed of emulated guests once they run, per TCG CPU configuration, in two guests.
+"""Speed of emulated guests once they run, per TCG CPU configuration, in two guests. One guest at a time; the
+candidates alternate within each round (the order reverses every round). Throughput ratios are against
+KubeVirt's choice (`max`). Nova's default (`cpu_mode=host-model` for `virt_type=qemu`) names the host's CPU,
+which a guest of another architecture cannot get: no candidate.
 
-The tiny guest: the same guest (the tiny guest's Debian
-cloud kernel and busybox, workers/guest/tiny.py, with a benchmark /init appended to its initramfs) booted on
-qemu:///system under TCG (domain type `qemu`) with each candidate configuration, built by archq's own
-workers.domain_xml.build_domain_xml. Inside the guest, timed with /proc/uptime: a CPU-bound part (`dd` of N MiB
-of zeros piped through `sha256sum`), a syscall-heavy part (spawning /bin/true M times) and, with 2 vCPUs, the
-CPU part on each vCPU at once. From the host: start to the guest's first userspace line (boot), and the QEMU
-process's RSS when booted and after the workload. One guest at a time; the candidates alternate within each
-round (the order reverses every round). Throughput ratios are against KubeVirt's choice (`max`).
-
-Candidates: archq's default, `max` (KubeVirt's choice for emulated guests), `max,pauth-impdef=on` (arm64), named
-models, MTTCG on (QEMU's default here) vs off (`-accel tcg,thread=single`, through an emulator wrapper since
-libvirt has no element for it) with 2 vCPUs, and translation-block cache sizes (libvirt
+The tiny guest (the tiny guest's Debian cloud kernel and busybox, workers/guest/tiny.py, with a benchmark /init
+appended to its initramfs) booted on qemu:///system under TCG (domain type `qemu`) with each candidate
+configuration, built by archq's own workers.domain_xml.build_domain_xml. Inside the guest, timed with
+/proc/uptime: a CPU-bound part (`dd` of N MiB of zeros piped through `sha256sum`), a syscall-heavy part
+(spawning /bin/true M times) and, with 2 vCPUs, the CPU part on each vCPU at once. From the host: start to the
+guest's first userspace line (boot), and the QEMU process's RSS when booted and after the workload.
+Candidates: archq's default, `max` (KubeVirt's choice for emulated guests), `max,pauth-impdef=on` (arm64),
+named models, MTTCG on (QEMU's default here) vs off (`-accel tcg,thread=single`, through an emulator wrapper
+since libvirt has no element for it) with 2 vCPUs, and translation-block cache sizes (libvirt
 `<features><tcg><tb-cache>`) vs QEMU's default (1 GiB).
 
-The debian-12 image (workers/guest/debian.py, 2 vCPUs, 1 GiB, full mode only: an emulated Debian boot takes
-minutes) started by hand on libvirt's NAT network (bench/debian_guest.py), its own userland driven over SSH:
-`sha256sum` of N MiB (CPU), `gzip -6` of 16 MiB of the guest's own programs (compression), M spawns of
-/bin/true from bash (syscalls), the CPU part on both vCPUs at once (parallel); boot to SSH login; QEMU's RSS
-after the login and after the workload. Candidates: archq's default as archq runs it (its tb-cache), `max`,
-and for arm64 `max,pauth-impdef=on`, archq's CPU with QEMU's 1 GiB tb-cache and with single-threaded TCG.
-
-Nova's default (`cpu_mode=host-model` for
-`virt_type=qemu`) names the host's CPU, which a guest of another architecture cannot get: no candidate."""
+The debian-12 image (workers/guest/debian.py; 2 vCPUs, 1 GiB; full mode only: an emulated Debian boot takes
+minutes) started by hand on libvirt's NAT network (bench/debian_guest.py), its own userland driven over a
+verified SSH login: `sha256sum` of N MiB (CPU), `gzip -6` of 16 MiB of the guest's own programs
+(compression), M spawns of /bin/true from bash (syscalls), the CPU part on both vCPUs at once (parallel);
+boot to the SSH login; QEMU's RSS after the login and after the workload. Candidates: archq's default as archq
+runs it (its tb-cache), `max`, archq's CPU with QEMU's 1 GiB tb-cache and with single-threaded TCG, and
+`max,pauth-impdef=on` for arm64."""
 
 from __future__ import annotations
 

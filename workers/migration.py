@@ -365,7 +365,7 @@ class _Migration:
                 target_checks.precreate_disks(client, sftp, self.target, plan.disks)
             else:
                 self._phase("copying disks")
-                target_checks.copy_disks(sftp, plan.disks)
+                target_checks.copy_disks(sftp, self.target, plan.disks)
 
     def _live(self, plan: target_checks.Plan) -> dict:
         with self._timed("disks"):

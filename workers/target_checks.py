@@ -6,6 +6,7 @@ Every failed check is a WorkerError with its own `target_*` code; nothing on the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -254,12 +255,27 @@ def precreate_disks(client: paramiko.SSHClient, sftp: paramiko.SFTPClient, host:
             content = _empty_qcow2(tuple(argv), disk.virtual_size)
         except WorkerError as exc:
             raise exc.saying(f"cannot make {disk.path} for {host}: {exc.message}") from exc
-        partial = f"{disk.path}.{uuid.uuid4().hex}.part"
         try:
-            sftp.putfo(io.BytesIO(content), partial)
-            sftp.posix_rename(partial, str(disk.path))
+            _put_whole(sftp, disk.path, content)
         except OSError as exc:
             raise WorkerError("target_disk_failed", f"cannot create {disk.path} on {host}: {exc}") from exc
+
+
+def _put_whole(sftp: paramiko.SFTPClient, path: Path, source: Path | bytes) -> None:
+    """`source` (a local file, or the bytes) written to `path` on the target under a temporary name beside it,
+    renamed into place once complete: the target never sees half a disk, and a failed write leaves no partial
+    file behind."""
+    partial = f"{path}.{uuid.uuid4().hex}.part"
+    try:
+        if isinstance(source, bytes):
+            sftp.putfo(io.BytesIO(source), partial)
+        else:
+            sftp.put(str(source), partial)
+        sftp.posix_rename(partial, str(path))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            sftp.remove(partial)
+        raise
 
 
 @functools.lru_cache(maxsize=32)
@@ -274,9 +290,10 @@ def _empty_qcow2(argv: tuple[str, ...], virtual_size: int) -> bytes:
         return local.read_bytes()
 
 
-def copy_disks(sftp: paramiko.SFTPClient, disks: tuple[Disk, ...]) -> None:
+def copy_disks(sftp: paramiko.SFTPClient, host: str, disks: tuple[Disk, ...]) -> None:
     """Cold migration: the disks themselves (the top image; backing images are artifacts)."""
     for disk in disks:
-        partial = f"{disk.path}.{uuid.uuid4().hex}.part"
-        sftp.put(str(disk.path), partial)
-        sftp.posix_rename(partial, str(disk.path))
+        try:
+            _put_whole(sftp, disk.path, disk.path)
+        except OSError as exc:
+            raise WorkerError("target_disk_failed", f"cannot copy {disk.path} to {host}: {exc}") from exc

@@ -92,6 +92,27 @@ def test_artifacts_are_copied_when_missing_and_never_replaced_when_different(h2:
         artifact.parent.rmdir()
 
 
+def test_a_disk_that_cannot_take_its_place_on_the_target_leaves_no_partial_file(h2: LabHost, ssh):
+    client, sftp = ssh
+    # The same path on both hosts (/run is private to h2): a disk here; on h2 a directory, so the upload
+    # succeeds and the rename into place cannot.
+    disk_path = Path(f"/run/archq-mig-test-{time.monotonic_ns()}") / "disk.qcow2"
+    disk_path.parent.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk_path), "8M"], check=True)
+    on_h2 = Path(f"/proc/{h2.pid}/root") / disk_path.relative_to("/")
+    on_h2.mkdir(parents=True)
+    disk = target_checks.Disk("vda", disk_path, "qcow2", 8 << 20, disk_path.stat().st_size)
+    try:
+        assert code_of(lambda: target_checks.precreate_disks(client, sftp, "h2", (disk,))) == "target_disk_failed"
+        assert code_of(lambda: target_checks.copy_disks(sftp, "h2", (disk,))) == "target_disk_failed"
+        assert [p.name for p in on_h2.parent.iterdir()] == ["disk.qcow2"], "no partial file left on h2"
+    finally:
+        on_h2.rmdir()
+        on_h2.parent.rmdir()
+        disk_path.unlink()
+        disk_path.parent.rmdir()
+
+
 def test_an_unreachable_target_libvirt_is_its_own_code(h2: LabHost):
     # Nothing listens for TLS on the lab hosts.
     assert code_of(lambda: open_destination(f"qemu+tls://{h2.address}/system", "h2")) == "target_libvirt_unreachable"

@@ -19,8 +19,8 @@ minutes) started by hand on libvirt's NAT network (bench/debian_guest.py), its o
 verified SSH login: `sha256sum` of N MiB (CPU), `gzip -6` of 16 MiB of the guest's own programs
 (compression), M spawns of /bin/true from bash (syscalls), the CPU part on both vCPUs at once (parallel);
 boot to the SSH login; QEMU's RSS after the login and after the workload. Candidates: archq's default as archq
-runs it (its tb-cache), `max`, archq's CPU with QEMU's 1 GiB tb-cache and with single-threaded TCG, and
-`max,pauth-impdef=on` for arm64."""
+runs it (its tb-cache), `max`, archq's CPU with QEMU's 1 GiB tb-cache and with single-threaded TCG, and the
+other configurations archq knows for the arch (named models, `max,pauth-impdef=on`)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def candidates(arch: Arch, quick: bool, tb_cache_only: bool) -> list[Candidate]:
 
 def debian_candidates(arch: Arch) -> list[Candidate]:
     """2 vCPUs each, as a Debian guest usually has: what archq runs, KubeVirt's `max`, archq's CPU with QEMU's
-    translation cache and with single-threaded TCG, and for arm64 `max,pauth-impdef=on`."""
+    translation cache and with single-threaded TCG, and the other configurations archq knows for the arch."""
     default = default_tcg_cpu(arch)
     found = [
         Candidate(f"archq default ({default.name}, tb-cache {TB_CACHE_MIB} MiB)", arch, default, 2, TB_CACHE_MIB),
@@ -150,10 +150,8 @@ def debian_candidates(arch: Arch) -> list[Candidate]:
         Candidate(f"{default.name}, QEMU's tb-cache (1 GiB)", arch, default, 2),
         Candidate(f"{default.name}, single-thread TCG", arch, default, 2, TB_CACHE_MIB, single_thread=True),
     ]
-    if arch is Arch.ARM64:
-        pauth = TCG_CPUS[arch]["maximum,pauth-impdef=on"]
-        found.append(Candidate(pauth.name, arch, pauth, 2))
-    return found
+    others = [c for c in TCG_CPUS[arch].values() if c not in (default, TCG_CPUS[arch]["maximum"])]
+    return found + [Candidate(c.name, arch, c, 2) for c in others]
 
 
 def newc(files: dict[str, tuple[int, bytes]]) -> bytes:
@@ -252,6 +250,7 @@ def main() -> None:
     parser.add_argument("--arch", choices=[a.value for a in Arch], action="append", help="guest arch(es); default both")
     parser.add_argument("--image", choices=["tiny", "debian-12", "both"], help="guest(s); tiny quick, both full")
     parser.add_argument("--mib", type=int, help="MiB hashed by the CPU part (8 quick, 32 full; debian-12: 256)")
+    parser.add_argument("--only", action="append", help="only the candidates whose label contains this")
     parser.add_argument("--tb-cache-only", action="store_true", help="only archq's default vs the tb-cache sizes")
     parser.add_argument("--spawns", type=int, help="spawns by the syscall part (40 quick, 100 full; debian-12: 200)")
     args = parser.parse_args()
@@ -273,7 +272,7 @@ def main() -> None:
             load = f"bench_mib={mib} bench_spawns={spawns}"
             print(f"tiny: {rounds} round(s); tiny guest kernel + benchmark /init, 256 MiB; {load}; one at a time")
             for arch in arches:
-                contenders = candidates(arch, args.quick, args.tb_cache_only)
+                contenders = chosen(candidates(arch, args.quick, args.tb_cache_only), args.only)
                 alternate_rounds(tiny, rounds, contenders, lambda c: run_once(conn, work, guests, tag, c, load))
         if image != "tiny":
             guests["network"] = ensure_network(conn)
@@ -282,7 +281,7 @@ def main() -> None:
             work_load = {"mib": args.mib or DEBIAN_MIB, "spawns": args.spawns or DEBIAN_SPAWNS}
             print(f"debian-12: {rounds} round(s); 2 vCPUs, 1 GiB, over SSH; {work_load}; one guest at a time")
             for arch in arches:
-                contenders = debian_candidates(arch)
+                contenders = chosen(debian_candidates(arch), args.only)
                 alternate_rounds(
                     debian, rounds, contenders, lambda c: run_debian_once(conn, work, guests, tag, c, work_load)
                 )
@@ -313,6 +312,10 @@ def main() -> None:
         ]
         report("debian-12 over SSH (boot: to the SSH login)", debian, rates, compared=3)
     end(started)
+
+
+def chosen(contenders: list[Candidate], only: list[str] | None) -> list[Candidate]:
+    return [c for c in contenders if not only or any(part in c.label for part in only)]
 
 
 def prepare_guests(work: Path, arches: list[Arch], image: str) -> dict:

@@ -42,6 +42,9 @@ TCG_CPUS: dict[Arch, dict[str, TcgCpu]] = {
             (
                 _named(Arch.ARM64, "cortex-a57"),
                 _named(Arch.ARM64, "cortex-a72"),
+                # Graviton2's core, ARMv8.2: LSE atomics (Debian's glibc uses them instead of exclusive
+                # load/store pairs, which TCG emulates slowly), no pointer authentication.
+                _named(Arch.ARM64, "neoverse-n1"),
                 _max(Arch.ARM64),
                 # `max` emulates pointer authentication with QARMA, which dominates TCG time; QEMU's own
                 # implementation-defined algorithm keeps the feature (same instructions, another hash).

@@ -295,10 +295,9 @@ def main() -> None:
     reason = lab_available()
     if reason:
         raise SystemExit(f"the two-host lab is unavailable: {reason}")
-    # The workers beat at archq's default interval, not the lab's test setting (10x as often, for quick
-    # detection in tests): every beat reads each guest's facts and every changed one is a conductor task, a load
-    # that on this 2-core machine slowed archq's migrations (libvirt's call 0.84 s vs 0.71 s, one run) more
-    # than the raw ones beside them.
+    # The workers beat at archq's default interval, as deployed, not the lab's test setting (10x as often, for
+    # quick detection in tests): every beat reads each guest's facts and every changed one is a conductor task,
+    # load on the same 2 cores as the migrations (docs/performance.md has both figures).
     heartbeat = Settings().heartbeat_interval_s
     with (
         tempfile.TemporaryDirectory(prefix="archq-bench-mig-", dir="/tmp") as tmp,
